@@ -1,0 +1,96 @@
+"""The VAE objective: a reconstruction term plus the closed-form KL divergence.
+
+Reductions: every term is summed over pixels (reconstruction) or latent dimensions (KL)
+and averaged over the images of the batch, so values are per image (nats for BCE + KL).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from losses.ssim import ssim_map
+
+IMAGE_LOSSES = ("bce", "mse", "ssim")
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, mean over the batch.
+
+    Closed form, Appendix B of Kingma & Welling (2014):
+    -1/2 * sum(1 + logvar - mu^2 - exp(logvar)).
+    """
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / mu.shape[0]
+
+
+def bce_loss(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bernoulli negative log-likelihood from logits, summed over pixels, mean over the batch."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+def mse_loss(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Squared error of sigmoid(logits) against x, summed over pixels, mean over the batch."""
+    return F.mse_loss(torch.sigmoid(logits), x, reduction="sum") / x.shape[0]
+
+
+def ssim_loss(logits: torch.Tensor, x: torch.Tensor, window_size: int = 5) -> torch.Tensor:
+    """Sum over pixels of (1 - SSIM map), mean over the batch.
+
+    That is (number of pixels) x (1 - mean SSIM) per image: on the scale of a summed
+    BCE, so it competes with the KL term. The 2018 loss used the mean (at most 1 per
+    image), which the KL term overwhelmed: the posterior collapsed and it "did not train".
+    """
+    return (1 - ssim_map(torch.sigmoid(logits), x, window_size)).sum() / x.shape[0]
+
+
+def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor, ssim_window_size: int = 5
+                        ) -> torch.Tensor:
+    if kind == "bce":
+        return bce_loss(logits, x)
+    if kind == "mse":
+        return mse_loss(logits, x)
+    if kind == "ssim":
+        return ssim_loss(logits, x, ssim_window_size)
+    raise ValueError(f"unknown image loss {kind!r}; choose from {IMAGE_LOSSES}")
+
+
+class VAELoss:
+    """Weighted reconstruction + KL, optionally rebalanced by running means (2018 flag).
+
+    With ``running_mean=True`` each term is divided by an exponential running mean of its
+    own value (gamma 0.9, detached), so both contribute on a unit scale before weighting.
+    The running means are part of the training state and go into checkpoints.
+    """
+
+    def __init__(self, image_loss_type: str = "bce", img_loss_weight: float = 1.0,
+                 kl_loss_weight: float = 1.0, running_mean: bool = False, gamma: float = 0.9,
+                 ssim_window_size: int = 5):
+        if image_loss_type not in IMAGE_LOSSES:
+            raise ValueError(f"unknown image loss {image_loss_type!r}; choose from {IMAGE_LOSSES}")
+        self.image_loss_type = image_loss_type
+        self.img_w, self.kl_w = img_loss_weight, kl_loss_weight
+        self.running_mean, self.gamma = running_mean, gamma
+        self.ssim_window_size = ssim_window_size
+        self.img_rm: torch.Tensor | None = None
+        self.kl_rm: torch.Tensor | None = None
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size)
+        kl = kl_divergence(mu, logvar)
+        if self.running_mean:
+            img_d, kl_d = img.detach(), kl.detach()
+            if self.img_rm is None:
+                self.img_rm, self.kl_rm = img_d, kl_d
+            else:
+                self.img_rm = self.gamma * self.img_rm + (1 - self.gamma) * img_d
+                self.kl_rm = self.gamma * self.kl_rm + (1 - self.gamma) * kl_d
+            loss = self.img_w * img / self.img_rm.clamp_min(1e-8) + self.kl_w * kl / self.kl_rm.clamp_min(1e-8)
+        else:
+            loss = self.img_w * img + self.kl_w * kl
+        return {"loss": loss, "img_loss": img, "kl_loss": kl}
+
+    def state_dict(self) -> dict:
+        return {"img_rm": self.img_rm, "kl_rm": self.kl_rm}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.img_rm, self.kl_rm = state.get("img_rm"), state.get("kl_rm")

@@ -1,0 +1,24 @@
+"""Model registry: ``--model_type`` name -> builder taking a :class:`ModelConfig`."""
+from __future__ import annotations
+
+from typing import Callable
+
+from models.base import ModelConfig, VAE
+from models.fc import build_fc, build_fc_conv
+from models.fcn import build_fcn
+
+MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
+    "fc": build_fc,
+    "fc_conv": build_fc_conv,
+    "fcn": build_fcn,
+}
+
+
+def build_model(cfg: ModelConfig) -> VAE:
+    """Build the model named by ``cfg.model_type``."""
+    if cfg.model_type not in MODELS:
+        raise KeyError(f"unknown model type {cfg.model_type!r}; choose from {sorted(MODELS)}")
+    return MODELS[cfg.model_type](cfg)
+
+
+__all__ = ["MODELS", "ModelConfig", "VAE", "build_model"]

@@ -1,0 +1,51 @@
+"""What every VAE here shares: the reparameterisation and the (logits, mu, logvar) contract."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in checkpoints as a plain dict."""
+
+    model_type: str = "fc_conv"
+    latent_space_size: int = 10
+    model_multiplier: int = 1  # channel width multiplier of `fcn`
+    split_filter: int = 2  # `fcn`: encoder blocks shared by the mu and logvar heads
+    image_channels: int = 1
+    image_size: int = 28
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VAE(nn.Module):
+    """Base class: subclasses implement ``encode`` and ``decode_logits``.
+
+    ``forward`` returns ``(logits, mu, logvar)``: pixel logits (BCE is computed from them,
+    which is numerically safe), and the diagonal Gaussian posterior with mu of shape (B, z).
+    In training mode z is sampled; in eval mode the posterior mean is decoded.
+    """
+
+    latent_size: int
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from latent codes (B, z)."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return self.decode_logits(z), mu, logvar

@@ -1,0 +1,92 @@
+"""The fully connected VAEs: `fc` (an MLP) and `fc_conv` (the 2018 best model)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import ModelConfig, VAE
+
+
+class FCVAE(VAE):
+    """784-400-z-400-784 MLP VAE (Kingma & Welling 2014, as in pytorch/examples)."""
+
+    def __init__(self, cfg: ModelConfig, hidden: int = 400):
+        super().__init__()
+        self.latent_size = cfg.latent_space_size
+        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
+        n_pix = cfg.image_channels * cfg.image_size * cfg.image_size
+        self.fc1 = nn.Linear(n_pix, hidden)
+        self.fc21 = nn.Linear(hidden, self.latent_size)
+        self.fc22 = nn.Linear(hidden, self.latent_size)
+        self.fc3 = nn.Linear(self.latent_size, hidden)
+        self.fc4 = nn.Linear(hidden, n_pix)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc21(h), self.fc22(h)
+
+    def decode_logits(self, z):
+        return self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape)
+
+
+class FCConvVAE(VAE):
+    """The 2018 best model: an FC VAE whose layers are stored as convolutions.
+
+    Parameter names and shapes are those of the published checkpoint (fc1 a 28x28 conv,
+    fc21/fc22 1x1 convs, fc3/fc4 transposed convs; fc4 has one bias shared by all pixels),
+    so it loads unchanged. A conv whose kernel covers the whole input is a matrix product,
+    so ``forward`` runs them as ``F.linear`` on reshaped weights: the same numbers, without
+    the overhead of a 28x28 convolution.
+    """
+
+    def __init__(self, cfg: ModelConfig, enc_hidden: int = 32, dec_hidden: int = 118):
+        super().__init__()
+        self.latent_size = z = cfg.latent_space_size
+        c, s = cfg.image_channels, cfg.image_size
+        self.image_shape = (c, s, s)
+        self.fc1 = nn.Conv2d(c, enc_hidden, kernel_size=s)
+        self.fc21 = nn.Conv2d(enc_hidden, z, kernel_size=1)
+        self.fc22 = nn.Conv2d(enc_hidden, z, kernel_size=1)
+        self.fc3 = nn.ConvTranspose2d(z, dec_hidden, kernel_size=1)
+        self.fc4 = nn.ConvTranspose2d(dec_hidden, c, kernel_size=s)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch 0.4's conv init, which the 2018 model trained with: U(-1/sqrt(n), 1/sqrt(n)),
+        n = in_channels x kernel area. For the transposed convs n counts the real inputs, so
+        fc4 starts ~10x smaller than today's default; that is what reaches 2018 quality in 30 epochs.
+        """
+        for layer in (self.fc1, self.fc21, self.fc22, self.fc3, self.fc4):
+            n = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            bound = 1.0 / n ** 0.5
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.uniform_(layer.bias, -bound, bound)
+
+    def encode(self, x):
+        h = F.relu(F.linear(x.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias))
+        return (F.linear(h, self.fc21.weight.flatten(1), self.fc21.bias),
+                F.linear(h, self.fc22.weight.flatten(1), self.fc22.bias))
+
+    def decode_logits(self, z):
+        # ConvTranspose2d weights are (in, out, kH, kW): transpose to Linear's (out, in).
+        h = F.relu(F.linear(z, self.fc3.weight.flatten(1).t(), self.fc3.bias))
+        c = self.fc4.out_channels
+        w4 = self.fc4.weight.flatten(1)  # (hidden, c*s*s)
+        b4 = self.fc4.bias.repeat_interleave(w4.shape[1] // c)  # one bias per channel
+        return torch.addmm(b4, h, w4).view(-1, *self.image_shape)
+
+    def forward_as_conv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The literal 2018 conv formulation (eval mode), kept to test the fast path against."""
+        h = F.relu(self.fc1(x))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        logits = self.fc4(F.relu(self.fc3(mu)))
+        return logits, mu.flatten(1), logvar.flatten(1)
+
+
+def build_fc(cfg: ModelConfig) -> VAE:
+    return FCVAE(cfg)
+
+
+def build_fc_conv(cfg: ModelConfig) -> VAE:
+    return FCConvVAE(cfg)

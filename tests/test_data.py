@@ -1,0 +1,85 @@
+import gzip
+import os
+import shutil
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+import datasets
+from datasets import augment_batch, ensure_raw_files, kfold_indices, load_split, train_val_split
+from helpers import write_idx
+from utils import VaeLabError
+
+
+def test_mnist_idx_files_load_through_torchvision(tiny_mnist):
+    tr = load_split("mnist", tiny_mnist, train=True)
+    te = load_split("mnist", tiny_mnist, train=False)
+    assert tr.x.shape == (500, 1, 28, 28) and te.x.shape == (100, 1, 28, 28)
+    assert tr.x.dtype == torch.float32 and 0.0 <= tr.x.min() and tr.x.max() <= 1.0
+    assert tr.y.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    train, val = train_val_split("mnist", tiny_mnist, fold=0, num_folds=5, seed=42)
+    assert len(train) == 400 and len(val) == 100
+    assert torch.bincount(val.y).tolist() == [10] * 10  # stratified
+
+
+def test_split_reproduces_the_2018_indices(fmnist_root):
+    y = load_split("fmnist", fmnist_root, train=True).y
+    tr, va = kfold_indices(y, fold=0, num_folds=5, seed=42)
+    assert va[:10].tolist() == [6, 8, 15, 22, 23, 25, 28, 31, 33, 34]
+    assert len(tr) == 48000 and len(va) == 12000 and not set(tr) & set(va)
+
+
+def test_debian_copy_is_used_offline(tmp_path):
+    # A fake Debian folder with gzipped IDX files; the data root starts empty.
+    deb = tmp_path / "deb"
+    deb.mkdir()
+    rng = np.random.default_rng(0)
+    for name, arr in (("train-images-idx3-ubyte", rng.integers(0, 255, (20, 28, 28))),
+                      ("train-labels-idx1-ubyte", np.arange(20) % 10),
+                      ("t10k-images-idx3-ubyte", rng.integers(0, 255, (10, 28, 28))),
+                      ("t10k-labels-idx1-ubyte", np.arange(10) % 10)):
+        write_idx(str(tmp_path / name), arr)
+        with open(tmp_path / name, "rb") as src, gzip.open(deb / (name + ".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    root = tmp_path / "data"
+    ensure_raw_files("fmnist", str(root), debian_dir=str(deb))
+    assert sorted(os.listdir(root / "FashionMNIST" / "raw")) == sorted(datasets.IDX_FILES)
+    assert len(load_split("fmnist", str(root), train=False)) == 10
+
+
+def test_no_data_and_no_network_says_what_to_do(tmp_path, monkeypatch):
+    def offline(self, *a, **k):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(datasets.DATASETS["mnist"], "download", offline)
+    with pytest.raises(VaeLabError, match="downloading it failed"):
+        ensure_raw_files("mnist", str(tmp_path / "empty"))
+
+
+def test_corrupt_idx_is_one_clear_error(tmp_path, tiny_mnist):
+    root = tmp_path / "bad"
+    shutil.copytree(tiny_mnist, root)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(VaeLabError, match="corrupt"):
+        load_split("mnist", str(root), train=True)
+    path.write_bytes(b"\x12\x34\x56\x78" + data[4:])  # wrong magic
+    with pytest.raises(VaeLabError, match="corrupt"):
+        load_split("mnist", str(root), train=True)
+
+
+def test_augmentations_on_whole_batches():
+    x = torch.rand(64, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    out = augment_batch(x, g)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    # no rotation and p=1: exactly a horizontal flip
+    flipped = augment_batch(x, torch.Generator().manual_seed(0), flip_p=1.0, max_degrees=0.0)
+    assert torch.allclose(flipped, torch.flip(x, dims=[3]), atol=1e-5)
+    same = augment_batch(x, torch.Generator().manual_seed(0), flip_p=0.0, max_degrees=0.0)
+    assert torch.allclose(same, x, atol=1e-5)
+    # the same generator state replays the same augmentations (exact resume)
+    assert torch.equal(augment_batch(x, torch.Generator().manual_seed(0)), out)

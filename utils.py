@@ -1,0 +1,183 @@
+"""Small helpers shared by the entry points: errors, flag types, devices, seeding."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+class VaeLabError(Exception):
+    """A user-facing error: printed as one line on stderr, exit code 2, no traceback."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr (exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> int:
+    """Parse flags, run ``main``; user-facing errors become one line on stderr and code 2.
+
+    Returns the exit code (0, 2 for bad input, 130 for Ctrl-C) instead of exiting, so
+    tests can run the command line in-process.
+    """
+    try:
+        main(parser.parse_args(argv))
+    except VaeLabError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+# ---------------------------------------------------------------- flag types
+
+_TRUE = {"true", "yes", "y", "1", "t", "on"}
+_FALSE = {"false", "no", "n", "0", "f", "off"}
+
+
+def str2bool(value: str | bool) -> bool:
+    """Strict boolean flag: True/False, yes/no, 1/0 (any case); anything else is an error.
+
+    The 2018 parser read any unknown word (e.g. ``Flase``) as False; we refuse it.
+    """
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected True/False (or yes/no, 1/0), got {value!r}")
+
+
+def positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return v
+
+
+def positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
+    return v
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
+    return v
+
+
+# ---------------------------------------------------------------- devices
+
+
+def select_device(name: str = "auto", no_cuda: bool = False) -> torch.device:
+    """CUDA, then Apple MPS, then CPU; ``no_cuda`` forces CPU (the 2018 flag)."""
+    if no_cuda or name == "cpu":
+        return torch.device("cpu")
+    cuda_ok = torch.cuda.is_available()
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "cuda":
+        if not cuda_ok:
+            raise VaeLabError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda")
+    if name == "mps":
+        if not mps_ok:
+            raise VaeLabError("--device mps was asked for but Apple MPS is not available")
+        return torch.device("mps")
+    if cuda_ok:
+        return torch.device("cuda")
+    if mps_ok:
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- seeding and RNG state
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so two CPU runs give the same losses."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state(generator: torch.Generator) -> dict:
+    """RNG states as tensors and plain Python values, so checkpoints load with weights_only."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- files
+
+
+def ensure_writable_dir(path: str, what: str) -> None:
+    """Create ``path`` if needed and prove we can write there, before any training starts."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_probe_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise VaeLabError(f"cannot write to the {what} folder {path!r}: {e.strerror or e}") from None
