@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from tblog import add_scalar_row, image_grid
 from utils import (OneLineParser, VaeLabError, non_negative_int, positive_float, positive_int,
                    run_cli, str2bool)
 
@@ -199,10 +200,10 @@ class StepLogger:
                 self.sums[name] += v * size
             self.count += size
             if self.writer is not None:
-                for name, v in zip(self.NAMES, row):
-                    self.writer.add_scalar(f"{self.prefix}_{name}", v, step)
+                scalars = {f"{self.prefix}_{name}": v for name, v in zip(self.NAMES, row)}
                 if self.lr is not None:
-                    self.writer.add_scalar(f"{self.prefix}_lr", self.lr, step)
+                    scalars[f"{self.prefix}_lr"] = self.lr
+                add_scalar_row(self.writer, scalars, step)
         last_batch = self.first_batch + len(rows) - 1
         elapsed = time.perf_counter() - self.t0
         if self.print_freq and self.prefix == "train":
@@ -317,13 +318,11 @@ def evaluate(model, data, device: torch.device, window_size: int = 5, batch_size
 
 def _image_grids(model, fixed_x: torch.Tensor, fixed_z: torch.Tensor):
     """(panno, samples): originals over reconstructions, and decoded prior samples."""
-    from torchvision.utils import make_grid
-
     model.eval()
     with torch.no_grad():
         logits, _, _ = model(fixed_x)
-        panno = make_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
-        samples = make_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
+        panno = image_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
+        samples = image_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
     return panno, samples
 
 
@@ -454,9 +453,12 @@ def main(args: argparse.Namespace) -> dict:
     if args.tensorboard or args.tensorboard_images:
         from tensorboardX import SummaryWriter
 
-        # purge_step drops events a killed run wrote after its last checkpoint.
+        # purge_step drops events a killed run wrote after its last checkpoint. Event files are
+        # named by the second they were opened: the suffix keeps a resume started within the
+        # same second from overwriting the previous run's file.
         writer = SummaryWriter(logdir=os.path.join(args.tb_dir, args.lognumber),
-                               purge_step=global_step if ckpt is not None else None)
+                               purge_step=global_step if ckpt is not None else None,
+                               filename_suffix=f".{time.time_ns()}")
         writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
     scalar_writer = writer if args.tensorboard else None
     fixed_x = val_set.x[:16]
