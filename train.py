@@ -15,6 +15,9 @@ import time
 
 import torch
 
+import distributed
+import speed
+from distributed import World, is_main_process
 from tblog import add_scalar_row, image_grid
 from utils import (OneLineParser, VaeLabError, non_negative_int, positive_float, positive_int,
                    run_cli, str2bool)
@@ -107,6 +110,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--no_cuda", type=str2bool, nargs="?", const=True, default=False, help="force the CPU")
+
+    g = p.add_argument_group("speed and scale (several processes: torchrun --nproc_per_node=N train.py ...)")
+    g.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
+                   help="bfloat16 autocast for the model's forward (CUDA, CPU); losses stay float32")
+    g.add_argument("--compile", type=str2bool, nargs="?", const=True, default=False,
+                   help="torch.compile the model and the loss; the first steps compile (seconds warm, "
+                        "up to a minute cold)")
     return p
 
 
@@ -166,8 +176,9 @@ class StepLogger:
     NAMES = ("loss", "img_loss", "kl_loss", "ssim")
 
     def __init__(self, prefix: str, writer, print_freq: int, n_batches: int, epoch: int, lr: float | None,
-                 bar=None, check_finite: bool = False):
+                 bar=None, check_finite: bool = False, reduce=None):
         self.prefix, self.writer, self.print_freq = prefix, writer, print_freq
+        self.reduce = reduce  # (rows, sizes) -> global (rows, sizes) under torchrun
         self.n_batches, self.epoch, self.lr, self.bar = n_batches, epoch, lr, bar
         self.check_finite = check_finite
         self.buf: list[torch.Tensor] = []
@@ -188,7 +199,10 @@ class StepLogger:
     def flush(self) -> None:
         if not self.buf:
             return
-        rows = torch.stack(self.buf).tolist()
+        rows = torch.stack(self.buf)
+        if self.reduce is not None:
+            rows, self.sizes = self.reduce(rows, self.sizes)
+        rows = rows.tolist()
         for k, (row, size) in enumerate(zip(rows, self.sizes)):
             step = self.first_step + k
             if self.check_finite and not all(math.isfinite(v) for v in row):
@@ -230,15 +244,18 @@ class StepLogger:
 def _progress(n: int, desc: str):
     from tqdm import tqdm
 
-    # disable=None: a bar with ETA on a terminal, nothing in logs or CI.
-    return tqdm(total=n, desc=desc, leave=False, disable=None, unit="batch", dynamic_ncols=True)
+    # disable=None: a bar with ETA on a terminal, nothing in logs or CI (nor on torchrun's other ranks).
+    return tqdm(total=n, desc=desc, leave=False, disable=None if is_main_process() else True, unit="batch",
+                dynamic_ncols=True)
 
 
 def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, epoch: int,
-                    generator: torch.Generator, writer=None, global_step: int = 0) -> dict[str, float]:
+                    generator: torch.Generator, writer=None, global_step: int = 0,
+                    world: World | None = None) -> dict[str, float]:
     """One pass over a fresh permutation of ``data`` (a Split on the training device).
 
-    Returns per-image averages of loss, img_loss, kl_loss and ssim.
+    Returns per-image averages of loss, img_loss, kl_loss and ssim. Under torchrun
+    (``world``) this process trains on its part of each minibatch; see distributed.py.
     """
     from datasets import augment_batch
     from losses import ssim
@@ -248,17 +265,24 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     n_batches = math.ceil(n / args.batch_size)
     perm = torch.randperm(n, generator=generator).to(data.x.device)
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
+    world = world or World(device=data.x.device)
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
-                     optimizer.param_groups[0]["lr"], bar, check_finite=True)
+                     optimizer.param_groups[0]["lr"], bar, check_finite=True, reduce=world.reduce_rows)
     try:
         for i in range(n_batches):
-            x = data.x[perm[i * args.batch_size:(i + 1) * args.batch_size]]
+            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+            rows = world.shard(len(idx))  # the whole minibatch in a single process
+            x = data.x[idx[rows]]
             if args.do_augs:
-                x = augment_batch(x, generator)
-            logits, mu, logvar = model(x)
+                x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
+            with speed.autocast(x.device, args.amp):
+                logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device))
+            if args.amp:
+                logits, mu, logvar = speed.float32(logits, mu, logvar)
             terms = loss_fn(logits, x, mu, logvar)
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
+            loss.backward()
             optimizer.step()
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
@@ -271,20 +295,23 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
 
 @torch.no_grad()
 def validate(model, loss_fn, data, args: argparse.Namespace, epoch: int, writer=None,
-             global_step: int = 0) -> dict[str, float]:
+             global_step: int = 0, world: World | None = None) -> dict[str, float]:
     """Validation in eval mode (decoding the posterior mean); per-image averages.
 
     ``loss`` is the weighted objective without running-mean rebalancing, so it is
-    comparable across epochs and is what selects the best checkpoint.
+    comparable across epochs and is what selects the best checkpoint. Under torchrun each
+    process validates its part of every minibatch and the sums are all-reduced.
     """
     from losses import kl_divergence, reconstruction_loss, ssim
 
     model.eval()
     n = len(data)
     n_batches = math.ceil(n / args.batch_size)
-    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None)
+    world = world or World(device=data.x.device)
+    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, reduce=world.reduce_rows)
     for i in range(n_batches):
         x = data.x[i * args.batch_size:(i + 1) * args.batch_size]
+        x = x[world.shard(x.shape[0])]
         logits, mu, logvar = model(x)
         img = reconstruction_loss(args.image_loss_type, logits, x, args.ssim_window_size)
         kl = kl_divergence(mu, logvar)
@@ -362,6 +389,13 @@ def main(args: argparse.Namespace) -> dict:
 
     check_args(args)
     device = select_device(args.device, args.no_cuda)
+    if args.amp:
+        speed.check_amp(device)
+    if args.compile:
+        speed.check_compile(device)
+    speed.tune_malloc()
+    world = distributed.init(device)  # a world of one unless started by torchrun
+    device = world.device
     seed_everything(args.seed)
     cfg = model_config(args)
 
@@ -369,6 +403,9 @@ def main(args: argparse.Namespace) -> dict:
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
 
     if args.evaluate or args.predict:
+        if not world.is_main:  # one process evaluates; torchrun's others have nothing to do
+            distributed.cleanup()
+            return {}
         ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
         _, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
         test = load_split(args.dataset_type, args.data_root, train=False)
@@ -391,13 +428,16 @@ def main(args: argparse.Namespace) -> dict:
             out = os.path.join(args.results_dir, args.lognumber)
             summary["predict"] = write_predictions(model, val, test, out, device, args.seed, train)
             print(f"wrote predictions to {out}/")
+        distributed.cleanup()
         return summary
 
     # ---- training set-up: check every output before spending time on data
-    ensure_writable_dir(args.weights_dir, "checkpoint")
-    if args.tensorboard or args.tensorboard_images:
-        ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
+    if world.is_main:  # only rank 0 writes files
+        ensure_writable_dir(args.weights_dir, "checkpoint")
+        if args.tensorboard or args.tensorboard_images:
+            ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
     train_set, val_set = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
+    world.check_batches(args.batch_size, len(train_set), len(val_set))
     train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
 
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
@@ -405,6 +445,8 @@ def main(args: argparse.Namespace) -> dict:
     loss_fn = VAELoss(args.image_loss_type, args.img_loss_weight, args.kl_loss_weight,
                       args.do_running_mean, 0.9, args.ssim_window_size)
     generator = torch.Generator().manual_seed(args.seed)  # data order and augmentations
+    if world.distributed:
+        loss_fn.sync = world.weighted_mean
 
     start_epoch, best_loss, history, global_step = args.start_epoch, math.inf, [], 0
     n_batches = math.ceil(len(train_set) / args.batch_size)
@@ -423,7 +465,7 @@ def main(args: argparse.Namespace) -> dict:
             print(f"note: checkpoint used --optimizer {saved_opt}, now {args.optimizer}: optimizer state starts fresh")
         if is_legacy(ckpt):
             # 2018 best_loss was a sum over batches; re-measure it on our per-image scale.
-            best_loss = validate(model, loss_fn, val_set, args, start_epoch)["loss"]
+            best_loss = validate(model, loss_fn, val_set, args, start_epoch, world=world)["loss"]
             global_step = start_epoch * n_batches
         else:
             best_loss = float(ckpt["best_loss"])
@@ -449,8 +491,14 @@ def main(args: argparse.Namespace) -> dict:
         scheduler.last_epoch = start_epoch
         global_step = start_epoch * n_batches
 
+    # What trains: the model, wrapped in DDP under torchrun, compiled with --compile.
+    # Validation, checkpoints and images use the plain model.
+    net, train_loss_fn = world.wrap(model), loss_fn
+    if args.compile:
+        net, train_loss_fn = speed.compile_for_training(net, loss_fn)
+
     writer = None
-    if args.tensorboard or args.tensorboard_images:
+    if world.is_main and (args.tensorboard or args.tensorboard_images):
         from tensorboardX import SummaryWriter
 
         # purge_step drops events a killed run wrote after its last checkpoint. Event files are
@@ -476,11 +524,11 @@ def main(args: argparse.Namespace) -> dict:
         for epoch in range(start_epoch, args.epochs):
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            tr = train_one_epoch(model, loss_fn, optimizer, train_set, args, epoch, generator,
-                                 scalar_writer, global_step)
+            tr = train_one_epoch(net, train_loss_fn, optimizer, train_set, args, epoch, generator,
+                                 scalar_writer, global_step, world)
             global_step += n_batches
             va = validate(model, loss_fn, val_set, args, epoch, scalar_writer,
-                          epoch * math.ceil(len(val_set) / args.batch_size))
+                          epoch * math.ceil(len(val_set) / args.batch_size), world)
             scheduler.step()
             is_best = va["loss"] < best_loss
             best_loss = min(best_loss, va["loss"])
@@ -499,11 +547,12 @@ def main(args: argparse.Namespace) -> dict:
                     writer.add_image("panno", panno, epoch + 1)
                     writer.add_image("samples", samples, epoch + 1)
                 writer.flush()
-            state = _checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch + 1, best_loss,
-                                      history, global_step, generator, cfg)
-            save_checkpoint(state, ckpt_path)
-            if is_best:
-                copy_checkpoint(ckpt_path, best_path)
+            if world.is_main:
+                state = _checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch + 1, best_loss,
+                                          history, global_step, generator, cfg)
+                save_checkpoint(state, ckpt_path)
+                if is_best:
+                    copy_checkpoint(ckpt_path, best_path)
             print(f" * epoch {epoch + 1}/{args.epochs}  train loss {tr['loss']:.2f} ssim {tr['ssim']:.4f} | "
                   f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
                   f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}",
@@ -527,6 +576,7 @@ def main(args: argparse.Namespace) -> dict:
           f"checkpoints: {ckpt_path} (last), {best_path} (best)")
     if writer is not None:
         print(f"TensorBoard: tensorboard --logdir {args.tb_dir} --port 6006")
+    distributed.cleanup()
     return {"best_loss": best_loss, "history": history, "seconds": total,
             "checkpoint": ckpt_path, "best": best_path}
 

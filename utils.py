@@ -32,7 +32,8 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
     try:
         main(parser.parse_args(argv))
     except VaeLabError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets it: say it once
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1

@@ -72,6 +72,9 @@ class VAELoss:
         self.ssim_window_size = ssim_window_size
         self.img_rm: torch.Tensor | None = None
         self.kl_rm: torch.Tensor | None = None
+        # Under torchrun: (per-image means, images) -> global means, so the running means
+        # follow the whole minibatch on every rank (distributed.World.weighted_mean).
+        self.sync = None
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
                  ) -> dict[str, torch.Tensor]:
@@ -79,6 +82,8 @@ class VAELoss:
         kl = kl_divergence(mu, logvar)
         if self.running_mean:
             img_d, kl_d = img.detach(), kl.detach()
+            if self.sync is not None:
+                img_d, kl_d = self.sync(torch.stack([img_d, kl_d]), x.shape[0]).unbind()
             if self.img_rm is None:
                 self.img_rm, self.kl_rm = img_d, kl_d
             else:

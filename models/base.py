@@ -42,10 +42,13 @@ class VAE(nn.Module):
         """Images in [0, 1] from latent codes (B, z)."""
         return torch.sigmoid(self.decode_logits(z))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
+        their rows of the whole minibatch's noise, see distributed.py)."""
         mu, logvar = self.encode(x)
         if self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            z = mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
         else:
             z = mu
         return self.decode_logits(z), mu, logvar
