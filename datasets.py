@@ -136,8 +136,10 @@ def load_split(name: str, root: str, train: bool) -> Split:
     try:
         images = read_idx(f"{prefix}-images-idx3-ubyte", 3)
         labels = read_idx(f"{prefix}-labels-idx1-ubyte", 1)
-        if images.shape[0] != labels.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        if tuple(images.shape[1:]) != (28, 28):
+            raise ValueError(f"images of shape {tuple(images.shape[1:])}, not 28x28")
+        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+            raise ValueError(f"{images.shape[0]} images and {labels.shape[0]} labels: they must be as many, not 0")
     except (ValueError, OSError) as e:
         raise VaeLabError(
             f"the {name} IDX files under {_raw_folder(name, root)!r} are unreadable or corrupt "

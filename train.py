@@ -18,7 +18,7 @@ import torch
 import distributed
 import speed
 from distributed import World, is_main_process
-from tblog import add_scalar_row, image_grid
+from tbutil import add_scalar_row, image_grid
 from utils import (OneLineParser, VaeLabError, non_negative_int, positive_float, positive_int,
                    run_cli, str2bool)
 

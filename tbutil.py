@@ -14,11 +14,19 @@ import torch
 
 
 def add_scalar_row(writer, scalars: dict[str, float], step: int) -> None:
-    """Write several scalars of one step as a single TensorBoard event."""
+    """Several scalars of one step as a single event of a tensorboardX ``SummaryWriter``.
+
+    Any other writer gets one ``add_scalar`` per tag.
+    """
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:
+        for tag, v in scalars.items():
+            writer.add_scalar(tag, v, step)
+        return
     from tensorboardX.proto.summary_pb2 import Summary
 
     values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items()]
-    writer._get_file_writer().add_summary(Summary(value=values), step)
+    file_writer().add_summary(Summary(value=values), step)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
