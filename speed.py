@@ -52,6 +52,18 @@ def check_amp(device: torch.device) -> None:
         raise VaeLabError(f"--amp is not supported on {device.type}; drop --amp")
     if not torch.amp.is_autocast_available(device.type):
         raise VaeLabError(f"--amp: this PyTorch has no autocast for {device.type}; drop --amp")
+    if device.type == "cpu" and not _cpu_has_bf16():
+        from distributed import is_main_process
+
+        if is_main_process():
+            print("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): --amp runs, but "
+                  "several times slower than float32")
+
+
+def _cpu_has_bf16() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(p() for p in probes if p is not None)
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -1,0 +1,270 @@
+"""What the speed benchmarks measure, shared by run.py (issue 4) and train_speed.py (issue 2).
+
+Three ways to feed the same model the same number of Fashion-MNIST images:
+
+* ``train.py``: train.py's own code path (``train_one_epoch`` / ``validate``: StepLogger,
+  the SSIM metric, console lines, TensorBoard scalars into a temporary folder);
+* ``bare``: the practical limit for eager PyTorch: the model, an optimizer and index
+  slices of a device tensor, nothing else;
+* ``2018``: a per-sample ``torch.utils.data.DataLoader`` over torchvision's FashionMNIST
+  with PIL ``ToTensor`` (shuffle=True, no workers), batches copied to the device.
+
+Training computes the VAE loss (BCE + KL) and takes an Adam step; evaluation computes
+what ``validate`` reports: BCE, KL and SSIM of every image, decoding the posterior mean.
+Plus the full ``python3 train.py`` as a subprocess (wall clock, peak RSS, its metrics).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the benchmarks import the project's modules
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+METHODS = ("train.py", "bare", "2018")
+# The 2018 best checkpoint on the same validation fold (shared/reference/README.md).
+REFERENCE_VAL = {"bce_kl": 244.19, "ssim": 0.6717}
+
+
+@dataclass
+class Data:
+    """The 2018 split of Fashion-MNIST: tensors on the device, and their indices for the 2018 loader."""
+
+    root: str
+    train_x: torch.Tensor
+    val_x: torch.Tensor
+    train_idx: list[int]
+    val_idx: list[int]
+
+
+def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
+    from datasets import ensure_raw_files, kfold_indices, load_split
+
+    ensure_raw_files("fmnist", root)
+    full = load_split("fmnist", root, train=True)
+    tr, va = kfold_indices(full.y, 0, 5, seed)
+    return Data(root, full.x[torch.from_numpy(tr)].to(device), full.x[torch.from_numpy(va)].to(device),
+                tr.tolist(), va.tolist())
+
+
+def train_args(argv: list[str] = ()) -> argparse.Namespace:
+    """train.py's flags (its defaults unless ``argv`` says otherwise)."""
+    import train
+
+    return train.get_args_parser().parse_args(list(argv))
+
+
+def build(model_type: str, device: torch.device, seed: int = 0):
+    """(model, optimizer, loss) as train.py builds them."""
+    import train
+    from losses import VAELoss
+    from models import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(model_type=model_type)).to(device)
+    return model, train.make_optimizer("adam", model.parameters(), 1e-3), VAELoss("bce")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- the three ways, training
+
+
+@contextlib.contextmanager
+def scratch_writer(enabled: bool):
+    """A tensorboardX SummaryWriter into a temporary folder, as train.py writes its scalars (or None)."""
+    if not enabled:
+        yield None
+        return
+    from tensorboardX import SummaryWriter
+
+    with tempfile.TemporaryDirectory(prefix="vae_lab_tb_") as logdir:
+        writer = SummaryWriter(logdir=logdir)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def train_trainpy(model, optimizer, loss_fn, x: torch.Tensor, args, epoch: int = 0, net=None, writer=None
+                  ) -> None:
+    """One train.py epoch over ``x``: console lines to nowhere, scalars to ``writer`` (a
+    :func:`scratch_writer`, as train.py writes them), ``net`` the compiled model if any."""
+    import train
+    from datasets import Split
+
+    generator = torch.Generator().manual_seed(epoch)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args, epoch,
+                              generator, writer)
+
+
+def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed: int = 0) -> None:
+    """Index slices of a device tensor, forward, loss, backward, step: nothing else."""
+    model.train()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    for i in range(0, len(x), batch_size):
+        xb = x[perm[i:i + batch_size]]
+        logits, mu, logvar = model(xb)
+        loss = loss_fn(logits, xb, mu, logvar)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def loader_2018(data: Data, indices: list[int], batch_size: int, shuffle: bool):
+    """The 2018 input pipeline: per-sample PIL images through ToTensor, collated by a DataLoader."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    ds = datasets.FashionMNIST(data.root, train=True, transform=transforms.ToTensor())
+    return DataLoader(Subset(ds, indices), batch_size=batch_size, shuffle=shuffle)
+
+
+def train_2018(model, optimizer, loss_fn, loader, device: torch.device, n_batches: int) -> None:
+    model.train()
+    for i, (xb, _) in enumerate(loader):
+        if i == n_batches:
+            break
+        xb = xb.to(device)
+        logits, mu, logvar = model(xb)
+        loss = loss_fn(logits, xb, mu, logvar)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+# ---------------------------------------------------------------- the three ways, evaluation
+
+
+def _eval_batch(model, xb: torch.Tensor, sums: torch.Tensor) -> None:
+    from losses import bce_loss, kl_divergence, ssim
+
+    logits, mu, logvar = model(xb)
+    b = xb.shape[0]
+    sums += torch.stack([bce_loss(logits, xb) * b, kl_divergence(mu, logvar) * b,
+                         ssim(torch.sigmoid(logits), xb).sum()])
+
+
+@torch.no_grad()
+def eval_bare(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    model.eval()
+    sums = torch.zeros(3, device=x.device)
+    for i in range(0, len(x), batch_size):
+        _eval_batch(model, x[i:i + batch_size], sums)
+    return sums / len(x)
+
+
+@torch.no_grad()
+def eval_2018(model, loader, device: torch.device, n_batches: int) -> torch.Tensor:
+    model.eval()
+    sums, n = torch.zeros(3, device=device), 0
+    for i, (xb, _) in enumerate(loader):
+        if i == n_batches:
+            break
+        _eval_batch(model, xb.to(device), sums)
+        n += len(xb)
+    return sums / max(n, 1)
+
+
+def eval_trainpy(model, loss_fn, x: torch.Tensor, args, writer=None) -> dict:
+    import train
+    from datasets import Split
+
+    return train.validate(model, loss_fn, Split(x, torch.zeros(len(x))), args, 0, writer)
+
+
+# ---------------------------------------------------------------- timing
+
+
+def timed(fn, device: torch.device) -> float:
+    """Seconds ``fn()`` takes, the device's queue drained before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def batches_for(seconds: float, step_seconds: float, lo: int = 5, hi: int = 94) -> int:
+    """How many minibatches fit in ``seconds`` at ``step_seconds`` each, within [lo, hi]."""
+    return max(lo, min(hi, int(seconds / max(step_seconds, 1e-6))))
+
+
+# ---------------------------------------------------------------- the whole CLI as a subprocess
+
+
+def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dict:
+    """``python3 train.py ARGV`` as a fresh process: wall clock including start-up, its peak RSS,
+    its own training time and the last epoch's validation metrics from the checkpoint."""
+    workdir = workdir or tempfile.mkdtemp(prefix="vae_lab_bench_")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--data_root", os.path.abspath(data_root),
+           "--lognumber", "bench", *argv]
+    out_path, err_path = os.path.join(workdir, "stdout.txt"), os.path.join(workdir, "stderr.txt")
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out_f, stderr=err_f)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = open(out_path).read(), open(err_path).read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"train.py failed ({proc.returncode}): {err.strip()[-500:]}")
+    ckpt = torch.load(os.path.join(workdir, "weights", "bench_checkpoint.pth.tar"), map_location="cpu",
+                      weights_only=True)
+    last = ckpt["history"][-1]
+    done = re.search(r"done in ([0-9.]+) s", out)
+    return {"command": "python3 train.py " + " ".join(argv), "wall_s": wall,
+            "training_s": float(done.group(1)) if done else math.nan,
+            "epoch_s": [h["seconds"] for h in ckpt["history"]], "epochs": len(ckpt["history"]),
+            "val_bce_kl": last["val_img_loss"] + last["val_kl_loss"], "val_ssim": last["val_ssim"],
+            "best_val_loss": ckpt["best_loss"], "peak_rss_mb": usage.ru_maxrss / 1024,
+            "workdir": workdir}
+
+
+# ---------------------------------------------------------------- where it ran
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+    if hasattr(os, "getloadavg"):
+        info["load average at start (1/5/15 min)"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    return info
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table."""
+    fmt = [lambda v: f"{v:,.0f}" if isinstance(v, float) and v >= 100 else
+           (f"{v:.2f}" if isinstance(v, float) else str(v))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt[0](v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
