@@ -215,17 +215,36 @@ def batches_for(seconds: float, step_seconds: float, lo: int = 5, hi: int = 94) 
 # ---------------------------------------------------------------- the whole CLI as a subprocess
 
 
+# Runs a script as __main__ and, at exit, reports its own peak RSS. VmHWM restarts at exec;
+# the rusage of a child (wait4) does not: it would count the benchmark process's pages that
+# the child shared between fork and exec, ~400 MB here.
+_PEAK_RSS_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    try:
+        with open('/proc/self/status') as f:
+            kb = next(line.split()[1] for line in f if line.startswith('VmHWM:'))
+        sys.stderr.write('\\nPEAK_RSS_KB ' + kb + '\\n')
+    except (OSError, StopIteration):
+        pass
+atexit.register(_peak)
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dict:
     """``python3 train.py ARGV`` as a fresh process: wall clock including start-up, its peak RSS,
     its own training time and the last epoch's validation metrics from the checkpoint."""
     workdir = workdir or tempfile.mkdtemp(prefix="vae_lab_bench_")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--data_root", os.path.abspath(data_root),
-           "--lognumber", "bench", *argv]
+    cmd = [sys.executable, "-c", _PEAK_RSS_WRAPPER, os.path.join(ROOT, "train.py"),
+           "--data_root", os.path.abspath(data_root), "--lognumber", "bench", *argv]
     out_path, err_path = os.path.join(workdir, "stdout.txt"), os.path.join(workdir, "stderr.txt")
     with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=out_f, stderr=err_f)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = open(out_path).read(), open(err_path).read()
@@ -235,11 +254,13 @@ def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dic
                       weights_only=True)
     last = ckpt["history"][-1]
     done = re.search(r"done in ([0-9.]+) s", out)
-    return {"command": "python3 train.py " + " ".join(argv), "wall_s": wall,
+    peak = re.search(r"PEAK_RSS_KB (\d+)", err)  # else wait4's figure, an upper bound
+    peak_kb = float(peak.group(1)) if peak else float(usage.ru_maxrss)
+    return {"command": " ".join(["python3 train.py", *argv]), "wall_s": wall,
             "training_s": float(done.group(1)) if done else math.nan,
             "epoch_s": [h["seconds"] for h in ckpt["history"]], "epochs": len(ckpt["history"]),
             "val_bce_kl": last["val_img_loss"] + last["val_kl_loss"], "val_ssim": last["val_ssim"],
-            "best_val_loss": ckpt["best_loss"], "peak_rss_mb": usage.ru_maxrss / 1024,
+            "best_val_loss": ckpt["best_loss"], "peak_rss_mb": peak_kb / 1024,
             "workdir": workdir}
 
 

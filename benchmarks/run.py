@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import math
 import os
 import sys
@@ -214,7 +215,7 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     speed.tune_malloc()  # as train.py does, so every method runs with the same allocator settings
     t0 = time.perf_counter()
-    results = {"command": "python3 benchmarks/run.py " + " ".join(sys.argv[1:]), "note": args.note,
+    results = {"command": shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]]), "note": args.note,
                "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats,
                "hardware": B.hardware(), "devices": {}, "targets": {}}
     for name in args.devices:

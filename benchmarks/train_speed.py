@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
@@ -73,7 +74,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def write_report(args: argparse.Namespace, res: dict) -> None:
     ips, times = res["ips"], res["times"]
-    lines = [f"# Training speed: `python3 benchmarks/train_speed.py {' '.join(sys.argv[1:])}`\n"]
+    lines = [f"# Training speed: `{shlex.join(['python3', 'benchmarks/train_speed.py', *sys.argv[1:]])}`\n"]
     if args.note:
         lines.append(f"**Conditions: {args.note}**\n")
     lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {args.device}; {res['wall_s']:.0f} s in all.\n")
