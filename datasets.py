@@ -131,6 +131,16 @@ def read_idx(path: str, ndim: int) -> torch.Tensor:
 
 def load_split(name: str, root: str, train: bool) -> Split:
     """The official training (60k) or test (10k) set as tensors on the CPU."""
+    images, labels = _load_bytes(name, root, train)
+    return _as_split(images, labels)
+
+
+def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
+    return Split(x=images.to(torch.float32).div_(255.0).unsqueeze(1), y=labels.to(torch.int64))
+
+
+def _load_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 28, 28) and labels (N,) as stored: uint8."""
     ensure_raw_files(name, root)
     prefix = os.path.join(_raw_folder(name, root), "train" if train else "t10k")
     try:
@@ -145,8 +155,7 @@ def load_split(name: str, root: str, train: bool) -> Split:
             f"the {name} IDX files under {_raw_folder(name, root)!r} are unreadable or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad header'}); delete them to re-fetch"
         ) from None
-    x = images.to(torch.float32).div_(255.0).unsqueeze(1)
-    return Split(x=x, y=labels.to(torch.int64))
+    return images, labels
 
 
 def stratified_test_folds(y: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
@@ -187,11 +196,14 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
 
 
 def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) -> tuple[Split, Split]:
-    """The 2018 split of the 60k training images into train and validation folds."""
-    full = load_split(name, root, train=True)
-    tr, va = kfold_indices(full.y, fold, num_folds, seed)
+    """The 2018 split of the 60k training images into train and validation folds.
+
+    Indexed as bytes, then converted: a quarter of the memory traffic, the same floats.
+    """
+    images, labels = _load_bytes(name, root, train=True)
+    tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
-    return Split(full.x[tr_t], full.y[tr_t]), Split(full.x[va_t], full.y[va_t])
+    return _as_split(images[tr_t], labels[tr_t]), _as_split(images[va_t], labels[va_t])
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
