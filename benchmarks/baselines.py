@@ -264,6 +264,45 @@ def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dic
             "workdir": workdir}
 
 
+# ---------------------------------------------------------------- malloc tuning on and off
+
+_BARE_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+import baselines as B
+import speed
+if sys.argv[2] == "on":
+    speed.tune_malloc()
+batch, n = 512, int(sys.argv[4])
+data = B.load_data(sys.argv[3], torch.device("cpu"))
+run = B.build("fc_conv", torch.device("cpu"))
+x = data.train_x[:n * batch]
+B.train_bare(*run, x[:5 * batch], batch)
+f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+B.train_bare(*run, x, batch)
+t1, f1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print(json.dumps({"step_ms": (t1 - t0) / n * 1e3, "faults_per_step": (f1 - f0) / n}))
+"""
+
+
+def bare_malloc_ab(data_root: str, batches: int = 60, rounds: int = 3) -> dict:
+    """The bare fc_conv loop (batch 512, CPU) in fresh processes with and without
+    :func:`speed.tune_malloc`, alternating: ms per step and minor page faults per step."""
+    import json
+
+    out: dict[str, list[dict]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        for mode in ("on", "off"):
+            proc = subprocess.run([sys.executable, "-c", _BARE_CHILD, os.path.dirname(os.path.abspath(__file__)),
+                                   mode, os.path.abspath(data_root), str(batches)],
+                                  capture_output=True, text=True, check=True)
+            out[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {mode: {"step_ms": median([r["step_ms"] for r in rs]),
+                   "faults_per_step": median([r["faults_per_step"] for r in rs]),
+                   "step_ms_all": [r["step_ms"] for r in rs]} for mode, rs in out.items()}
+
+
 # ---------------------------------------------------------------- where it ran
 
 

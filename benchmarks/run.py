@@ -38,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="skip --amp / --compile of the default configuration")
     p.add_argument("--no-full-run", dest="full_run", action="store_false",
                    help="skip the 30-epoch python3 train.py subprocess")
+    p.add_argument("--no-malloc-ab", dest="malloc_ab", action="store_false",
+                   help="skip the bare loop with and without malloc tuning (fresh processes)")
     p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
     p.add_argument("--note", default="", help="a line about the conditions (e.g. 'shared machine, under load')")
     p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "results.md"), help="Markdown report")
@@ -172,6 +174,13 @@ def report(results: dict) -> str:
                                   f"{v['steady_pass_s']:.2f} s", f"{v['compile_s']:.1f} s" if v["compile_s"] else "-"])
             lines.append(B.table(["variant", "train images/s (steady)", "first pass", "steady pass",
                                   "compile time (first - steady)"], vrows) + "\n")
+        ab = dres.get("malloc_ab")
+        if ab:
+            lines.append("### malloc tuning (speed.tune_malloc, as train.py calls it), bare fc_conv loop, batch 512\n")
+            lines.append("Fresh processes, alternating, median of 3 (every other measurement above runs with it on).\n")
+            lines.append(B.table(["glibc malloc", "ms per step", "minor page faults per step", "each run (ms/step)"], [
+                [mode, f"{ab[mode]['step_ms']:.2f}", f"{ab[mode]['faults_per_step']:.0f}",
+                 ", ".join(f"{v:.2f}" for v in ab[mode]["step_ms_all"])] for mode in ("on", "off")]) + "\n")
         fr = dres.get("full_run")
         if fr:
             lines.append("### The full `python3 train.py` (30 epochs, validation every epoch)\n")
@@ -235,6 +244,9 @@ def main(args: argparse.Namespace) -> dict:
         if args.variants:
             dres["variants"] = measure_variants(device, data, args.seconds, args.repeats)
             print(f"{name} variants: {dres['variants']}", flush=True)
+        if args.malloc_ab and name == "cpu":
+            dres["malloc_ab"] = B.bare_malloc_ab(args.data_root)
+            print(f"cpu malloc tuning: {dres['malloc_ab']}", flush=True)
         if args.full_run:
             dres["full_run"] = B.full_run(["--device", name], args.data_root)
             print(f"{name} full run: {dres['full_run']['wall_s']:.1f} s wall, "
