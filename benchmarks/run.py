@@ -224,7 +224,7 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     speed.tune_malloc()  # as train.py does, so every method runs with the same allocator settings
     t0 = time.perf_counter()
-    results = {"command": shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]]), "note": args.note,
+    results = {"command": getattr(args, "command", "benchmarks/run.py main()"), "note": args.note,
                "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats,
                "hardware": B.hardware(), "devices": {}, "targets": {}}
     for name in args.devices:
@@ -265,4 +265,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli = get_args_parser().parse_args()
+    cli.command = shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]])
+    main(cli)

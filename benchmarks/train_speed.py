@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def write_report(args: argparse.Namespace, res: dict) -> None:
     ips, times = res["ips"], res["times"]
-    lines = [f"# Training speed: `{shlex.join(['python3', 'benchmarks/train_speed.py', *sys.argv[1:]])}`\n"]
+    lines = [f"# Training speed: `{getattr(args, 'command', 'benchmarks/train_speed.py main()')}`\n"]
     if args.note:
         lines.append(f"**Conditions: {args.note}**\n")
     lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {args.device}; {res['wall_s']:.0f} s in all.\n")
@@ -103,4 +103,6 @@ def write_report(args: argparse.Namespace, res: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli = get_args_parser().parse_args()
+    cli.command = shlex.join(["python3", "benchmarks/train_speed.py", *sys.argv[1:]])
+    main(cli)

@@ -1,0 +1,47 @@
+"""The benchmark scripts run end to end (tiny settings; speed itself is never asserted here)."""
+import os
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+
+def test_run_py_writes_its_report(fmnist_small, tmp_path):
+    import run
+
+    out = tmp_path / "results.md"
+    args = run.get_args_parser().parse_args([
+        "--models", "fc_conv", "--batch-sizes", "128", "--devices", "cpu", "--seconds", "0.05", "--repeats", "1",
+        "--no-variants", "--no-full-run", "--no-malloc-ab", "--data_root", fmnist_small, "--out", str(out)])
+    res = run.main(args)
+    row = res["devices"]["cpu"]["grid"][0]
+    for kind in ("train", "eval"):
+        for method in ("train.py", "bare", "2018"):
+            assert row[f"{kind}_{method}"] > 0
+    text = out.read_text()
+    assert "| fc_conv | 128 |" in text and "**bare** = model + optimizer" in text
+    assert (tmp_path / "results.json").exists()
+
+
+def test_train_speed_and_the_full_run(fmnist_small, tmp_path):
+    import baselines
+    import train_speed
+
+    out = tmp_path / "train_speed.md"
+    res = train_speed.main(train_speed.get_args_parser().parse_args(
+        ["--epochs", "1", "--data_root", fmnist_small, "--out", str(out)]))
+    assert res["ratio"] > 0 and "2018: per-sample DataLoader" in out.read_text()
+    full = baselines.full_run(["--epochs", "1", "--batch-size", "256", "--tensorboard", "False",
+                               "--tensorboard_images", "False"], fmnist_small, str(tmp_path))
+    assert full["epochs"] == 1 and full["wall_s"] > full["training_s"] > 0
+    assert 100 < full["peak_rss_mb"] < 20000 and full["val_bce_kl"] > 0 and 0 < full["val_ssim"] < 1
+
+
+@pytest.mark.parametrize("values,expected", [([3.0], 3.0), ([1.0, 5.0, 2.0], 2.0), ([4.0, 1.0, 3.0, 2.0], 2.5)])
+def test_median(values, expected):
+    import baselines
+
+    assert baselines.median(values) == expected
