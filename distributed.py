@@ -127,6 +127,15 @@ class World:
 
             dist.barrier()
 
+    def rank0_first(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on rank 0 while the other ranks wait (a download or an unpacking
+        into --data_root must have one writer); they run after it, finding the work done."""
+        if self.is_main:
+            fn(*args)
+        self.barrier()
+        if not self.is_main:
+            fn(*args)
+
 
 def init(device: torch.device) -> World:
     """Join torchrun's process group (NCCL on CUDA, gloo otherwise) or return a world of one.
@@ -141,9 +150,10 @@ def init(device: torch.device) -> World:
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise VaeLabError(f"torchrun started {world} processes per node but only "
-                              f"{torch.cuda.device_count()} CUDA devices are visible")
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if per_node > torch.cuda.device_count():  # checked alike on every rank, so rank 0 says it
+            raise VaeLabError(f"torchrun started {per_node} processes per node but only "
+                              f"{torch.cuda.device_count()} CUDA devices are visible; one process per GPU")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

@@ -382,7 +382,7 @@ def _print_eval_table(results: dict[str, dict]) -> None:
 def main(args: argparse.Namespace) -> dict:
     """Train (or evaluate / predict with ``--resume``). Returns the run's summary."""
     from checkpoints import copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint
-    from datasets import load_split, train_val_split
+    from datasets import ensure_raw_files, load_split, train_val_split
     from losses import VAELoss
     from models import build_model
     from utils import ensure_writable_dir, seed_everything, select_device, set_rng_state
@@ -436,6 +436,7 @@ def main(args: argparse.Namespace) -> dict:
         ensure_writable_dir(args.weights_dir, "checkpoint")
         if args.tensorboard or args.tensorboard_images:
             ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
+    world.rank0_first(ensure_raw_files, args.dataset_type, args.data_root)  # one writer in --data_root
     train_set, val_set = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
     world.check_batches(args.batch_size, len(train_set), len(val_set))
     train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
