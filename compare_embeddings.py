@@ -17,7 +17,6 @@ import time
 from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli
 
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
-METHOD_NAMES = ("pca", "umap", "vae", "pixels")
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
 PLOT_POINTS = 8000  # training points per panel of embeddings_2d.png: enough to see the clusters
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST"}
@@ -36,12 +35,14 @@ def int_list(value: str) -> list[int]:
 
 def method_list(value: str) -> list[str]:
     """A comma-separated list of distinct method names, kept in the given order."""
+    from embeddings import METHODS
+
     items = [v.strip().lower() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of methods, got {value!r}")
-    unknown = [v for v in items if v not in METHOD_NAMES]
+    unknown = [v for v in items if v not in METHODS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r}; choose from {','.join(METHOD_NAMES)}")
+        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r}; choose from {','.join(METHODS)}")
     if len(set(items)) != len(items):
         raise argparse.ArgumentTypeError(f"the list {value!r} repeats a method")
     return items
@@ -58,22 +59,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_type", choices=sorted(DATASET_NAMES), default="fmnist",
                    help="dataset; must be the one the checkpoint was trained on")
     p.add_argument("--data_root", default="data", help="dataset folder (torchvision layout)")
-    p.add_argument("--methods", type=method_list, default=["pca", "umap", "vae"],
-                   help=f"comma-separated, from {','.join(METHOD_NAMES)} (pixels: the raw-pixel baseline)")
+    p.add_argument("--methods", type=method_list, default="pca,umap,vae",
+                   help="comma-separated, from pca,umap,vae,pixels (pixels: the raw 784 pixels, a baseline)")
     p.add_argument("--n_components", type=positive_int, default=None,
                    help="embedding dimension of PCA and UMAP; default: the VAE's latent size (10 without a VAE). "
                         "Must equal the VAE's latent size, so every method gets the same dimension")
-    p.add_argument("--samples_per_class", type=int_list, default=[50, 100, 500, 1000, 3000],
+    p.add_argument("--samples_per_class", type=int_list, default="50,100,500,1000,3000",
                    help="CV grid: training images drawn per class")
-    p.add_argument("--n_neighbours", type=int_list, default=[1, 5, 10, 25, 50], help="CV grid: values of k")
+    p.add_argument("--n_neighbours", type=int_list, default="1,5,10,25,50", help="CV grid: values of k")
     p.add_argument("--test_samples_per_class", type=positive_int, default=500,
                    help=f"test accuracy: KNN (k={' and '.join(map(str, TEST_KS))}) fit on this many training "
                         f"images per class")
     p.add_argument("--draws", type=positive_int, default=5, help="random draws of those training images")
     p.add_argument("--umap_pca", type=non_negative_int, default=50,
                    help="reduce the pixels to this many dimensions by PCA before UMAP (0: UMAP on raw pixels); "
-                        "about 2x faster, same accuracy")
-    p.add_argument("--seed", type=int, default=42, help="seeds UMAP, PCA and every sample and split")
+                        "a little faster; docs/embeddings.md measures the effect")
+    p.add_argument("--seed", type=non_negative_int, default=42, help="seeds UMAP, PCA and every sample and split")
     p.add_argument("--out", default="results/compare_{name}",
                    help="output folder; {name} is the checkpoint's file name (or the dataset without a VAE)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
