@@ -14,7 +14,7 @@ import torch
 import compare_embeddings
 import embeddings
 import utils
-from helpers import REFERENCE_CKPT, ROOT
+from helpers import REFERENCE_CKPT, ROOT, write_dataset
 from models import ModelConfig, build_model
 
 needs_reference = pytest.mark.skipif(not os.path.isfile(REFERENCE_CKPT),
@@ -163,13 +163,24 @@ def test_the_real_entry_point_fails_in_one_line(workdir):
 # ---------------------------------------------------------------- outputs
 
 
+@pytest.fixture(scope="module")
+def fmnist_1k(fmnist_root, tmp_path_factory):
+    """1000 training and 500 test images of Fashion-MNIST. Small on purpose: below 4096 points
+    UMAP computes all pairwise distances through a Python callback, O(n^2) calls."""
+    from datasets import DATASETS
+
+    tr, te = DATASETS["fmnist"](fmnist_root, train=True), DATASETS["fmnist"](fmnist_root, train=False)
+    return write_dataset(str(tmp_path_factory.mktemp("fmnist_1k")), "FashionMNIST", tr.data[:1000].numpy(),
+                         tr.targets[:1000].numpy(), te.data[:500].numpy(), te.targets[:500].numpy())
+
+
 @needs_reference
-def test_outputs_exist_and_parse(fmnist_small, workdir):
+def test_outputs_exist_and_parse(fmnist_1k, workdir):
     import matplotlib.image
 
-    code, out, err = run(["--resume", REFERENCE_CKPT, "--data_root", fmnist_small, "--methods", "pca,umap,vae",
+    code, out, err = run(["--resume", REFERENCE_CKPT, "--data_root", fmnist_1k, "--methods", "pca,umap,vae",
                           "--samples_per_class", "10,50", "--n_neighbours", "1,5,10", "--test_samples_per_class",
-                          "100", "--draws", "3", "--umap_pca", "30"])
+                          "50", "--draws", "3", "--umap_pca", "30"])
     assert code == 0, err
     folder = "results/compare_fmnist_fc_conv_l10_rebalance_no_norm_best"  # --out's default
     for stage in ("[pca] fitted", "[umap] transformed", "[knn] vae: CV grid"):
@@ -177,27 +188,27 @@ def test_outputs_exist_and_parse(fmnist_small, workdir):
     res = json.load(open(f"{folder}/results.json"))
     assert list(res["methods"]) == ["pca", "umap", "vae"]
     for name, m in res["methods"].items():
-        for key in ("test_acc_100_k5", "test_acc_100_k10"):
+        for key in ("test_acc_50_k5", "test_acc_50_k10"):
             assert len(m[key]["values"]) == 3
             assert m[key]["mean"] == pytest.approx(np.mean(m[key]["values"]))
             assert m[key]["std"] == pytest.approx(np.std(m[key]["values"]))
-        assert 0.5 < m["test_acc_100_k10"]["mean"] < 0.95, name  # real images: far above chance
+        assert 0.5 < m["test_acc_50_k10"]["mean"] < 0.95, name  # real images: far above chance
         assert 0.5 < m["test_acc_full_k10"] < 0.95 and m["fit_seconds"] >= 0 and m["dimensions"] == 10
     assert res["methods"]["umap"]["umap_pca"] == 30 and res["methods"]["vae"]["vae"]["legacy_2018"]
     assert len(res["cv"]) == 3 * 2 * 3 and {len(r["values"]) for r in res["cv"]} == {5}
     p = res["protocol"]
-    assert (p["n_train"], p["n_test"], p["test_ks"], p["total_seconds"] > 0) == (3000, 1000, [5, 10], True)
+    assert (p["n_train"], p["n_test"], p["test_ks"], p["total_seconds"] > 0) == (1000, 500, [5, 10], True)
 
     rows = list(csv.DictReader(open(f"{folder}/results.csv")))
     assert len(rows) == 3 * 2 * 3 + 3 * 4
     vae_k10 = [r for r in rows if (r["method"], r["protocol"], r["k"]) == ("vae", "test_sampled", "10")]
-    assert float(vae_k10[0]["mean"]) == pytest.approx(res["methods"]["vae"]["test_acc_100_k10"]["mean"], abs=1e-4)
+    assert float(vae_k10[0]["mean"]) == pytest.approx(res["methods"]["vae"]["test_acc_50_k10"]["mean"], abs=1e-4)
 
     table = open(f"{folder}/table.md").read()
     assert table in out  # printed as well
     for line in ("| PCA (10-d) |", "| UMAP (10-d) |", "| VAE (10-d) |", "| 50 |"):
         assert line in table
-    assert f"{res['methods']['vae']['test_acc_100_k10']['mean']:.3f} ±" in table
+    assert f"{res['methods']['vae']['test_acc_50_k10']['mean']:.3f} ±" in table
 
     for png in ("knn_accuracy.png", "embeddings_2d.png"):
         img = matplotlib.image.imread(f"{folder}/{png}")
