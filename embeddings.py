@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -36,7 +36,6 @@ class Embedding:
     test: np.ndarray
     fit_seconds: float  # fit on the training images and embed them
     transform_seconds: float  # embed the test images
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def flatten(split: Split) -> np.ndarray:
