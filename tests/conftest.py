@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from helpers import write_dataset  # noqa: E402
+from helpers import REFERENCE_CKPT, write_dataset  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -82,3 +82,11 @@ def workdir(tmp_path, monkeypatch):
     """Run in a fresh folder so weights/, tb_logs/ and results/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def reference_ckpt() -> str:
+    """The 2018 published checkpoint (../shared/reference/ beside the clone)."""
+    if not os.path.isfile(REFERENCE_CKPT):
+        pytest.skip(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
+    return REFERENCE_CKPT

@@ -9,7 +9,8 @@ import struct
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_CKPT = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
+REFERENCE_CKPT = os.environ.get("VAE_LAB_REFERENCE_CKPT", os.path.join(
+    ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"))
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
