@@ -60,44 +60,26 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected True/False (or yes/no, 1/0), got {value!r}")
 
 
-def positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return v
+def _bounded(cast: Callable[[str], float], low: float, strict: bool, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text, then require a finite value above ``low``."""
+
+    def parse(value: str):
+        try:
+            v = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+        if not np.isfinite(v) or v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return v
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
 
 
-def non_negative_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return v
-
-
-def positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
-    return v
-
-
-def non_negative_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
-    return v
+positive_int = _bounded(int, 0, True, "a positive integer")
+non_negative_int = _bounded(int, 0, False, "an integer >= 0")
+positive_float = _bounded(float, 0.0, True, "a positive finite number")
+non_negative_float = _bounded(float, 0.0, False, "a finite number >= 0")
 
 
 # ---------------------------------------------------------------- devices
