@@ -367,6 +367,10 @@ def main(args: argparse.Namespace) -> dict:
     cfg = model_config(args)
 
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    saved_dataset = (ckpt.get("args") or {}).get("dataset_type") if ckpt else None
+    if saved_dataset and saved_dataset != args.dataset_type:
+        raise VaeLabError(f"{args.resume!r} was trained on {saved_dataset} but --dataset_type is "
+                          f"{args.dataset_type}; pass --dataset_type {saved_dataset}")
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
 
     if args.evaluate or args.predict:

@@ -185,6 +185,10 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
     code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--model_type", "fc",
                                  "--latent_space_size", "4", epochs=2, name="z4"))
     assert_one_line_error(code, err)
+    # another dataset
+    code, _, err = run_cli(small(tiny_mnist, "--resume", good, "--latent_space_size", "4", epochs=2, name="z4"))
+    assert_one_line_error(code, err)
+    assert "trained on mnist" in err
     # truncated and garbage files
     with open("weights/trunc.pth.tar", "wb") as f:
         f.write(before[: len(before) // 2])
