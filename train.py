@@ -452,11 +452,12 @@ def main(args: argparse.Namespace) -> dict:
 
     writer = None
     if args.tensorboard or args.tensorboard_images:
-        from tensorboardX import SummaryWriter
+        from tblog import RunWriter, resume_purge_steps
 
-        # purge_step drops events a killed run wrote after its last checkpoint.
-        writer = SummaryWriter(logdir=os.path.join(args.tb_dir, args.lognumber),
-                               purge_step=global_step if ckpt is not None else None)
+        # On resume, TensorBoard hides what a killed run wrote after its last checkpoint.
+        purge = (resume_purge_steps(start_epoch, global_step, math.ceil(len(val_set) / args.batch_size))
+                 if ckpt is not None else None)
+        writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
         writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
     scalar_writer = writer if args.tensorboard else None
     fixed_x = val_set.x[:16]
