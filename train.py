@@ -151,8 +151,18 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def lr_at(args: argparse.Namespace, epoch: int) -> float:
-    """MultiStepLR in closed form: lr x 0.1 for each milestone reached by ``epoch``."""
-    return args.lr * 0.1 ** sum(epoch >= m for m in (args.m1, args.m2))
+    """MultiStepLR's lr at ``epoch``: lr x 0.1 for each milestone reached.
+
+    Multiplied milestone by milestone, exactly as the scheduler does, so a resumed run
+    gets the same float as the uninterrupted one (lr * 0.1**2 != lr * 0.1 * 0.1).
+    """
+    from collections import Counter
+
+    lr = args.lr
+    for m, times in sorted(Counter([args.m1, args.m2]).items()):
+        if epoch >= m:
+            lr = lr * 0.1 ** times
+    return lr
 
 
 class StepLogger:
