@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from utils import (OneLineParser, VaeLabError, non_negative_int, positive_float, positive_int,
-                   run_cli, str2bool)
+from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
+                   non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
@@ -39,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-epoch", type=non_negative_int, default=0,
                    help="epoch to start from when not resuming (a checkpoint sets it by itself)")
     g.add_argument("--batch-size", type=positive_int, default=512, help="images per minibatch")
-    g.add_argument("--seed", type=int, default=42,
+    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=42,
                    help="seeds torch, numpy, random, data order and the validation split")
     g.add_argument("--do_augs", type=str2bool, default=False,
                    help="2018 augmentations on whole batches: horizontal flip p=0.25, rotation up to 30 degrees")
@@ -48,8 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_type", choices=sorted(MODELS), default="fc_conv",
                    help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); "
                         "fcn: configurable conv encoder/decoder")
-    g.add_argument("--latent_space_size", type=positive_int, default=10, help="dimension z of the latent code")
-    g.add_argument("--model_multiplier", type=positive_int, default=1, help="fcn: channel width multiplier")
+    g.add_argument("--latent_space_size", type=int_in(1, MAX_LATENT), default=10,
+                   help="dimension z of the latent code")
+    g.add_argument("--model_multiplier", type=int_in(1, MAX_MULTIPLIER), default=1,
+                   help="fcn: channel width multiplier")
     g.add_argument("--split_filter", type=non_negative_int, default=2,
                    help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
 

@@ -80,6 +80,29 @@ def non_negative_int(value: str) -> int:
     return v
 
 
+# Sanity limits: larger values are typos, and would otherwise fail deep inside torch
+# (an allocation of terabytes, an int64 overflow) instead of with one line.
+MAX_LATENT = 4096
+MAX_MULTIPLIER = 64
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """Flag type: an integer in [lo, hi]."""
+
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}")
+        return v
+
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
 def positive_float(value: str) -> float:
     try:
         v = float(value)

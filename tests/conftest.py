@@ -82,3 +82,13 @@ def workdir(tmp_path, monkeypatch):
     """Run in a fresh folder so weights/, tb_logs/ and results/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def one_good_epoch(tiny_mnist, workdir) -> dict[str, bytes]:
+    """Run 'r' trained for one epoch on tiny_mnist: its checkpoint and best files, byte for byte."""
+    from helpers import run_cli, snapshot, tiny_args
+
+    code, _, err = run_cli(tiny_args(tiny_mnist))
+    assert code == 0, err
+    return snapshot("weights/r_checkpoint.pth.tar", "weights/r_best.pth.tar")

@@ -61,3 +61,39 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = utils.run_cli(train.main, train.get_args_parser(), argv)
     return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- reliability tests (issue 6)
+
+TINY_BATCHES = 4  # tiny_mnist: 400 training images / 128 per minibatch
+
+
+def tiny_args(root: str, *extra: str, epochs: int = 1, name: str = "r") -> list[str]:
+    """train.py flags for a fast run on the tiny_mnist fixture, checked once per epoch."""
+    return ["--data_root", root, "--dataset_type", "mnist", "--epochs", str(epochs), "--batch-size", "128",
+            "--print-freq", "100", "--lognumber", name, "--no_cuda", "True", "--tensorboard_images", "False",
+            *extra]
+
+
+def load_ckpt(path: str) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_cli_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2, exactly one line on stderr (train.py's error), no traceback, naming ``needles``."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("train.py: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def snapshot(*paths: str) -> dict[str, bytes]:
+    return {p: open(p, "rb").read() for p in paths}
+
+
+def temp_files(folder: str = "weights") -> list[str]:
+    return [f for f in os.listdir(folder) if f.endswith(".tmp")]
