@@ -15,8 +15,9 @@ import time
 
 import torch
 
+from numerics import non_finite_message
 from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
-                   non_negative_int, positive_float, positive_int, run_cli, str2bool)
+                   non_negative_float, non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
@@ -80,6 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=positive_float, default=1e-3, help="initial learning rate")
     g.add_argument("--m1", type=positive_int, default=40, help="first MultiStepLR milestone (epoch, lr x 0.1)")
     g.add_argument("--m2", type=positive_int, default=50, help="second MultiStepLR milestone (epoch, lr x 0.1)")
+    g.add_argument("--grad_clip", type=non_negative_float, default=0.0,
+                   help="clip the global L2 norm of the gradients to this value; 0 turns clipping off")
 
     g = p.add_argument_group("logging")
     g.add_argument("--print-freq", type=positive_int, default=10, help="console line every N minibatches")
@@ -172,26 +175,27 @@ class StepLogger:
 
     One host sync per flush (not per step): TensorBoard scalars, the 2018 console line and
     the non-finite check all read the same buffer, so a NaN is reported at its exact step.
+    The last flush of an epoch comes before its checkpoint, so a NaN never reaches a file.
     """
 
     NAMES = ("loss", "img_loss", "kl_loss", "ssim")
 
     def __init__(self, prefix: str, writer, print_freq: int, n_batches: int, epoch: int, lr: float | None,
-                 bar=None, check_finite: bool = False):
+                 bar=None, check_finite: bool = False, names: tuple[str, ...] = NAMES):
         self.prefix, self.writer, self.print_freq = prefix, writer, print_freq
         self.n_batches, self.epoch, self.lr, self.bar = n_batches, epoch, lr, bar
-        self.check_finite = check_finite
+        self.check_finite, self.names = check_finite, names
         self.buf: list[torch.Tensor] = []
         self.sizes: list[int] = []
         self.first_step = 0
-        self.sums = dict.fromkeys(self.NAMES, 0.0)
+        self.sums = dict.fromkeys(names, 0.0)
         self.count = 0
         self.t0 = time.perf_counter()
 
     def add(self, step: int, batch: int, size: int, terms: dict[str, torch.Tensor]) -> None:
         if not self.buf:
             self.first_step, self.first_batch = step, batch
-        self.buf.append(torch.stack([terms[n].detach().float() for n in self.NAMES]))
+        self.buf.append(torch.stack([terms[n].detach().float() for n in self.names]))
         self.sizes.append(size)
         if (batch + 1) % self.print_freq == 0 or batch + 1 == self.n_batches:
             self.flush()
@@ -202,23 +206,20 @@ class StepLogger:
         rows = torch.stack(self.buf).tolist()
         for k, (row, size) in enumerate(zip(rows, self.sizes)):
             step = self.first_step + k
-            if self.check_finite and not all(math.isfinite(v) for v in row):
-                raise VaeLabError(
-                    f"non-finite loss at epoch {self.epoch + 1}, global step {step} "
-                    f"(loss {row[0]}, KL {row[2]}); stopped without saving, the last good checkpoint "
-                    f"is kept. Try a lower --lr, or --image_loss_type bce")
-            for name, v in zip(self.NAMES, row):
+            if self.check_finite and (msg := non_finite_message(dict(zip(self.names, row)), self.epoch, step)):
+                raise VaeLabError(msg)
+            for name, v in zip(self.names, row):
                 self.sums[name] += v * size
             self.count += size
             if self.writer is not None:
-                for name, v in zip(self.NAMES, row):
+                for name, v in zip(self.names, row):
                     self.writer.add_scalar(f"{self.prefix}_{name}", v, step)
                 if self.lr is not None:
                     self.writer.add_scalar(f"{self.prefix}_lr", self.lr, step)
         last_batch = self.first_batch + len(rows) - 1
         elapsed = time.perf_counter() - self.t0
         if self.print_freq and self.prefix == "train":
-            cur = dict(zip(self.NAMES, rows[-1]))
+            cur = dict(zip(self.names, rows[-1]))
             avg = self.averages()
             line = (f"Epoch: [{self.epoch}][{last_batch + 1}/{self.n_batches}]\t"
                     f"Time {elapsed / (last_batch + 1):.3f}/batch\t"
@@ -253,6 +254,7 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     """
     from datasets import augment_batch
     from losses import ssim
+    from numerics import grad_norm_and_clip
 
     model.train()
     n = len(data)
@@ -260,7 +262,8 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     perm = torch.randperm(n, generator=generator).to(data.x.device)
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
-                     optimizer.param_groups[0]["lr"], bar, check_finite=True)
+                     optimizer.param_groups[0]["lr"], bar, check_finite=True,
+                     names=StepLogger.NAMES + ("grad_norm",))
     try:
         for i in range(n_batches):
             x = data.x[perm[i * args.batch_size:(i + 1) * args.batch_size]]
@@ -270,6 +273,7 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
             terms = loss_fn(logits, x, mu, logvar)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
+            terms["grad_norm"] = grad_norm_and_clip(model.parameters(), args.grad_clip)
             optimizer.step()
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
