@@ -40,3 +40,24 @@ def non_finite_message(values: dict[str, float], epoch: int, step: int) -> str |
                 f"{values.get('loss'):.4g} was finite); {keep}. Try a lower --lr")
     bad = ", ".join(f"{k} {v}" for k, v in values.items() if not math.isfinite(v))
     return f"non-finite value {where} ({bad}); {keep}"
+
+
+def check_epoch_finite(model: torch.nn.Module, val: dict[str, float], epoch: int, last_step: int) -> None:
+    """Raise a one-line VaeLabError, before anything of the epoch is saved, if its weights or
+    its validation metrics are not finite.
+
+    The per-step check sees the loss *before* each update; an update that overflows the
+    weights shows up in the next step's loss, except after the epoch's last step: this
+    check covers it (one device sync per epoch).
+    """
+    from utils import VaeLabError
+
+    keep = "stopped without saving: the checkpoint and best files still hold the last finished epoch"
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(finite):
+        raise VaeLabError(f"non-finite weights after global step {last_step}, the last of epoch {epoch + 1}; "
+                          f"{keep}. Try a lower --lr or --grad_clip")
+    bad = {k: v for k, v in val.items() if not math.isfinite(v)}
+    if bad:
+        raise VaeLabError(f"non-finite validation {', '.join(f'{k} {v}' for k, v in bad.items())} at epoch "
+                          f"{epoch + 1}; {keep}. Try a lower --lr or --grad_clip")

@@ -27,6 +27,7 @@ order TensorBoard reads them in.
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
@@ -92,9 +93,11 @@ class RunWriter:
                               f"({e.strerror or e}); checkpoints up to the last epoch are intact") from None
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboardX.summary import scalar
+        from tensorboardX.proto.summary_pb2 import Summary
 
-        self._write(axis_of(tag), scalar(tag, float(value)), step)
+        # The proto directly, not tensorboardX.summary.scalar: that one logs a warning line on
+        # stderr for every NaN, and a NaN is worth a curve point, not console noise.
+        self._write(axis_of(tag), Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]), step)
 
     def add_image(self, tag: str, img, step: int) -> None:
         """``img``: a CHW tensor in [0, 1]."""
@@ -113,6 +116,11 @@ class RunWriter:
         from tensorboardX.summary import hparams as hparams_summaries
         from tensorboardX.summary import scalar
 
+        # tensorboardX turns numbers into numpy values: an int beyond int64 (--m2 10**30) or a
+        # NaN crashes it, so anything that is not a plain, finite number goes in as text.
+        hparams = {k: v if isinstance(v, (bool, str)) or (isinstance(v, (int, float)) and math.isfinite(v)
+                                                          and abs(v) < 2**53) else str(v)
+                   for k, v in hparams.items()}
         try:
             w = _open_events(os.path.join(self.logdir, name))
             for summary in hparams_summaries(hparams, metrics):

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from numerics import non_finite_message
+from numerics import check_epoch_finite, non_finite_message
 from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
                    non_negative_float, non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
@@ -496,6 +496,7 @@ def main(args: argparse.Namespace) -> dict:
             global_step += n_batches
             va = validate(model, loss_fn, val_set, args, epoch, scalar_writer,
                           epoch * math.ceil(len(val_set) / args.batch_size))
+            check_epoch_finite(model, va, epoch, global_step - 1)  # before anything of the epoch is saved
             scheduler.step()
             is_best = va["loss"] < best_loss
             best_loss = min(best_loss, va["loss"])

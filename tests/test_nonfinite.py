@@ -92,3 +92,30 @@ def test_logvar_is_clamped_so_kl_and_gradients_stay_finite(model_type):
         del model.encode
 
 
+
+
+@pytest.mark.parametrize("what", ["weights", "validation"])
+def test_non_finite_after_the_last_step_of_an_epoch_saves_nothing(tiny_mnist, one_good_epoch, monkeypatch, what):
+    # The last update of an epoch has no next loss to show its damage: the epoch-end check does.
+    import train
+
+    real_train, real_validate = train.train_one_epoch, train.validate
+
+    def train_then_break(model, *a, **k):
+        out = real_train(model, *a, **k)
+        if what == "weights":
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("inf")
+        return out
+
+    def validate_nan(*a, **k):
+        return {**real_validate(*a, **k), "loss": float("nan")}
+
+    monkeypatch.setattr(train, "train_one_epoch", train_then_break)
+    if what == "validation":
+        monkeypatch.setattr(train, "validate", validate_nan)
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", epochs=2))
+    needle = (f"non-finite weights after global step {2 * TINY_BATCHES - 1}, the last of epoch 2"
+              if what == "weights" else "non-finite validation loss nan at epoch 2")
+    assert_cli_error(code, err, needle)
+    assert snapshot(*one_good_epoch) == one_good_epoch
