@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import shutil
@@ -153,6 +154,28 @@ def load_checkpoint(path: str) -> dict:
                           f"({first[:120]})") from None
     check_checkpoint(ckpt, path)
     return ckpt
+
+
+def sync_best(ckpt: dict, ckpt_path: str, best_path: str) -> bool:
+    """Redo the copy to ``best_path`` if a kill came between writing the checkpoint and it.
+
+    ``ckpt`` is the content of ``ckpt_path``. When its last epoch was a new best (strictly
+    below every earlier epoch, as the training loop decides) but the best file holds another
+    epoch, or is missing or broken, the copy is made now. True if it copied.
+    """
+    history = ckpt.get("history") or []
+    if is_legacy(ckpt) or not history or "val_loss" not in history[-1]:
+        return False
+    last, earlier = history[-1]["val_loss"], [h.get("val_loss", math.inf) for h in history[:-1]]
+    if not (last == ckpt["best_loss"] and all(v > last for v in earlier)):
+        return False
+    try:
+        if load_checkpoint(best_path)["epoch"] == ckpt["epoch"]:
+            return False
+    except VaeLabError:
+        pass  # missing or unreadable: replace it
+    copy_checkpoint(ckpt_path, best_path)
+    return True
 
 
 def is_legacy(ckpt: dict) -> bool:

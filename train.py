@@ -371,7 +371,8 @@ def _print_eval_table(results: dict[str, dict]) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or evaluate / predict with ``--resume``). Returns the run's summary."""
-    from checkpoints import copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint
+    from checkpoints import (copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                             sync_best)
     from datasets import load_split, train_val_split
     from losses import VAELoss
     from models import build_model
@@ -481,6 +482,8 @@ def main(args: argparse.Namespace) -> dict:
 
     ckpt_path = os.path.join(args.weights_dir, f"{args.lognumber}_checkpoint.pth.tar")
     best_path = os.path.join(args.weights_dir, f"{args.lognumber}_best.pth.tar")
+    if ckpt is not None and os.path.abspath(args.resume) == os.path.abspath(ckpt_path):
+        sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model_type} VAE, {n_params:,} parameters, latent {cfg.latent_space_size}, {device}; "
           f"{args.dataset_type}: {len(train_set)} train / {len(val_set)} val images; "

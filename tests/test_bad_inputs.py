@@ -255,3 +255,36 @@ def test_full_disk_for_tensorboard_is_one_clear_line(tmp_path):
         for step in range(10_000):  # the file buffer fills, then write() reaches the disk
             w.add_scalar("train_loss", 1.0, step)
         w.flush()
+
+
+def test_kill_between_checkpoint_and_best_copy_is_repaired_on_resume(tiny_mnist, workdir, monkeypatch):
+    import checkpoints
+
+    assert run_cli(tiny_args(tiny_mnist, epochs=2, name="straight"))[0] == 0
+    real_copy, copies = checkpoints.copy_checkpoint, []
+
+    def killed_at_second_copy(src, dst):
+        copies.append(dst)
+        if len(copies) == 2:
+            raise KeyboardInterrupt  # epoch 2's checkpoint is written, its best copy is not
+        real_copy(src, dst)
+
+    monkeypatch.setattr(checkpoints, "copy_checkpoint", killed_at_second_copy)
+    assert run_cli(tiny_args(tiny_mnist, epochs=2))[0] == 130
+    assert load_ckpt("weights/r_best.pth.tar")["epoch"] == 1 and load_ckpt("weights/r_checkpoint.pth.tar")["epoch"] == 2
+    monkeypatch.setattr(checkpoints, "copy_checkpoint", real_copy)
+    import train
+
+    real_validate = train.validate
+
+    def epoch_3_is_worse(model, loss_fn, data, args, epoch, *a, **k):  # so best stays at epoch 2
+        va = real_validate(model, loss_fn, data, args, epoch, *a, **k)
+        return {**va, "loss": 1e9} if epoch == 2 else va
+
+    monkeypatch.setattr(train, "validate", epoch_3_is_worse)
+    assert run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", epochs=3))[0] == 0
+    assert run_cli(tiny_args(tiny_mnist, "--resume", "weights/straight_checkpoint.pth.tar", epochs=3,
+                             name="straight"))[0] == 0
+    best, straight = load_ckpt("weights/r_best.pth.tar"), load_ckpt("weights/straight_best.pth.tar")
+    assert best["epoch"] == straight["epoch"] == 2  # as if the kill never happened
+    assert all(torch.equal(v, straight["state_dict"][k]) for k, v in best["state_dict"].items())
