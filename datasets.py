@@ -101,7 +101,8 @@ def load_split(name: str, root: str, train: bool) -> Split:
     ensure_raw_files(name, root)
     try:
         ds = DATASETS[name](root, train=train, download=False)
-    except (AssertionError, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # a parse of damaged files: assertion, struct, pickle, zip... errors
+        # (torchvision prefers an old processed/*.pt cache when there is one; it loads with weights_only)
         raise VaeLabError(
             f"the {name} IDX files under {_raw_folder(name, root)!r} are unreadable or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad header'}); delete them to re-fetch"

@@ -528,9 +528,12 @@ def main(args: argparse.Namespace) -> dict:
                   f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}",
                   flush=True)
     except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else start_epoch
-        where = (f"{ckpt_path} holds epoch {done}; continue with --resume {ckpt_path}"
-                 if os.path.exists(ckpt_path) else "no epoch finished, nothing was saved")
+        # Read the file: Ctrl-C may have come in the middle of saving the epoch just trained.
+        try:
+            where = (f"{ckpt_path} holds epoch {load_checkpoint(ckpt_path)['epoch']}; "
+                     f"continue with --resume {ckpt_path}")
+        except VaeLabError:
+            where = "no epoch finished, nothing was saved"
         print(f"\ninterrupted during epoch {epoch + 1}: {where}", file=sys.stderr)
         if writer is not None:
             writer.close()

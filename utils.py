@@ -36,6 +36,9 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C before training started (the loop handles its own)
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

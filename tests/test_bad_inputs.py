@@ -76,13 +76,17 @@ def corrupt_idx(raw, kind):
     elif kind == "no images":
         write_idx(images, np.zeros((0, 28, 28), dtype=np.uint8))
         write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), np.zeros(0))
+    elif kind == "old processed cache with code":  # torchvision loads processed/*.pt before raw files
+        os.makedirs(os.path.join(raw, "..", "processed"))
+        for f in ("training.pt", "test.pt"):
+            torch.save({"x": Payload(os.path.join(raw, "pwned"))}, os.path.join(raw, "..", "processed", f))
     elif kind == "too few for the folds":
         write_idx(images, np.zeros((20, 28, 28), dtype=np.uint8))
         write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), np.arange(20) % 10)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "wrong magic", "empty file", "32x32 images", "fewer labels",
-                                  "no images", "too few for the folds"])
+                                  "no images", "old processed cache with code", "too few for the folds"])
 def test_corrupt_idx_files_are_one_clear_line(tiny_mnist, workdir, kind):
     root = str(workdir / "data")
     shutil.copytree(tiny_mnist, root)
@@ -90,6 +94,7 @@ def test_corrupt_idx_files_are_one_clear_line(tiny_mnist, workdir, kind):
     code, _, err = run_cli(tiny_args(root))
     assert_cli_error(code, err, "MNIST" if kind != "too few for the folds" else "--num_folds")
     assert not os.path.exists("weights/r_checkpoint.pth.tar")
+    assert not os.path.exists(os.path.join(root, "MNIST", "raw", "pwned"))
 
 
 @pytest.mark.parametrize("cut", [0, 1, 100, 0.5, -200, -1])
@@ -288,3 +293,28 @@ def test_kill_between_checkpoint_and_best_copy_is_repaired_on_resume(tiny_mnist,
     best, straight = load_ckpt("weights/r_best.pth.tar"), load_ckpt("weights/straight_best.pth.tar")
     assert best["epoch"] == straight["epoch"] == 2  # as if the kill never happened
     assert all(torch.equal(v, straight["state_dict"][k]) for k, v in best["state_dict"].items())
+
+
+@pytest.mark.parametrize("when", ["during a checkpoint write", "before training"])
+def test_ctrl_c_says_which_epoch_is_saved_and_exits_130(tiny_mnist, one_good_epoch, monkeypatch, when):
+    import checkpoints
+    import datasets
+
+    if when == "during a checkpoint write":
+        def interrupted(state, f):
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(checkpoints, "_torch_save", interrupted)
+    else:
+        def interrupted(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(datasets, "train_val_split", interrupted)
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", epochs=2))
+    assert code == 130 and "Traceback" not in err, err
+    if when == "during a checkpoint write":  # epoch 2 was trained, but the file still holds epoch 1
+        assert "weights/r_checkpoint.pth.tar holds epoch 1;" in err
+    else:
+        assert err.strip() == "train.py: interrupted"
+    assert snapshot(*one_good_epoch) == one_good_epoch and temp_files() == []
