@@ -36,6 +36,9 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C before training started (the loop handles its own)
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -80,6 +83,28 @@ positive_int = _bounded(int, 0, True, "a positive integer")
 non_negative_int = _bounded(int, 0, False, "an integer >= 0")
 positive_float = _bounded(float, 0.0, True, "a positive finite number")
 non_negative_float = _bounded(float, 0.0, False, "a finite number >= 0")
+
+# Sanity limits: larger values are typos, and would otherwise fail deep inside torch
+# (an allocation of terabytes, an int64 overflow) instead of with one line.
+MAX_LATENT = 4096
+MAX_MULTIPLIER = 64
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """Flag type: an integer in [lo, hi]."""
+
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}")
+        return v
+
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
 
 
 # ---------------------------------------------------------------- devices

@@ -90,3 +90,13 @@ def reference_ckpt() -> str:
     if not os.path.isfile(REFERENCE_CKPT):
         pytest.skip(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
     return REFERENCE_CKPT
+
+
+@pytest.fixture
+def one_good_epoch(tiny_mnist, workdir) -> dict[str, bytes]:
+    """Run 'r' trained for one epoch on tiny_mnist: its checkpoint and best files, byte for byte."""
+    from helpers import run_cli, snapshot, tiny_args
+
+    code, _, err = run_cli(tiny_args(tiny_mnist))
+    assert code == 0, err
+    return snapshot("weights/r_checkpoint.pth.tar", "weights/r_best.pth.tar")
