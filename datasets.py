@@ -101,11 +101,18 @@ def load_split(name: str, root: str, train: bool) -> Split:
     ensure_raw_files(name, root)
     try:
         ds = DATASETS[name](root, train=train, download=False)
-    except (AssertionError, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # a parse of damaged files: assertion, struct, pickle, zip... errors
+        # (torchvision prefers an old processed/*.pt cache when there is one; it loads with weights_only)
         raise VaeLabError(
             f"the {name} IDX files under {_raw_folder(name, root)!r} are unreadable or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad header'}); delete them to re-fetch"
         ) from None
+    where = f"the {name} {'training' if train else 'test'} IDX files under {_raw_folder(name, root)!r}"
+    if ds.data.ndim != 3 or tuple(ds.data.shape[1:]) != (28, 28):
+        raise VaeLabError(f"{where} hold images of shape {tuple(ds.data.shape[1:])}, not 28x28")
+    if len(ds.data) != len(ds.targets) or len(ds.data) == 0:
+        raise VaeLabError(f"{where} hold {len(ds.data)} images and {len(ds.targets)} labels; "
+                          f"they must be as many, and not 0")
     x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)
     return Split(x=x, y=ds.targets.to(torch.int64))
 
@@ -119,9 +126,13 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
 
     y = np.asarray(targets)
     skf = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-    for i, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
-        if i == fold:
-            return tr, va
+    try:
+        for i, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+            if i == fold:
+                return tr, va
+    except ValueError as e:  # e.g. more folds than images of every class
+        raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
+                          f"({str(e).splitlines()[0]})") from None
     raise AssertionError("unreachable")
 
 
