@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli
+from utils import MAX_SEED, OneLineParser, VaeLabError, int_in, non_negative_int, positive_int, run_cli
 
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
@@ -74,7 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--umap_pca", type=non_negative_int, default=50,
                    help="reduce the pixels to this many dimensions by PCA before UMAP (0: UMAP on raw pixels); "
                         "a little faster; docs/embeddings.md measures the effect")
-    p.add_argument("--seed", type=non_negative_int, default=42, help="seeds UMAP, PCA and every sample and split")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=42, help="seeds UMAP, PCA and every sample and split")
     p.add_argument("--out", default="results/compare_{name}",
                    help="output folder; {name} is the checkpoint's file name (or the dataset without a VAE)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",

@@ -14,12 +14,8 @@ import torch
 import compare_embeddings
 import embeddings
 import utils
-from helpers import REFERENCE_CKPT, ROOT, write_dataset
+from helpers import ROOT, write_dataset
 from models import ModelConfig, build_model
-
-needs_reference = pytest.mark.skipif(not os.path.isfile(REFERENCE_CKPT),
-                                     reason=f"the 2018 checkpoint is absent ({REFERENCE_CKPT})")
-
 
 def run(argv):
     """compare_embeddings.py's command line in-process: (exit code, stdout, stderr)."""
@@ -37,13 +33,16 @@ def assert_one_line_error(code, err, *words):
         assert w in lines[0], lines[0]
 
 
-def save_ours(path, dataset_type="fmnist", latent=10, model_type="fc_conv"):
-    """A checkpoint as train.py writes it (the keys compare_embeddings reads)."""
-    cfg = ModelConfig(model_type=model_type, latent_space_size=latent)
-    torch.save({"epoch": 1, "state_dict": build_model(cfg).state_dict(), "optimizer": {}, "best_loss": 1.0,
-                "model_config": cfg.to_dict(), "args": {"dataset_type": dataset_type},
-                "history": [{"seconds": 2.5}]}, path)
-    return str(path)
+@pytest.fixture(scope="module")
+def mnist_ckpt(tiny_mnist, tmp_path_factory) -> str:
+    """A checkpoint written by train.py: fc, latent 6, one epoch on (synthetic) MNIST."""
+    from helpers import run_cli as run_train, tiny_args
+
+    d = tmp_path_factory.mktemp("mnist_ckpt")
+    code, _, err = run_train(tiny_args(tiny_mnist, "--model_type", "fc", "--latent_space_size", "6",
+                                       "--weights_dir", str(d), "--tb_dir", str(d / "tb"), "--tensorboard", "False"))
+    assert code == 0, err
+    return str(d / "r_checkpoint.pth.tar")
 
 
 # ---------------------------------------------------------------- embeddings.py
@@ -87,16 +86,14 @@ def test_vae_embedding_is_the_posterior_mean():
     np.testing.assert_allclose(z, mu, rtol=1e-5, atol=1e-6)
 
 
-def test_load_vae_reads_type_and_size_from_our_checkpoint(tmp_path):
-    path = save_ours(tmp_path / "ours.pth.tar", latent=6, model_type="fc")
-    model, cfg, info = embeddings.load_vae(path, "fmnist")
+def test_load_vae_reads_type_and_size_from_our_checkpoint(mnist_ckpt):
+    model, cfg, info = embeddings.load_vae(mnist_ckpt, "mnist")
     assert (cfg.model_type, cfg.latent_space_size, model.latent_size) == ("fc", 6, 6)
-    assert info["train_seconds"] == 2.5 and info["legacy_2018"] is False
+    assert info["train_seconds"] > 0 and info["epoch"] == 1 and info["legacy_2018"] is False
 
 
-@needs_reference
-def test_load_vae_defaults_the_2018_checkpoint():
-    model, cfg, info = embeddings.load_vae(REFERENCE_CKPT, "fmnist")
+def test_load_vae_defaults_the_2018_checkpoint(reference_ckpt):
+    model, cfg, info = embeddings.load_vae(reference_ckpt, "fmnist")
     assert (cfg.model_type, cfg.latent_space_size) == ("fc_conv", 10)
     assert info["legacy_2018"] and info["epoch"] == 30 and info["train_seconds"] is None
 
@@ -114,24 +111,22 @@ def test_load_vae_defaults_the_2018_checkpoint():
     (["--n_neighbours", "0,5"], ["--n_neighbours"]),
     (["--n_neighbours", "5,5"], ["repeats"]),
     (["--draws", "0"], ["--draws"]),
+    (["--seed", "-1"], ["--seed"]),
     (["--resume", "no/such.pth.tar"], ["does not exist"]),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, words, workdir):
     assert_one_line_error(*run(argv)[::2], *words)
 
 
-def test_checkpoint_of_another_dataset_or_latent_size_is_refused(tmp_path, workdir):
-    mnist = save_ours(tmp_path / "mnist.pth.tar", dataset_type="mnist")
-    assert_one_line_error(*run(["--resume", mnist])[::2], "trained on mnist", "--dataset_type fmnist")
-    fmnist = save_ours(tmp_path / "fmnist.pth.tar")
-    assert_one_line_error(*run(["--resume", fmnist, "--n_components", "5"])[::2],
-                          "latent size 10", "--n_components is 5")
+def test_checkpoint_of_another_dataset_or_latent_size_is_refused(mnist_ckpt, workdir):
+    assert_one_line_error(*run(["--resume", mnist_ckpt])[::2], "trained on mnist", "--dataset_type fmnist")
+    assert_one_line_error(*run(["--resume", mnist_ckpt, "--dataset_type", "mnist", "--n_components", "5"])[::2],
+                          "latent size 6", "--n_components is 5")
     assert not os.path.exists("results")  # refused before any output or data
 
 
-@needs_reference
-def test_2018_checkpoint_is_fmnist_only(workdir):
-    assert_one_line_error(*run(["--resume", REFERENCE_CKPT, "--dataset_type", "mnist"])[::2], "trained on fmnist")
+def test_2018_checkpoint_is_fmnist_only(reference_ckpt, workdir):
+    assert_one_line_error(*run(["--resume", reference_ckpt, "--dataset_type", "mnist"])[::2], "trained on fmnist")
 
 
 def test_more_samples_per_class_than_a_class_has(tiny_mnist, workdir):
@@ -174,11 +169,10 @@ def fmnist_1k(fmnist_root, tmp_path_factory):
                          tr.targets[:1000].numpy(), te.data[:500].numpy(), te.targets[:500].numpy())
 
 
-@needs_reference
-def test_outputs_exist_and_parse(fmnist_1k, workdir):
+def test_outputs_exist_and_parse(fmnist_1k, reference_ckpt, workdir):
     import matplotlib.image
 
-    code, out, err = run(["--resume", REFERENCE_CKPT, "--data_root", fmnist_1k, "--methods", "pca,umap,vae",
+    code, out, err = run(["--resume", reference_ckpt, "--data_root", fmnist_1k, "--methods", "pca,umap,vae",
                           "--samples_per_class", "10,50", "--n_neighbours", "1,5,10", "--test_samples_per_class",
                           "50", "--draws", "3", "--umap_pca", "30"])
     assert code == 0, err
@@ -215,9 +209,8 @@ def test_outputs_exist_and_parse(fmnist_1k, workdir):
         assert img.ndim == 3 and img.shape[1] > img.shape[0] > 200, png  # panels side by side
 
 
-@needs_reference
-def test_2018_checkpoint_reproduces_the_2018_table(fmnist_root, workdir):
-    code, out, err = run(["--resume", REFERENCE_CKPT, "--data_root", fmnist_root, "--methods", "pca,vae",
+def test_2018_checkpoint_reproduces_the_2018_table(fmnist_root, reference_ckpt, workdir):
+    code, out, err = run(["--resume", reference_ckpt, "--data_root", fmnist_root, "--methods", "pca,vae",
                           "--samples_per_class", "50", "--n_neighbours", "5", "--out", "cmp"])
     assert code == 0, err
     m = json.load(open("cmp/results.json"))["methods"]
