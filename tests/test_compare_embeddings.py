@@ -160,8 +160,9 @@ def test_the_real_entry_point_fails_in_one_line(workdir):
 
 @pytest.fixture(scope="module")
 def fmnist_1k(fmnist_root, tmp_path_factory):
-    """1000 training and 500 test images of Fashion-MNIST. Small on purpose: below 4096 points
-    UMAP computes all pairwise distances through a Python callback, O(n^2) calls."""
+    """1000 training and 500 test images of Fashion-MNIST. Small on purpose: below 4096 training
+    points UMAP's transform calls a distance function from Python for every (test, train) pair.
+    Most of this test's time is still numba compiling UMAP, about 15-30 s whatever the size."""
     from datasets import DATASETS
 
     tr, te = DATASETS["fmnist"](fmnist_root, train=True), DATASETS["fmnist"](fmnist_root, train=False)
