@@ -7,12 +7,12 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import shutil
 import tempfile
 import warnings
-import zipfile
 
 import torch
 
@@ -22,13 +22,52 @@ from utils import VaeLabError
 LEGACY_KEYS = {"epoch", "optimizer", "state_dict", "best_loss"}
 
 
+def _temp_prefix(path: str, pid: int) -> str:
+    return f"{os.path.basename(path)}.{pid}."
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Delete temp files that killed processes left next to ``path``.
+
+    A SIGKILL during a write leaves ``<name>.<pid>.<random>.tmp``; the pid says whether its
+    writer is still alive, so a concurrent writer's temp file is never touched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    head = os.path.basename(path) + "."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(head):].split(".", 1)[0]
+        if not (name.startswith(head) and name.endswith(".tmp") and pid.isdigit()):
+            continue
+        if int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
 def _atomic_write(path: str, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash or kill at any moment leaves either the old file or the new one, never a mix.
+    A crash or kill at any moment leaves either the old file or the new one, never a mix
+    (plus, after a kill, a temp file that the next write of ``path`` removes).
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, os.getpid()), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -41,12 +80,38 @@ def _atomic_write(path: str, write) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename itself durable (power loss); best effort, the file is already in place."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _torch_save(state: dict, f) -> None:
+    try:
+        torch.save(state, f)
+    except RuntimeError as e:
+        # torch reports a failed write() of the file (e.g. ENOSPC) as an "unexpected pos"
+        # RuntimeError; the OSError it hit is its context.
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
 
 
 def save_checkpoint(state: dict, path: str) -> None:
     """Atomically save ``state``; a failed write leaves the previous file intact."""
     try:
-        _atomic_write(path, lambda f: torch.save(state, f))
+        _atomic_write(path, lambda f: _torch_save(state, f))
     except OSError as e:
         raise VaeLabError(f"could not write checkpoint {path!r} ({e.strerror or e}); "
                           f"the previous checkpoint there is intact") from None
@@ -62,7 +127,13 @@ def copy_checkpoint(src: str, dst: str) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint on the CPU with ``weights_only=True``; any problem is a VaeLabError."""
+    """Load a checkpoint on the CPU with ``weights_only=True``; any problem is a VaeLabError.
+
+    Loading never runs code from the file: ``weights_only`` unpickles tensors and plain
+    containers only, and refuses anything else before it is built.
+    """
+    from checkpoint_check import check_checkpoint
+
     if not os.path.isfile(path):
         raise VaeLabError(f"checkpoint {path!r} does not exist")
     try:
@@ -75,13 +146,36 @@ def load_checkpoint(path: str) -> dict:
             raise VaeLabError(f"refusing to load {path!r}: it holds objects that could run code "
                               f"when unpickled (weights_only loading refused them)") from None
         raise VaeLabError(f"checkpoint {path!r} is corrupt or truncated ({first[:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
+    except MemoryError:
+        raise VaeLabError(f"checkpoint {path!r} is corrupt: it asks for more memory than there is") from None
+    except Exception as e:  # a damaged file fails in many ways: zip, pickle, storage, struct, type errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VaeLabError(f"checkpoint {path!r} is corrupt, truncated or not a PyTorch file "
                           f"({first[:120]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise VaeLabError(f"{path!r} is not a vae-lab or 2018 checkpoint (no 'state_dict' in it)")
+    check_checkpoint(ckpt, path)
     return ckpt
+
+
+def sync_best(ckpt: dict, ckpt_path: str, best_path: str) -> bool:
+    """Redo the copy to ``best_path`` if a kill came between writing the checkpoint and it.
+
+    ``ckpt`` is the content of ``ckpt_path``. When its last epoch was a new best (strictly
+    below every earlier epoch, as the training loop decides) but the best file holds another
+    epoch, or is missing or broken, the copy is made now. True if it copied.
+    """
+    history = ckpt.get("history") or []
+    if is_legacy(ckpt) or not history or "val_loss" not in history[-1]:
+        return False
+    last, earlier = history[-1]["val_loss"], [h.get("val_loss", math.inf) for h in history[:-1]]
+    if not (last == ckpt["best_loss"] and all(v > last for v in earlier)):
+        return False
+    try:
+        if load_checkpoint(best_path)["epoch"] == ckpt["epoch"]:
+            return False
+    except VaeLabError:
+        pass  # missing or unreadable: replace it
+    copy_checkpoint(ckpt_path, best_path)
+    return True
 
 
 def is_legacy(ckpt: dict) -> bool:

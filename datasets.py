@@ -169,8 +169,9 @@ def stratified_test_folds(y: np.ndarray, num_folds: int, seed: int) -> np.ndarra
     y_encoded = class_perm[inverse.reshape(-1)]
     n_classes = len(first)
     counts = np.bincount(y_encoded)
-    if num_folds > len(y) or np.all(num_folds > counts):
-        raise VaeLabError(f"--num_folds {num_folds} is more than the {len(y)} images or every class's count")
+    if num_folds > len(y) or np.all(num_folds > counts):  # where scikit-learn raises ValueError
+        raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
+                          f"(every class has fewer than {num_folds} images)")
     # test images of each class in each fold: round robin over the sorted labels
     y_order = np.sort(y_encoded)
     allocation = np.asarray([np.bincount(y_order[i::num_folds], minlength=n_classes) for i in range(num_folds)])

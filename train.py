@@ -18,9 +18,10 @@ import torch
 import distributed
 import speed
 from distributed import World, is_main_process
-from tbutil import add_scalar_row, image_grid
-from utils import (OneLineParser, VaeLabError, non_negative_int, positive_float, positive_int,
-                   run_cli, str2bool)
+from numerics import check_epoch_finite, non_finite_message
+from tblog import image_grid
+from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
+                   non_negative_float, non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
@@ -43,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-epoch", type=non_negative_int, default=0,
                    help="epoch to start from when not resuming (a checkpoint sets it by itself)")
     g.add_argument("--batch-size", type=positive_int, default=512, help="images per minibatch")
-    g.add_argument("--seed", type=int, default=42,
+    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=42,
                    help="seeds torch, numpy, random, data order and the validation split")
     g.add_argument("--do_augs", type=str2bool, default=False,
                    help="2018 augmentations on whole batches: horizontal flip p=0.25, rotation up to 30 degrees")
@@ -52,8 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_type", choices=sorted(MODELS), default="fc_conv",
                    help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); "
                         "fcn: configurable conv encoder/decoder")
-    g.add_argument("--latent_space_size", type=positive_int, default=10, help="dimension z of the latent code")
-    g.add_argument("--model_multiplier", type=positive_int, default=1, help="fcn: channel width multiplier")
+    g.add_argument("--latent_space_size", type=int_in(1, MAX_LATENT), default=10,
+                   help="dimension z of the latent code")
+    g.add_argument("--model_multiplier", type=int_in(1, MAX_MULTIPLIER), default=1,
+                   help="fcn: channel width multiplier")
     g.add_argument("--split_filter", type=non_negative_int, default=2,
                    help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
 
@@ -82,6 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=positive_float, default=1e-3, help="initial learning rate")
     g.add_argument("--m1", type=positive_int, default=40, help="first MultiStepLR milestone (epoch, lr x 0.1)")
     g.add_argument("--m2", type=positive_int, default=50, help="second MultiStepLR milestone (epoch, lr x 0.1)")
+    g.add_argument("--grad_clip", type=non_negative_float, default=0.0,
+                   help="clip the global L2 norm of the gradients to this value; 0 turns clipping off")
 
     g = p.add_argument_group("logging")
     g.add_argument("--print-freq", type=positive_int, default=10, help="console line every N minibatches")
@@ -162,8 +167,18 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def lr_at(args: argparse.Namespace, epoch: int) -> float:
-    """MultiStepLR in closed form: lr x 0.1 for each milestone reached by ``epoch``."""
-    return args.lr * 0.1 ** sum(epoch >= m for m in (args.m1, args.m2))
+    """MultiStepLR's lr at ``epoch``: lr x 0.1 for each milestone reached.
+
+    Multiplied milestone by milestone, exactly as the scheduler does, so a resumed run
+    gets the same float as the uninterrupted one (lr * 0.1**2 != lr * 0.1 * 0.1).
+    """
+    from collections import Counter
+
+    lr = args.lr
+    for m, times in sorted(Counter([args.m1, args.m2]).items()):
+        if epoch >= m:
+            lr = lr * 0.1 ** times
+    return lr
 
 
 class StepLogger:
@@ -171,27 +186,28 @@ class StepLogger:
 
     One host sync per flush (not per step): TensorBoard scalars, the 2018 console line and
     the non-finite check all read the same buffer, so a NaN is reported at its exact step.
+    The last flush of an epoch comes before its checkpoint, so a NaN never reaches a file.
     """
 
     NAMES = ("loss", "img_loss", "kl_loss", "ssim")
 
     def __init__(self, prefix: str, writer, print_freq: int, n_batches: int, epoch: int, lr: float | None,
-                 bar=None, check_finite: bool = False, reduce=None):
+                 bar=None, check_finite: bool = False, names: tuple[str, ...] = NAMES, reduce=None):
         self.prefix, self.writer, self.print_freq = prefix, writer, print_freq
         self.reduce = reduce  # (rows, sizes) -> global (rows, sizes) under torchrun
         self.n_batches, self.epoch, self.lr, self.bar = n_batches, epoch, lr, bar
-        self.check_finite = check_finite
+        self.check_finite, self.names = check_finite, names
         self.buf: list[torch.Tensor] = []
         self.sizes: list[int] = []
         self.first_step = 0
-        self.sums = dict.fromkeys(self.NAMES, 0.0)
+        self.sums = dict.fromkeys(names, 0.0)
         self.count = 0
         self.t0 = time.perf_counter()
 
     def add(self, step: int, batch: int, size: int, terms: dict[str, torch.Tensor]) -> None:
         if not self.buf:
             self.first_step, self.first_batch = step, batch
-        self.buf.append(torch.stack([terms[n].detach().float() for n in self.NAMES]))
+        self.buf.append(torch.stack([terms[n].detach().float() for n in self.names]))
         self.sizes.append(size)
         if (batch + 1) % self.print_freq == 0 or batch + 1 == self.n_batches:
             self.flush()
@@ -205,23 +221,20 @@ class StepLogger:
         rows = rows.tolist()
         for k, (row, size) in enumerate(zip(rows, self.sizes)):
             step = self.first_step + k
-            if self.check_finite and not all(math.isfinite(v) for v in row):
-                raise VaeLabError(
-                    f"non-finite loss at epoch {self.epoch + 1}, global step {step} "
-                    f"(loss {row[0]}, KL {row[2]}); stopped without saving, the last good checkpoint "
-                    f"is kept. Try a lower --lr, or --image_loss_type bce")
-            for name, v in zip(self.NAMES, row):
+            if self.check_finite and (msg := non_finite_message(dict(zip(self.names, row)), self.epoch, step)):
+                raise VaeLabError(msg)
+            for name, v in zip(self.names, row):
                 self.sums[name] += v * size
             self.count += size
             if self.writer is not None:
-                scalars = {f"{self.prefix}_{name}": v for name, v in zip(self.NAMES, row)}
+                scalars = {f"{self.prefix}_{name}": v for name, v in zip(self.names, row)}
                 if self.lr is not None:
                     scalars[f"{self.prefix}_lr"] = self.lr
-                add_scalar_row(self.writer, scalars, step)
+                self.writer.add_scalar_row(scalars, step)  # one event, not one per tag
         last_batch = self.first_batch + len(rows) - 1
         elapsed = time.perf_counter() - self.t0
         if self.print_freq and self.prefix == "train":
-            cur = dict(zip(self.NAMES, rows[-1]))
+            cur = dict(zip(self.names, rows[-1]))
             avg = self.averages()
             line = (f"Epoch: [{self.epoch}][{last_batch + 1}/{self.n_batches}]\t"
                     f"Time {elapsed / (last_batch + 1):.3f}/batch\t"
@@ -259,6 +272,7 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     """
     from datasets import augment_batch
     from losses import ssim
+    from numerics import grad_norm_and_clip
 
     model.train()
     n = len(data)
@@ -267,7 +281,8 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
     world = world or World(device=data.x.device)
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
-                     optimizer.param_groups[0]["lr"], bar, check_finite=True, reduce=world.reduce_rows)
+                     optimizer.param_groups[0]["lr"], bar, check_finite=True,
+                     names=StepLogger.NAMES + ("grad_norm",), reduce=world.reduce_rows)
     try:
         for i in range(n_batches):
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
@@ -283,6 +298,8 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
             loss.backward()
+            # under torchrun the gradients are all-reduced by now: every rank clips the same norm
+            terms["grad_norm"] = grad_norm_and_clip(model.parameters(), args.grad_clip)
             optimizer.step()
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
@@ -381,7 +398,8 @@ def _print_eval_table(results: dict[str, dict]) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or evaluate / predict with ``--resume``). Returns the run's summary."""
-    from checkpoints import copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint
+    from checkpoints import (copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                             sync_best)
     from datasets import ensure_raw_files, load_split, train_val_split
     from losses import VAELoss
     from models import build_model
@@ -400,6 +418,10 @@ def main(args: argparse.Namespace) -> dict:
     cfg = model_config(args)
 
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    saved_dataset = (ckpt.get("args") or {}).get("dataset_type") if ckpt else None
+    if saved_dataset and saved_dataset != args.dataset_type:
+        raise VaeLabError(f"{args.resume!r} was trained on {saved_dataset} but --dataset_type is "
+                          f"{args.dataset_type}; pass --dataset_type {saved_dataset}")
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
 
     if args.evaluate or args.predict:
@@ -500,14 +522,12 @@ def main(args: argparse.Namespace) -> dict:
 
     writer = None
     if world.is_main and (args.tensorboard or args.tensorboard_images):
-        from tensorboardX import SummaryWriter
+        from tblog import RunWriter, resume_purge_steps
 
-        # purge_step drops events a killed run wrote after its last checkpoint. Event files are
-        # named by the second they were opened: the suffix keeps a resume started within the
-        # same second from overwriting the previous run's file.
-        writer = SummaryWriter(logdir=os.path.join(args.tb_dir, args.lognumber),
-                               purge_step=global_step if ckpt is not None else None,
-                               filename_suffix=f".{time.time_ns()}")
+        # On resume, TensorBoard hides what a killed run wrote after its last checkpoint.
+        purge = (resume_purge_steps(start_epoch, global_step, math.ceil(len(val_set) / args.batch_size))
+                 if ckpt is not None else None)
+        writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
         writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
     scalar_writer = writer if args.tensorboard else None
     fixed_x = val_set.x[:16]
@@ -515,6 +535,8 @@ def main(args: argparse.Namespace) -> dict:
 
     ckpt_path = os.path.join(args.weights_dir, f"{args.lognumber}_checkpoint.pth.tar")
     best_path = os.path.join(args.weights_dir, f"{args.lognumber}_best.pth.tar")
+    if world.is_main and ckpt is not None and os.path.abspath(args.resume) == os.path.abspath(ckpt_path):
+        sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model_type} VAE, {n_params:,} parameters, latent {cfg.latent_space_size}, {device}; "
           f"{args.dataset_type}: {len(train_set)} train / {len(val_set)} val images; "
@@ -530,6 +552,7 @@ def main(args: argparse.Namespace) -> dict:
             global_step += n_batches
             va = validate(model, loss_fn, val_set, args, epoch, scalar_writer,
                           epoch * math.ceil(len(val_set) / args.batch_size), world)
+            check_epoch_finite(model, va, epoch, global_step - 1)  # before anything of the epoch is saved
             scheduler.step()
             is_best = va["loss"] < best_loss
             best_loss = min(best_loss, va["loss"])
@@ -559,9 +582,12 @@ def main(args: argparse.Namespace) -> dict:
                   f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}",
                   flush=True)
     except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else start_epoch
-        where = (f"{ckpt_path} holds epoch {done}; continue with --resume {ckpt_path}"
-                 if os.path.exists(ckpt_path) else "no epoch finished, nothing was saved")
+        # Read the file: Ctrl-C may have come in the middle of saving the epoch just trained.
+        try:
+            where = (f"{ckpt_path} holds epoch {load_checkpoint(ckpt_path)['epoch']}; "
+                     f"continue with --resume {ckpt_path}")
+        except VaeLabError:
+            where = "no epoch finished, nothing was saved"
         print(f"\ninterrupted during epoch {epoch + 1}: {where}", file=sys.stderr)
         if writer is not None:
             writer.close()

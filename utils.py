@@ -37,6 +37,9 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C before training started (the loop handles its own)
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -61,44 +64,48 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected True/False (or yes/no, 1/0), got {value!r}")
 
 
-def positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return v
+def _bounded(cast: Callable[[str], float], low: float, strict: bool, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text, then require a finite value above ``low``."""
+
+    def parse(value: str):
+        try:
+            v = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+        if not np.isfinite(v) or v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return v
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
 
 
-def non_negative_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return v
+positive_int = _bounded(int, 0, True, "a positive integer")
+non_negative_int = _bounded(int, 0, False, "an integer >= 0")
+positive_float = _bounded(float, 0.0, True, "a positive finite number")
+non_negative_float = _bounded(float, 0.0, False, "a finite number >= 0")
+
+# Sanity limits: larger values are typos, and would otherwise fail deep inside torch
+# (an allocation of terabytes, an int64 overflow) instead of with one line.
+MAX_LATENT = 4096
+MAX_MULTIPLIER = 64
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
 
 
-def positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
-    return v
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """Flag type: an integer in [lo, hi]."""
 
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value!r}")
+        return v
 
-def non_negative_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
-    return v
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
 
 
 # ---------------------------------------------------------------- devices

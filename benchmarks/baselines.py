@@ -88,14 +88,14 @@ def sync(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def scratch_writer(enabled: bool):
-    """A tensorboardX SummaryWriter into a temporary folder, as train.py writes its scalars (or None)."""
+    """train.py's TensorBoard writer (tblog.RunWriter) into a temporary folder (or None)."""
     if not enabled:
         yield None
         return
-    from tensorboardX import SummaryWriter
+    from tblog import RunWriter
 
     with tempfile.TemporaryDirectory(prefix="vae_lab_tb_") as logdir:
-        writer = SummaryWriter(logdir=logdir)
+        writer = RunWriter(logdir)
         try:
             yield writer
         finally:

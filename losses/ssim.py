@@ -33,7 +33,7 @@ def _blur_matrix(size: int, window_size: int, sigma: float, device: str, dtype: 
     offset = j - i + pad
     inside = (offset >= 0) & (offset < window_size)
     m = torch.where(inside, g[offset.clamp(0, window_size - 1)], torch.zeros((), dtype=torch.float64))
-    return m.to(device=device, dtype=dtype)
+    return m.to(dtype).to(device)  # cast on the CPU first: MPS has no float64
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, window_size: int = 5, sigma: float = SIGMA) -> torch.Tensor:

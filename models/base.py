@@ -22,12 +22,19 @@ class ModelConfig:
         return asdict(self)
 
 
+# forward() clamps the encoder's logvar to this range: posterior std between 3e-7 and 2.2e4.
+# No trained model comes near either end, but an unclamped logvar that drifts above ~88
+# makes exp(logvar) overflow float32, and the KL term and its gradient become Inf/NaN.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
 class VAE(nn.Module):
     """Base class: subclasses implement ``encode`` and ``decode_logits``.
 
     ``forward`` returns ``(logits, mu, logvar)``: pixel logits (BCE is computed from them,
-    which is numerically safe), and the diagonal Gaussian posterior with mu of shape (B, z).
-    In training mode z is sampled; in eval mode the posterior mean is decoded.
+    which is numerically safe), and the diagonal Gaussian posterior with mu of shape (B, z)
+    and logvar clamped to [LOGVAR_MIN, LOGVAR_MAX]. In training mode z is sampled; in eval
+    mode the posterior mean is decoded.
     """
 
     latent_size: int
@@ -47,6 +54,7 @@ class VAE(nn.Module):
         """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
         their rows of the whole minibatch's noise, see distributed.py)."""
         mu, logvar = self.encode(x)
+        logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
         if self.training:
             z = mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
         else:

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from helpers import write_dataset  # noqa: E402
+from helpers import REFERENCE_CKPT, write_dataset  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -82,3 +82,21 @@ def workdir(tmp_path, monkeypatch):
     """Run in a fresh folder so weights/, tb_logs/ and results/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def reference_ckpt() -> str:
+    """The 2018 published checkpoint (../shared/reference/ beside the clone)."""
+    if not os.path.isfile(REFERENCE_CKPT):
+        pytest.skip(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
+    return REFERENCE_CKPT
+
+
+@pytest.fixture
+def one_good_epoch(tiny_mnist, workdir) -> dict[str, bytes]:
+    """Run 'r' trained for one epoch on tiny_mnist: its checkpoint and best files, byte for byte."""
+    from helpers import run_cli, snapshot, tiny_args
+
+    code, _, err = run_cli(tiny_args(tiny_mnist))
+    assert code == 0, err
+    return snapshot("weights/r_checkpoint.pth.tar", "weights/r_best.pth.tar")

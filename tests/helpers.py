@@ -9,7 +9,8 @@ import struct
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_CKPT = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
+REFERENCE_CKPT = os.environ.get("VAE_LAB_REFERENCE_CKPT", os.path.join(
+    ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"))
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -32,29 +33,22 @@ def write_dataset(root: str, folder: str, train_x, train_y, test_x, test_y) -> s
     return root
 
 
-def read_events(logdir: str) -> dict[str, list[tuple[int, float]]]:
-    """Scalars of every TFRecord event file under ``logdir`` (not sub-runs): tag -> [(step, value)]."""
-    from tensorboardX.proto import event_pb2
+def read_events(logdir: str, reader: str = "accumulator") -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows of a vae-lab run: tag -> [(step, value)] for scalars.
+
+    Reads the run's per-axis folders and applies TensorBoard's rules for hiding what a killed
+    run wrote after its checkpoint (``reader``: see tblog.read_run; "raw" hides nothing).
+    Images come as ``image:<tag>`` -> [(0, number of images)].
+    """
+    from tblog import read_logdir
 
     out: dict[str, list[tuple[int, float]]] = {}
     images: dict[str, int] = {}
-    for name in sorted(os.listdir(logdir)):
-        if "tfevents" not in name:
-            continue
-        with open(os.path.join(logdir, name), "rb") as f:
-            data = f.read()
-        pos = 0
-        while pos + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            payload = data[pos + 12:pos + 12 + length]
-            pos += 12 + length + 4
-            ev = event_pb2.Event()
-            ev.ParseFromString(payload)
-            for v in ev.summary.value:
-                if v.HasField("image"):
-                    images[v.tag] = images.get(v.tag, 0) + 1
-                elif v.HasField("simple_value") or v.WhichOneof("value") == "simple_value":
-                    out.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    for tag, vals in read_logdir(logdir, reader).items():
+        if vals and vals[0][1] is None:
+            images[tag] = len(vals)
+        else:
+            out[tag] = vals
     out.update({f"image:{k}": [(0, float(n))] for k, n in images.items()})
     return out
 
@@ -68,3 +62,39 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = utils.run_cli(train.main, train.get_args_parser(), argv)
     return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- reliability tests (issue 6)
+
+TINY_BATCHES = 4  # tiny_mnist: 400 training images / 128 per minibatch
+
+
+def tiny_args(root: str, *extra: str, epochs: int = 1, name: str = "r") -> list[str]:
+    """train.py flags for a fast run on the tiny_mnist fixture, checked once per epoch."""
+    return ["--data_root", root, "--dataset_type", "mnist", "--epochs", str(epochs), "--batch-size", "128",
+            "--print-freq", "100", "--lognumber", name, "--no_cuda", "True", "--tensorboard_images", "False",
+            *extra]
+
+
+def load_ckpt(path: str) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_cli_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2, exactly one line on stderr (train.py's error), no traceback, naming ``needles``."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("train.py: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def snapshot(*paths: str) -> dict[str, bytes]:
+    return {p: open(p, "rb").read() for p in paths}
+
+
+def temp_files(folder: str = "weights") -> list[str]:
+    return [f for f in os.listdir(folder) if f.endswith(".tmp")]

@@ -51,7 +51,7 @@ def test_split_equals_scikit_learn(trial):
 def test_image_grid_equals_make_grid(b, c, nrow):
     from torchvision.utils import make_grid
 
-    from tbutil import image_grid
+    from tblog import image_grid
 
     x = torch.rand(b, c, 28, 28)
     assert torch.equal(image_grid(x, nrow=nrow, padding=2), make_grid(x, nrow=nrow, padding=2))

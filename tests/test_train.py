@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import REFERENCE_CKPT, ROOT, read_events, run_cli
+from helpers import ROOT, read_events, run_cli
 
 SCALAR_TAGS = ["train_loss", "train_img_loss", "train_kl_loss", "train_ssim", "train_lr",
                "val_loss", "val_img_loss", "val_kl_loss", "val_ssim",
@@ -71,8 +71,8 @@ def test_resume_equals_the_uninterrupted_run(fmnist_small, workdir):
     assert sorted(steps) == list(range(2 * 19))  # no duplicated or missing steps
 
 
-def test_reference_checkpoint_evaluates_to_the_2018_metrics(fmnist_root, workdir):
-    code, out, err = run_cli(["--resume", REFERENCE_CKPT, "--evaluate", "--data_root", fmnist_root,
+def test_reference_checkpoint_evaluates_to_the_2018_metrics(fmnist_root, workdir, reference_ckpt):
+    code, out, err = run_cli(["--resume", reference_ckpt, "--evaluate", "--data_root", fmnist_root,
                               "--no_cuda", "True"])
     assert code == 0, err
     res = json.load(open("weights/fmnist_fc_conv_l10_rebalance_no_norm_eval.json"))
@@ -86,8 +86,8 @@ def test_reference_checkpoint_evaluates_to_the_2018_metrics(fmnist_root, workdir
     assert "BCE+KL" in out
 
 
-def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir):
-    code, out, err = run_cli(small(fmnist_small, "--resume", REFERENCE_CKPT, epochs=31, name="ref"))
+def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir, reference_ckpt):
+    code, out, err = run_cli(small(fmnist_small, "--resume", reference_ckpt, epochs=31, name="ref"))
     assert code == 0, err
     ck = load("weights/ref_checkpoint.pth.tar")
     assert ck["epoch"] == 31 and len(ck["history"]) == 1
@@ -165,6 +165,13 @@ def test_no_data_and_no_network(workdir, monkeypatch):
     assert "downloading it failed" in err
 
 
+def test_reference_checkpoint_with_other_flags_is_refused(reference_ckpt, workdir):
+    for flags in (["--latent_space_size", "5"], ["--model_type", "fc"]):
+        code, _, err = run_cli(["--resume", reference_ckpt, "--evaluate", *flags])
+        assert_one_line_error(code, err)
+        assert "does not fit" in err
+
+
 def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
     args = small(tiny_mnist, "--dataset_type", "mnist", "--latent_space_size", "4", epochs=1, name="z4")
     assert run_cli(args)[0] == 0
@@ -178,9 +185,10 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
     code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--model_type", "fc",
                                  "--latent_space_size", "4", epochs=2, name="z4"))
     assert_one_line_error(code, err)
-    # the 2018 checkpoint with a latent size it does not have
-    code, _, err = run_cli(["--resume", REFERENCE_CKPT, "--evaluate", "--latent_space_size", "5"])
+    # another dataset
+    code, _, err = run_cli(small(tiny_mnist, "--resume", good, "--latent_space_size", "4", epochs=2, name="z4"))
     assert_one_line_error(code, err)
+    assert "trained on mnist" in err
     # truncated and garbage files
     with open("weights/trunc.pth.tar", "wb") as f:
         f.write(before[: len(before) // 2])

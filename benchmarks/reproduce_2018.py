@@ -1,0 +1,106 @@
+"""Does the default command reproduce the 2018 best model? Evaluate both, side by side.
+
+Evaluates the published 2018 checkpoint with ``train.py --evaluate``, then trains the
+2018 best command (train.py's defaults) for each ``--seeds`` and evaluates its best
+checkpoint the same way (validation fold 0 and the official test set, posterior mean).
+Writes ``benchmarks/reproduce_2018.md`` and ``.json``.
+
+    python3 benchmarks/reproduce_2018.py                 # seeds 42,1,2, 30 epochs
+    python3 benchmarks/reproduce_2018.py --seeds 42 --epochs 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import train  # noqa: E402
+from utils import OneLineParser, run_cli  # noqa: E402
+
+REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
+METRICS = ("bce", "kl", "bce_kl", "ssim")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="reproduce_2018.py", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds of the default command")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per run (30 is the 2018 command)")
+    p.add_argument("--reference", default=REFERENCE, help="the 2018 checkpoint")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "reproduce_2018"),
+                   help="where the runs' weights go")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "reproduce_2018"),
+                   help="output path without extension (.md and .json are written)")
+    return p
+
+
+def _train_args(**overrides) -> argparse.Namespace:
+    args = train.get_args_parser().parse_args([])
+    for k, v in overrides.items():
+        setattr(args, k, v)
+    return args
+
+
+def _evaluate(ckpt: str, work_dir: str, data_root: str, name: str) -> dict:
+    args = _train_args(resume=ckpt, evaluate=True, data_root=data_root, weights_dir=work_dir, lognumber=name)
+    return train.main(args)["eval"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main(args: argparse.Namespace) -> dict:
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    os.makedirs(args.work_dir, exist_ok=True)
+    rows = {"2018 checkpoint": [_evaluate(args.reference, args.work_dir, args.data_root, "ref2018")]}
+    runs = []
+    for seed in seeds:
+        name = f"default_seed{seed}"
+        t0 = time.perf_counter()
+        summary = train.main(_train_args(seed=seed, epochs=args.epochs, data_root=args.data_root,
+                                         weights_dir=args.work_dir, lognumber=name, tensorboard=False,
+                                         tensorboard_images=False))
+        seconds = time.perf_counter() - t0
+        ev = _evaluate(summary["best"], args.work_dir, args.data_root, name)
+        runs.append({"seed": seed, "train_seconds": seconds, **ev})
+    rows[f"default command, {len(seeds)} seeds"] = runs
+
+    lines = [f"# Reproducing the 2018 best model ({args.epochs} epochs, Fashion-MNIST)", "",
+             f"`python3 benchmarks/reproduce_2018.py --seeds {args.seeds} --epochs {args.epochs}`; "
+             f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} threads. Per image, posterior mean decoded; "
+             "validation = fold 0 (12,000 images), test = official 10,000. "
+             "Speed is measured by benchmarks/train_speed.py, not here.", "",
+             "| model | val BCE | val KL | val BCE+KL | val SSIM | test BCE+KL | test SSIM |",
+             "|---|---|---|---|---|---|---|"]
+    for label, results in rows.items():
+        cells = []
+        for split, key in (("val", "bce"), ("val", "kl"), ("val", "bce_kl"), ("val", "ssim"),
+                           ("test", "bce_kl"), ("test", "ssim")):
+            m, s = _mean_std([r[split][key] for r in results])
+            fmt = ".4f" if key == "ssim" else ".2f"
+            cells.append(f"{m:{fmt}}" + (f" ± {s:{fmt}}" if len(results) > 1 else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Per seed: " + "; ".join(
+        f"seed {r['seed']}: val BCE+KL {r['val']['bce_kl']:.2f}, SSIM {r['val']['ssim']:.4f}" for r in runs)]
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(args.out + ".json", "w") as f:
+        json.dump(rows, f, indent=2)
+    print("\n".join(lines))
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))
