@@ -19,7 +19,6 @@ import distributed
 import speed
 from distributed import World, is_main_process
 from numerics import check_epoch_finite, non_finite_message
-from tblog import image_grid
 from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
                    non_negative_float, non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
@@ -362,11 +361,13 @@ def evaluate(model, data, device: torch.device, window_size: int = 5, batch_size
 
 def _image_grids(model, fixed_x: torch.Tensor, fixed_z: torch.Tensor):
     """(panno, samples): originals over reconstructions, and decoded prior samples."""
+    from torchvision.utils import make_grid
+
     model.eval()
     with torch.no_grad():
         logits, _, _ = model(fixed_x)
-        panno = image_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
-        samples = image_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
+        panno = make_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
+        samples = make_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
     return panno, samples
 
 

@@ -9,7 +9,6 @@ near zero, so early KL terms do not explode.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from models.base import ModelConfig, VAE
