@@ -1,0 +1,200 @@
+"""Which embedding separates the classes best? PCA vs UMAP vs a trained VAE, scored by KNN.
+
+Every method is fitted on the training images only and embeds the test images by
+``transform`` (the VAE by its posterior mean). The 2018 protocol then scores each embedding:
+a cross-validated KNN grid over samples-per-class x k, test accuracy with KNN fit on a few
+hundred images per class (several random draws), and KNN on every training image.
+Outputs in ``--out``: results.json, results.csv, table.md, knn_accuracy.png, embeddings_2d.png.
+See ``python3 compare_embeddings.py --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli
+
+DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
+TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
+PLOT_POINTS = 8000  # training points per panel of embeddings_2d.png: enough to see the clusters
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST"}
+
+
+def int_list(value: str) -> list[int]:
+    """A comma-separated list of distinct positive integers, e.g. ``50,100,500``."""
+    items = [v.strip() for v in value.split(",")]
+    if not value.strip() or any(not v for v in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {value!r}")
+    out = [positive_int(v) for v in items]
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"the list {value!r} repeats a value")
+    return sorted(out)
+
+
+def method_list(value: str) -> list[str]:
+    """A comma-separated list of distinct method names, kept in the given order."""
+    from embeddings import METHODS
+
+    items = [v.strip().lower() for v in value.split(",")]
+    if not value.strip() or any(not v for v in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of methods, got {value!r}")
+    unknown = [v for v in items if v not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r}; choose from {','.join(METHODS)}")
+    if len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"the list {value!r} repeats a method")
+    return items
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="compare_embeddings.py",
+        description="Compare PCA, UMAP and a trained VAE's embeddings by KNN accuracy (the 2018 protocol).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--resume", default=DEFAULT_CHECKPOINT, metavar="CKPT",
+                   help="the VAE checkpoint (ours or the 2018 one); model type and latent size are read from it")
+    p.add_argument("--dataset_type", choices=sorted(DATASET_NAMES), default="fmnist",
+                   help="dataset; must be the one the checkpoint was trained on")
+    p.add_argument("--data_root", default="data", help="dataset folder (torchvision layout)")
+    p.add_argument("--methods", type=method_list, default="pca,umap,vae",
+                   help="comma-separated, from pca,umap,vae,pixels (pixels: the raw 784 pixels, a baseline)")
+    p.add_argument("--n_components", type=positive_int, default=None,
+                   help="embedding dimension of PCA and UMAP; default: the VAE's latent size (10 without a VAE). "
+                        "Must equal the VAE's latent size, so every method gets the same dimension")
+    p.add_argument("--samples_per_class", type=int_list, default="50,100,500,1000,3000",
+                   help="CV grid: training images drawn per class")
+    p.add_argument("--n_neighbours", type=int_list, default="1,5,10,25,50", help="CV grid: values of k")
+    p.add_argument("--test_samples_per_class", type=positive_int, default=500,
+                   help=f"test accuracy: KNN (k={' and '.join(map(str, TEST_KS))}) fit on this many training "
+                        f"images per class")
+    p.add_argument("--draws", type=positive_int, default=5, help="random draws of those training images")
+    p.add_argument("--umap_pca", type=non_negative_int, default=50,
+                   help="reduce the pixels to this many dimensions by PCA before UMAP (0: UMAP on raw pixels); "
+                        "a little faster; docs/embeddings.md measures the effect")
+    p.add_argument("--seed", type=non_negative_int, default=42, help="seeds UMAP, PCA and every sample and split")
+    p.add_argument("--out", default="results/compare_{name}",
+                   help="output folder; {name} is the checkpoint's file name (or the dataset without a VAE)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="device for encoding with the VAE")
+    return p
+
+
+def out_dir(template: str, args: argparse.Namespace) -> str:
+    name = args.dataset_type
+    if "vae" in args.methods:
+        name = os.path.basename(args.resume).removesuffix(".tar").removesuffix(".pth")
+    return template.replace("{name}", name)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the comparison; returns the results dict also written to ``results.json``."""
+    import numpy as np
+    import torch
+
+    import embedding_report as report
+    import knn_bench
+    from datasets import CLASS_NAMES, load_split
+    from embeddings import VaeEncoder, embed, flatten, load_vae, make_method, view_2d
+    from utils import ensure_writable_dir, select_device
+
+    t_start = time.perf_counter()
+    # Cheap checks first: the checkpoint and the output folder, before any data is read.
+    vae, vae_info = None, None
+    if "vae" in args.methods:
+        if not os.path.isfile(args.resume):
+            raise VaeLabError(f"checkpoint {args.resume!r} does not exist: train one with `python3 train.py`, "
+                              f"pass --resume PATH, or leave vae out of --methods")
+        model, cfg, vae_info = load_vae(args.resume, args.dataset_type, args.n_components)
+        vae = VaeEncoder(model, select_device(args.device), (cfg.image_channels, cfg.image_size, cfg.image_size))
+        n_components = cfg.latent_space_size
+    else:
+        n_components = args.n_components or 10
+    out = out_dir(args.out, args)
+    ensure_writable_dir(out, "output")
+
+    def log(msg: str) -> None:
+        print(f"{time.perf_counter() - t_start:6.1f} s  {msg}", flush=True)
+
+    log(f"loading {args.dataset_type} from {args.data_root!r}")
+    train, test = load_split(args.dataset_type, args.data_root, True), load_split(args.dataset_type, args.data_root, False)
+    y_train, y_test = train.y.numpy(), test.y.numpy()
+    try:
+        knn_bench.check_protocol(y_train, args.samples_per_class, args.n_neighbours,
+                                 args.test_samples_per_class, TEST_KS)
+    except ValueError as e:
+        raise VaeLabError(str(e)) from None
+    x_train, x_test = flatten(train), flatten(test)
+    pixels = x_train.shape[1]
+    if {"pca", "umap"} & set(args.methods) and n_components >= pixels:
+        raise VaeLabError(f"--n_components {n_components} must be below the {pixels} pixels")
+    if "umap" in args.methods and args.umap_pca and not n_components < args.umap_pca < pixels:
+        raise VaeLabError(f"--umap_pca {args.umap_pca} must be between --n_components ({n_components}) and the "
+                          f"{pixels} pixels, or 0 to turn it off")
+
+    embeddings = {}
+    for name in args.methods:
+        method = make_method(name, n_components, args.seed, args.umap_pca, vae)
+        embeddings[name] = embed(name, method, x_train, x_test, log)
+
+    methods: dict[str, dict] = {}
+    cv_rows: list[dict] = []
+    n = args.test_samples_per_class
+    for name, e in embeddings.items():
+        t0 = time.perf_counter()
+        log(f"[knn] {name}: CV grid, {len(args.samples_per_class)} sizes x {len(args.n_neighbours)} k ...")
+        cv_rows += [{"method": name, **row} for row in
+                    knn_bench.cv_grid(e.train, y_train, args.samples_per_class, args.n_neighbours, args.seed)]
+        t1 = time.perf_counter()
+        sampled = knn_bench.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
+        full = knn_bench.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
+        t2 = time.perf_counter()
+        methods[name] = {
+            **{f"test_acc_{n}_k{k}": sampled[k] for k in TEST_KS},
+            **{f"test_acc_full_k{k}": full[k] for k in TEST_KS},
+            "fit_seconds": round(e.fit_seconds, 2), "transform_seconds": round(e.transform_seconds, 2),
+            "cv_seconds": round(t1 - t0, 2), "test_knn_seconds": round(t2 - t1, 2),
+            "dimensions": int(e.train.shape[1]),
+            **({"umap_pca": args.umap_pca} if name == "umap" else {}),
+            **({"vae": vae_info} if name == "vae" else {}),
+        }
+        log(f"[knn] {name}: CV grid {t1 - t0:.1f} s, test {t2 - t1:.1f} s; test acc {n}/class k={TEST_KS[-1]} "
+            f"{sampled[TEST_KS[-1]]['mean']:.4f} ± {sampled[TEST_KS[-1]]['std']:.4f}, "
+            f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
+
+    from importlib.metadata import version
+
+    protocol = {
+        "dataset": args.dataset_type, "dataset_name": DATASET_NAMES[args.dataset_type],
+        "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
+        "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean)",
+        "samples_per_class": args.samples_per_class, "n_neighbours": args.n_neighbours,
+        "cv_folds": knn_bench.CV_FOLDS, "test_samples_per_class": n, "test_ks": list(TEST_KS),
+        "draws": args.draws, "seed": args.seed, "umap_pca": args.umap_pca,
+        "vae_fit_seconds": "encoding the training images; training the VAE is not counted",
+        "cpu_threads": torch.get_num_threads(),
+        "versions": {p: version(p) for p in ("torch", "scikit-learn", "umap-learn", "numpy")},
+    }
+    results = {"methods": methods, "cv": cv_rows, "protocol": protocol}
+
+    log("writing tables and figures")
+    paths = report.write_all(results, out)
+    report.plot_knn_accuracy(results, os.path.join(out, "knn_accuracy.png"))
+    show = np.sort(np.random.default_rng(args.seed).choice(len(y_train), min(PLOT_POINTS, len(y_train)), replace=False))
+    views = {name: view_2d(e.train, args.seed)[show] for name, e in embeddings.items()}
+    report.plot_embeddings_2d(views, y_train[show], CLASS_NAMES[args.dataset_type],
+                              os.path.join(out, "embeddings_2d.png"),
+                              f"{DATASET_NAMES[args.dataset_type]} training set: first two principal axes "
+                              f"of each embedding ({len(show):,} points)")
+    protocol["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    report.write_json(results, paths["json"])  # again, now with the total time
+    print(open(paths["table"]).read())
+    log(f"done in {protocol['total_seconds']:.1f} s; wrote {out}/ (results.json, results.csv, table.md, "
+        f"knn_accuracy.png, embeddings_2d.png)")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))

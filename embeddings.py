@@ -1,0 +1,139 @@
+"""Embeddings to compare: PCA, UMAP, a trained VAE's posterior means (and raw pixels).
+
+Every method is an object with scikit-learn's ``fit_transform(X)`` / ``transform(X)`` on
+flattened images (N, 784) in [0, 1]; :func:`embed` fits it on the training images only,
+transforms the test images, and times both.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from checkpoints import is_legacy, load_checkpoint, model_from_checkpoint
+from datasets import Split
+from models import ModelConfig, VAE
+from predict import posterior_means
+from utils import VaeLabError
+
+METHODS = ("pca", "umap", "vae", "pixels")
+# What a 2018 checkpoint (weights only) is: the published best command.
+LEGACY_MODEL = {"model_type": "fc_conv", "latent_space_size": 10}
+LEGACY_DATASET = "fmnist"
+
+
+@dataclass
+class Embedding:
+    """One method's training and test embeddings and what they cost."""
+
+    method: str
+    train: np.ndarray
+    test: np.ndarray
+    fit_seconds: float  # fit on the training images and embed them
+    transform_seconds: float  # embed the test images
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def flatten(split: Split) -> np.ndarray:
+    """Images of a Split as a float32 array (N, pixels), the input every method takes."""
+    return split.x.flatten(1).numpy()
+
+
+class VaeEncoder:
+    """A trained VAE as a transformer: the posterior mean mu of each image. Nothing to fit."""
+
+    def __init__(self, model: VAE, device: torch.device, image_shape: tuple[int, ...] = (1, 28, 28)):
+        self.model, self.device, self.image_shape = model.to(device), device, image_shape
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).view(-1, *self.image_shape)
+        return posterior_means(self.model, Split(images, torch.zeros(len(images), dtype=torch.int64)),
+                               self.device)
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.transform(x)
+
+
+def make_method(name: str, n_components: int, seed: int, umap_pca: int = 0,
+                vae: VaeEncoder | None = None):
+    """The transformer for ``name``; UMAP is preceded by PCA to ``umap_pca`` dims when > 0."""
+    if name == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components, random_state=seed)
+    if name == "umap":
+        from sklearn.decomposition import PCA
+        from sklearn.pipeline import make_pipeline
+        import umap  # ~5 s to import (numba): only when asked for
+
+        reducer = umap.UMAP(n_components=n_components, random_state=seed, transform_seed=seed)
+        return make_pipeline(PCA(umap_pca, random_state=seed), reducer) if umap_pca else reducer
+    if name == "vae":
+        if vae is None:
+            raise ValueError("method 'vae' needs a VaeEncoder")
+        return vae
+    if name == "pixels":
+        from sklearn.preprocessing import FunctionTransformer
+
+        return FunctionTransformer()  # identity: the 784 raw pixels, the baseline to beat
+    raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
+
+
+def embed(name: str, method, x_train: np.ndarray, x_test: np.ndarray,
+          log: Callable[[str], None] = print) -> Embedding:
+    """Fit ``method`` on the training images, transform the test images, time both."""
+    log(f"[{name}] fitting on {x_train.shape[0]} training images ...")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # umap-learn warns that a random_state makes it single-threaded: reproducibility is the point.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        train = np.asarray(method.fit_transform(x_train), dtype=np.float32)
+    fit_s = time.perf_counter() - t0
+    log(f"[{name}] fitted in {fit_s:.1f} s; transforming {x_test.shape[0]} test images ...")
+    t0 = time.perf_counter()
+    test = np.asarray(method.transform(x_test), dtype=np.float32)
+    transform_s = time.perf_counter() - t0
+    log(f"[{name}] transformed in {transform_s:.1f} s -> {train.shape[1]} dimensions")
+    return Embedding(name, train, test, fit_s, transform_s)
+
+
+def load_vae(path: str, dataset_type: str, latent_size: int | None = None
+             ) -> tuple[VAE, ModelConfig, dict[str, Any]]:
+    """The VAE of checkpoint ``path``, refusing one made for another dataset or latent size.
+
+    Its model type and latent size come from the checkpoint; a 2018 checkpoint holds only
+    weights and is taken to be the published one (fc_conv, latent 10, Fashion-MNIST).
+    Returns the model, its config, and facts for the report (dataset, epoch, training time).
+    """
+    ckpt = load_checkpoint(path)
+    legacy = is_legacy(ckpt)
+    saved = LEGACY_MODEL if legacy else ckpt["model_config"]
+    trained_on = LEGACY_DATASET if legacy else (ckpt.get("args") or {}).get("dataset_type", LEGACY_DATASET)
+    if trained_on != dataset_type:
+        what = "a 2018 checkpoint, taken to be" if legacy else "was"
+        raise VaeLabError(f"{path!r} ({what} trained on {trained_on}) does not match --dataset_type "
+                          f"{dataset_type}; pass --dataset_type {trained_on} or another checkpoint")
+    cfg = ModelConfig(**{k: v for k, v in saved.items() if k in ModelConfig().to_dict()})
+    if latent_size is not None and latent_size != cfg.latent_space_size:
+        raise VaeLabError(f"{path!r} has latent size {cfg.latent_space_size} but --n_components is "
+                          f"{latent_size}; pass --n_components {cfg.latent_space_size} so every method "
+                          f"embeds in the same dimension")
+    model = model_from_checkpoint(ckpt, cfg, path)  # a 2018 file of another shape fails here
+    history = ckpt.get("history") or []
+    info = {"checkpoint": os.path.abspath(path), "legacy_2018": legacy, "dataset_type": trained_on,
+            "model_type": cfg.model_type, "latent_space_size": cfg.latent_space_size,
+            "epoch": int(ckpt.get("epoch", 0)),
+            "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None}
+    return model, cfg, info
+
+
+def view_2d(train: np.ndarray, seed: int = 42) -> np.ndarray:
+    """A 2-D view of an embedding: its first two principal axes (linear, so nothing is invented)."""
+    from sklearn.decomposition import PCA
+
+    return PCA(2, random_state=seed).fit_transform(train)
