@@ -133,6 +133,12 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) 
     return Split(full.x[tr_t], full.y[tr_t]), Split(full.x[va_t], full.y[va_t])
 
 
+def pixel_mean_std(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of every pixel of ``x`` (the --normalize statistics), as floats."""
+    x64 = x.to(torch.float64)  # 37M pixels: float32 sums lose digits
+    return float(x64.mean()), float(x64.std())
+
+
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
                   flip_p: float = 0.25, max_degrees: float = 30.0) -> torch.Tensor:
     """The 2018 augmentations on a whole batch: horizontal flip (p=0.25), rotation up to 30 deg.
