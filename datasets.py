@@ -172,6 +172,12 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) 
     return _as_split(images[tr_t], labels[tr_t]), _as_split(images[va_t], labels[va_t])
 
 
+def pixel_mean_std(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of every pixel of ``x`` (the --normalize statistics), as floats."""
+    x64 = x.to(torch.float64)  # 37M pixels: float32 sums lose digits
+    return float(x64.mean()), float(x64.std())
+
+
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
                   flip_p: float = 0.25, max_degrees: float = 30.0,
                   shard: tuple[int, int] | None = None) -> torch.Tensor:

@@ -47,7 +47,7 @@ class FCNVAE(VAE):
             nn.Conv2d(16 * m, c, 3, padding=1),
         )
 
-    def encode(self, x):
+    def _encode(self, x):
         h = self.trunk(x)
         return self.mu_head(h).flatten(1), self.logvar_head(h).flatten(1)
 
