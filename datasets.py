@@ -1,9 +1,8 @@
 """MNIST / Fashion-MNIST as whole tensors, the 2018 validation split, and batch augmentations.
 
-Images are read once from the IDX files in torchvision's folder layout under
-``--data_root`` and kept as one float tensor in [0, 1] on the training device; a batch is
-an index slice, so the training loop never touches PIL or per-sample Python. torchvision
-itself is imported only to download a missing dataset (importing it costs ~2 s of start-up).
+Images are read once through torchvision's dataset classes (its folder layout under
+``--data_root``) and kept as one float tensor in [0, 1] on the training device; a batch is
+an index slice, so the training loop never touches PIL or per-sample Python.
 """
 from __future__ import annotations
 
@@ -111,24 +110,6 @@ def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) 
         socket.setdefaulttimeout(old_timeout)
 
 
-def read_idx(path: str, ndim: int) -> torch.Tensor:
-    """A uint8 IDX file (magic 0x0000 08 ndim, big-endian sizes, then the bytes) as a tensor.
-
-    The same bytes torchvision's MNIST classes read, without importing torchvision;
-    a wrong header or length raises ValueError.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    header = 4 * (ndim + 1)
-    if len(data) < header or data[:4] != bytes((0, 0, 0x08, ndim)):
-        raise ValueError(f"{os.path.basename(path)}: not a uint8 IDX file with {ndim} dimensions")
-    shape = tuple(int.from_bytes(data[4 * (i + 1):4 * (i + 2)], "big") for i in range(ndim))
-    if len(data) != header + math.prod(shape):
-        raise ValueError(f"{os.path.basename(path)}: {len(data) - header} bytes of data, the header says "
-                         f"{math.prod(shape)} for shape {shape}")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(shape)
-
-
 def load_split(name: str, root: str, train: bool) -> Split:
     """The official training (60k) or test (10k) set as tensors on the CPU."""
     images, labels = _load_bytes(name, root, train)
@@ -140,48 +121,23 @@ def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
 
 
 def _load_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 28, 28) and labels (N,) as stored: uint8."""
+    """Images (N, 28, 28) and labels (N,) as stored (uint8), read by torchvision's class."""
     ensure_raw_files(name, root)
-    prefix = os.path.join(_raw_folder(name, root), "train" if train else "t10k")
     try:
-        images = read_idx(f"{prefix}-images-idx3-ubyte", 3)
-        labels = read_idx(f"{prefix}-labels-idx1-ubyte", 1)
-        if tuple(images.shape[1:]) != (28, 28):
-            raise ValueError(f"images of shape {tuple(images.shape[1:])}, not 28x28")
-        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-            raise ValueError(f"{images.shape[0]} images and {labels.shape[0]} labels: they must be as many, not 0")
-    except (ValueError, OSError) as e:
+        ds = _torchvision_datasets()[name](root, train=train, download=False)
+    except Exception as e:  # a parse of damaged files: assertion, struct, pickle, zip... errors
+        # (torchvision prefers an old processed/*.pt cache when there is one; it loads with weights_only)
         raise VaeLabError(
             f"the {name} IDX files under {_raw_folder(name, root)!r} are unreadable or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad header'}); delete them to re-fetch"
         ) from None
-    return images, labels
-
-
-def stratified_test_folds(y: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
-    """Fold number of every sample under ``StratifiedKFold(num_folds, shuffle=True, random_state=seed)``.
-
-    scikit-learn's algorithm (``_make_test_folds``, unchanged since 0.22) written out, so
-    training does not import scikit-learn (~1 s); a test checks it against scikit-learn.
-    """
-    _, first, inverse = np.unique(y, return_index=True, return_inverse=True)
-    _, class_perm = np.unique(first, return_inverse=True)  # classes in order of first appearance
-    y_encoded = class_perm[inverse.reshape(-1)]
-    n_classes = len(first)
-    counts = np.bincount(y_encoded)
-    if num_folds > len(y) or np.all(num_folds > counts):  # where scikit-learn raises ValueError
-        raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
-                          f"(every class has fewer than {num_folds} images)")
-    # test images of each class in each fold: round robin over the sorted labels
-    y_order = np.sort(y_encoded)
-    allocation = np.asarray([np.bincount(y_order[i::num_folds], minlength=n_classes) for i in range(num_folds)])
-    rng = np.random.RandomState(seed)
-    test_folds = np.empty(len(y), dtype="i")
-    for k in range(n_classes):
-        folds_for_class = np.arange(num_folds).repeat(allocation[:, k])
-        rng.shuffle(folds_for_class)
-        test_folds[y_encoded == k] = folds_for_class
-    return test_folds
+    where = f"the {name} {'training' if train else 'test'} IDX files under {_raw_folder(name, root)!r}"
+    if ds.data.ndim != 3 or tuple(ds.data.shape[1:]) != (28, 28):
+        raise VaeLabError(f"{where} hold images of shape {tuple(ds.data.shape[1:])}, not 28x28")
+    if len(ds.data) != len(ds.targets) or len(ds.data) == 0:
+        raise VaeLabError(f"{where} hold {len(ds.data)} images and {len(ds.targets)} labels; "
+                          f"they must be as many, and not 0")
+    return ds.data, ds.targets
 
 
 def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int, seed: int
@@ -191,9 +147,18 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
         raise VaeLabError(f"--fold must be in [0, {num_folds - 1}] for --num_folds {num_folds}, got {fold}")
     if not 0 <= seed < 2 ** 32:
         raise VaeLabError(f"--seed must be in [0, 2**32 - 1] (it seeds the validation split), got {seed}")
-    test = stratified_test_folds(np.asarray(targets), num_folds, seed) == fold
-    indices = np.arange(len(test))
-    return indices[~test], indices[test]
+    from sklearn.model_selection import StratifiedKFold  # imported here: ~1 s, needed once
+
+    y = np.asarray(targets)
+    skf = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    try:
+        for i, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+            if i == fold:
+                return tr, va
+    except ValueError as e:  # e.g. more folds than images of every class
+        raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
+                          f"({str(e).splitlines()[0]})") from None
+    raise AssertionError("unreachable")
 
 
 def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) -> tuple[Split, Split]:
@@ -205,6 +170,12 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) 
     tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
     return _as_split(images[tr_t], labels[tr_t]), _as_split(images[va_t], labels[va_t])
+
+
+def pixel_mean_std(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of every pixel of ``x`` (the --normalize statistics), as floats."""
+    x64 = x.to(torch.float64)  # 37M pixels: float32 sums lose digits
+    return float(x64.mean()), float(x64.std())
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,

@@ -19,7 +19,6 @@ import distributed
 import speed
 from distributed import World, is_main_process
 from numerics import check_epoch_finite, non_finite_message
-from tblog import image_grid
 from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, OneLineParser, VaeLabError, int_in,
                    non_negative_float, non_negative_int, positive_float, positive_int, run_cli, str2bool)
 
@@ -77,6 +76,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--kl_loss_weight", type=positive_float, default=1.0, help="weight of the KL term")
     g.add_argument("--do_running_mean", type=str2bool, default=False,
                    help="divide each term by its running mean (gamma 0.9) before weighting (2018 rebalancing)")
+    g.add_argument("--normalize", type=str2bool, default=False,
+                   help="the 2018 commented-out Normalize(mean, std): the encoder sees (x - mean) / std, with the "
+                        "pixel mean and std of the training fold (stored in the checkpoint, reused by --resume, "
+                        "--evaluate, --predict). The decoder reconstructs the normalised image rescaled to [0, 1] "
+                        "by its fixed range [-mean/std, (1-mean)/std], the only affine map that keeps BCE "
+                        "targets in [0, 1]; undone, that is the pixel image, so every loss and metric is in "
+                        "pixel space and only the encoder's input changes")
     g.add_argument("--ssim_window_size", type=positive_int, default=5,
                    help="odd side of the Gaussian SSIM window (sigma 1.5), used by the metric and the ssim loss")
 
@@ -150,8 +156,15 @@ def check_args(args: argparse.Namespace) -> None:
 def model_config(args: argparse.Namespace):
     from models import ModelConfig
 
+    mean, std = 0.0, 1.0
+    if getattr(args, "normalize", False) and not args.resume:  # a checkpoint carries its own statistics
+        from datasets import pixel_mean_std, train_val_split
+
+        mean, std = pixel_mean_std(train_val_split(args.dataset_type, args.data_root, args.fold,
+                                                   args.num_folds, args.seed)[0].x)
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
-                       model_multiplier=args.model_multiplier, split_filter=args.split_filter)
+                       model_multiplier=args.model_multiplier, split_filter=args.split_filter,
+                       input_mean=mean, input_std=std)
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -362,11 +375,13 @@ def evaluate(model, data, device: torch.device, window_size: int = 5, batch_size
 
 def _image_grids(model, fixed_x: torch.Tensor, fixed_z: torch.Tensor):
     """(panno, samples): originals over reconstructions, and decoded prior samples."""
+    from torchvision.utils import make_grid
+
     model.eval()
     with torch.no_grad():
         logits, _, _ = model(fixed_x)
-        panno = image_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
-        samples = image_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
+        panno = make_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
+        samples = make_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
     return panno, samples
 
 

@@ -18,7 +18,9 @@ def build_model(cfg: ModelConfig) -> VAE:
     """Build the model named by ``cfg.model_type``."""
     if cfg.model_type not in MODELS:
         raise KeyError(f"unknown model type {cfg.model_type!r}; choose from {sorted(MODELS)}")
-    return MODELS[cfg.model_type](cfg)
+    model = MODELS[cfg.model_type](cfg)
+    model.input_mean, model.input_std = float(cfg.input_mean), float(cfg.input_std)
+    return model
 
 
 __all__ = ["MODELS", "ModelConfig", "VAE", "build_model"]

@@ -17,6 +17,9 @@ class ModelConfig:
     split_filter: int = 2  # `fcn`: encoder blocks shared by the mu and logvar heads
     image_channels: int = 1
     image_size: int = 28
+    # --normalize: the training split's pixel mean/std; the encoder sees (x - mean) / std.
+    input_mean: float = 0.0
+    input_std: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -29,7 +32,7 @@ LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 
 class VAE(nn.Module):
-    """Base class: subclasses implement ``encode`` and ``decode_logits``.
+    """Base class: subclasses implement ``_encode`` (standardised input) and ``decode_logits``.
 
     ``forward`` returns ``(logits, mu, logvar)``: pixel logits (BCE is computed from them,
     which is numerically safe), and the diagonal Gaussian posterior with mu of shape (B, z)
@@ -38,8 +41,16 @@ class VAE(nn.Module):
     """
 
     latent_size: int
+    input_mean: float = 0.0
+    input_std: float = 1.0
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of images ``x`` in [0, 1]; standardised here so every caller gets it."""
+        if self.input_mean != 0.0 or self.input_std != 1.0:
+            x = (x - self.input_mean) / self.input_std
+        return self._encode(x)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:

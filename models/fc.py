@@ -22,7 +22,7 @@ class FCVAE(VAE):
         self.fc3 = nn.Linear(self.latent_size, hidden)
         self.fc4 = nn.Linear(hidden, n_pix)
 
-    def encode(self, x):
+    def _encode(self, x):
         h = F.relu(self.fc1(x.flatten(1)))
         return self.fc21(h), self.fc22(h)
 
@@ -63,7 +63,7 @@ class FCConvVAE(VAE):
             nn.init.uniform_(layer.weight, -bound, bound)
             nn.init.uniform_(layer.bias, -bound, bound)
 
-    def encode(self, x):
+    def _encode(self, x):
         h = F.relu(F.linear(x.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias))
         return (F.linear(h, self.fc21.weight.flatten(1), self.fc21.bias),
                 F.linear(h, self.fc22.weight.flatten(1), self.fc22.bias))

@@ -9,7 +9,6 @@ near zero, so early KL terms do not explode.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from models.base import ModelConfig, VAE
@@ -48,7 +47,7 @@ class FCNVAE(VAE):
             nn.Conv2d(16 * m, c, 3, padding=1),
         )
 
-    def encode(self, x):
+    def _encode(self, x):
         h = self.trunk(x)
         return self.mu_head(h).flatten(1), self.logvar_head(h).flatten(1)
 

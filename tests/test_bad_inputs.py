@@ -92,12 +92,8 @@ def test_corrupt_idx_files_are_one_clear_line(tiny_mnist, workdir, kind):
     shutil.copytree(tiny_mnist, root)
     corrupt_idx(os.path.join(root, "MNIST", "raw"), kind)
     code, _, err = run_cli(tiny_args(root))
-    if kind == "old processed cache with code":
-        # datasets.py reads the raw IDX files itself: torchvision's processed cache is never loaded
-        assert code == 0, err
-    else:
-        assert_cli_error(code, err, "MNIST" if kind != "too few for the folds" else "--num_folds")
-        assert not os.path.exists("weights/r_checkpoint.pth.tar")
+    assert_cli_error(code, err, "MNIST" if kind != "too few for the folds" else "--num_folds")
+    assert not os.path.exists("weights/r_checkpoint.pth.tar")
     assert not os.path.exists(os.path.join(root, "MNIST", "raw", "pwned"))
 
 
