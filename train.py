@@ -411,14 +411,91 @@ def _print_eval_table(results: dict[str, dict]) -> None:
               f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}")
 
 
+def run_eval_modes(model, args: argparse.Namespace, device: torch.device) -> dict:
+    """``--evaluate`` (table + eval JSON) and ``--predict`` (pictures + posterior means)."""
+    from datasets import load_split, train_val_split
+    from utils import ensure_writable_dir
+
+    ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
+    _, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
+    test = load_split(args.dataset_type, args.data_root, train=False)
+    summary: dict = {}
+    if args.evaluate:
+        results = {"val": evaluate(model, val, device, args.ssim_window_size),
+                   "test": evaluate(model, test, device, args.ssim_window_size)}
+        _print_eval_table(results)
+        path = os.path.join(args.weights_dir, f"{args.lognumber}_eval.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {path}")
+        summary["eval"] = results
+    if args.predict:
+        from predict import write_predictions
+
+        train = None
+        if args.predict_train:
+            train, _ = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
+        out = os.path.join(args.results_dir, args.lognumber)
+        summary["predict"] = write_predictions(model, val, test, out, device, args.seed, train)
+        print(f"wrote predictions to {out}/")
+    return summary
+
+
+def restore_training_state(ckpt: dict, args: argparse.Namespace, model, optimizer, scheduler, loss_fn,
+                           generator: torch.Generator, val_set, n_batches: int, world
+                           ) -> tuple[int, float, list, int]:
+    """Load optimizer, scheduler, RNG and loss state from ``ckpt`` (ours or 2018's).
+
+    Returns (start epoch, best validation loss, history, global step).
+    """
+    from collections import Counter
+
+    from checkpoints import is_legacy
+    from utils import set_rng_state
+
+    start_epoch = int(ckpt["epoch"])
+    if start_epoch >= args.epochs:
+        raise VaeLabError(f"{args.resume!r} is already at epoch {start_epoch}; "
+                          f"pass --epochs above {start_epoch} to train further")
+    saved_opt = (ckpt.get("args") or {}).get("optimizer", "adam")
+    if saved_opt == args.optimizer:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise VaeLabError(f"the optimizer state in {args.resume!r} does not fit this model ({e})") from None
+    else:
+        print(f"note: checkpoint used --optimizer {saved_opt}, now {args.optimizer}: optimizer state starts fresh")
+    history: list = []
+    if is_legacy(ckpt):
+        # 2018 best_loss was a sum over batches; re-measure it on our per-image scale.
+        best_loss = validate(model, loss_fn, val_set, args, start_epoch, world=world)["loss"]
+        global_step = start_epoch * n_batches
+    else:
+        best_loss = float(ckpt["best_loss"])
+        history = list(ckpt.get("history", []))
+        global_step = int(ckpt.get("global_step", start_epoch * n_batches))
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if "rng_state" in ckpt:
+            set_rng_state(ckpt["rng_state"], generator)
+        loss_fn.load_state_dict(ckpt.get("loss_state", {}))
+    # The flags' LR schedule governs from here on, whatever the checkpoint used.
+    scheduler.milestones = Counter([args.m1, args.m2])
+    scheduler.base_lrs = [args.lr for _ in optimizer.param_groups]
+    scheduler.last_epoch = start_epoch
+    for group in optimizer.param_groups:
+        group["initial_lr"] = args.lr
+        group["lr"] = lr_at(args, start_epoch)
+    print(f"=> resumed {args.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
+    return start_epoch, best_loss, history, global_step
+
+
 def main(args: argparse.Namespace) -> dict:
     """Train (or evaluate / predict with ``--resume``). Returns the run's summary."""
-    from checkpoints import (copy_checkpoint, is_legacy, load_checkpoint, model_from_checkpoint, save_checkpoint,
-                             sync_best)
-    from datasets import ensure_raw_files, load_split, train_val_split
+    from checkpoints import copy_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint, sync_best
+    from datasets import ensure_raw_files, train_val_split
     from losses import VAELoss
     from models import build_model
-    from utils import ensure_writable_dir, seed_everything, select_device, set_rng_state
+    from utils import ensure_writable_dir, seed_everything, select_device
 
     check_args(args)
     device = select_device(args.device, args.no_cuda)
@@ -440,31 +517,7 @@ def main(args: argparse.Namespace) -> dict:
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
 
     if args.evaluate or args.predict:
-        if not world.is_main:  # one process evaluates; torchrun's others have nothing to do
-            distributed.cleanup()
-            return {}
-        ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
-        _, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
-        test = load_split(args.dataset_type, args.data_root, train=False)
-        summary: dict = {}
-        if args.evaluate:
-            results = {"val": evaluate(model, val, device, args.ssim_window_size),
-                       "test": evaluate(model, test, device, args.ssim_window_size)}
-            _print_eval_table(results)
-            path = os.path.join(args.weights_dir, f"{args.lognumber}_eval.json")
-            with open(path, "w") as f:
-                json.dump(results, f, indent=2)
-            print(f"wrote {path}")
-            summary["eval"] = results
-        if args.predict:
-            from predict import write_predictions
-
-            train = None
-            if args.predict_train:
-                train, _ = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
-            out = os.path.join(args.results_dir, args.lognumber)
-            summary["predict"] = write_predictions(model, val, test, out, device, args.seed, train)
-            print(f"wrote predictions to {out}/")
+        summary = run_eval_modes(model, args, device) if world.is_main else {}  # torchrun: rank 0 alone
         distributed.cleanup()
         return summary
 
@@ -489,40 +542,8 @@ def main(args: argparse.Namespace) -> dict:
     start_epoch, best_loss, history, global_step = args.start_epoch, math.inf, [], 0
     n_batches = math.ceil(len(train_set) / args.batch_size)
     if ckpt is not None:
-        start_epoch = int(ckpt["epoch"])
-        if start_epoch >= args.epochs:
-            raise VaeLabError(f"{args.resume!r} is already at epoch {start_epoch}; "
-                              f"pass --epochs above {start_epoch} to train further")
-        saved_opt = (ckpt.get("args") or {}).get("optimizer", "adam")
-        if saved_opt == args.optimizer:
-            try:
-                optimizer.load_state_dict(ckpt["optimizer"])
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise VaeLabError(f"the optimizer state in {args.resume!r} does not fit this model ({e})") from None
-        else:
-            print(f"note: checkpoint used --optimizer {saved_opt}, now {args.optimizer}: optimizer state starts fresh")
-        if is_legacy(ckpt):
-            # 2018 best_loss was a sum over batches; re-measure it on our per-image scale.
-            best_loss = validate(model, loss_fn, val_set, args, start_epoch, world=world)["loss"]
-            global_step = start_epoch * n_batches
-        else:
-            best_loss = float(ckpt["best_loss"])
-            history = list(ckpt.get("history", []))
-            global_step = int(ckpt.get("global_step", start_epoch * n_batches))
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if "rng_state" in ckpt:
-                set_rng_state(ckpt["rng_state"], generator)
-            loss_fn.load_state_dict(ckpt.get("loss_state", {}))
-        # The flags' LR schedule governs from here on, whatever the checkpoint used.
-        from collections import Counter
-
-        scheduler.milestones = Counter([args.m1, args.m2])
-        scheduler.base_lrs = [args.lr for _ in optimizer.param_groups]
-        scheduler.last_epoch = start_epoch
-        for group in optimizer.param_groups:
-            group["initial_lr"] = args.lr
-            group["lr"] = lr_at(args, start_epoch)
-        print(f"=> resumed {args.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
+        start_epoch, best_loss, history, global_step = restore_training_state(
+            ckpt, args, model, optimizer, scheduler, loss_fn, generator, val_set, n_batches, world)
     elif start_epoch:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(args, start_epoch)
