@@ -191,8 +191,9 @@ def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint"
     """
     if not is_legacy(ckpt):
         saved = ckpt["model_config"]
-        for key, flag in (("model_type", "--model_type"), ("latent_space_size", "--latent_space_size")):
-            if saved.get(key) != getattr(cfg, key):
+        for key, flag in (("model_type", "--model_type"), ("latent_space_size", "--latent_space_size"),
+                          ("conditional", "--conditional")):
+            if saved.get(key, False if key == "conditional" else None) != getattr(cfg, key):
                 raise VaeLabError(f"{path!r} was trained with {flag} {saved.get(key)} but the flags say "
                                   f"{getattr(cfg, key)}; pass {flag} {saved.get(key)}")
         cfg = ModelConfig(**{**cfg.to_dict(), **{k: v for k, v in saved.items() if k in cfg.to_dict()}})

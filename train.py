@@ -28,17 +28,46 @@ DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 TRAIN_SSIM_IMAGES = 32
 
 
+# Named configurations for --preset: they replace the defaults of these flags (flags given
+# on the command line still win). "best" is the best configuration of benchmarks/quality.md.
+PRESETS: dict[str, dict] = {
+    "2018": {},
+    "best": {"model_type": "resconv", "batch_size": 128, "epochs": 18, "lr_schedule": "cosine",
+             "lognumber": "fmnist_resconv_l10_best"},
+}
+
+
+class PresetParser(OneLineParser):
+    """An OneLineParser where ``--preset NAME`` first sets the defaults of a named configuration."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        pre = OneLineParser(prog=self.prog, add_help=False)
+        pre.add_argument("--preset", choices=sorted(PRESETS), default="2018")
+        preset = PRESETS[pre.parse_known_args(args)[0].preset]
+        saved = {k: self.get_default(k) for k in preset}
+        self.set_defaults(**preset)
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            self.set_defaults(**saved)  # the parser's own defaults stay those of --help
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    """The 2018 flag set (same names and meanings) plus data, fold and device flags."""
+    """The 2018 flag set (same names and meanings) plus data, fold, device, model and KL flags."""
     from losses import IMAGE_LOSSES
     from models import MODELS
 
-    p = OneLineParser(
+    p = PresetParser(
         prog="train.py",
         description="Train a VAE on MNIST / Fashion-MNIST. Defaults reproduce the 2018 best command.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("training")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="2018",
+                   help="named configuration whose values replace the defaults (explicit flags still win): "
+                        + "; ".join(f"{name}: " + (" ".join(f"--{k} {v}" for k, v in cfg.items()) or
+                                                   "the 2018 best command (the defaults below)")
+                                    for name, cfg in PRESETS.items()))
     g.add_argument("--epochs", type=positive_int, default=30, help="last epoch to train (total, counting resumed ones)")
     g.add_argument("--start-epoch", type=non_negative_int, default=0,
                    help="epoch to start from when not resuming (a checkpoint sets it by itself)")
@@ -51,13 +80,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model_type", choices=sorted(MODELS), default="fc_conv",
                    help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); "
-                        "fcn: configurable conv encoder/decoder")
+                        "fcn: configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch "
+                        "normalisation, the quality model (benchmarks/quality.md; --model_multiplier scales its "
+                        "16/32 channels)")
     g.add_argument("--latent_space_size", type=int_in(1, MAX_LATENT), default=10,
                    help="dimension z of the latent code")
     g.add_argument("--model_multiplier", type=int_in(1, MAX_MULTIPLIER), default=1,
-                   help="fcn: channel width multiplier")
+                   help="fcn, resconv: channel width multiplier")
     g.add_argument("--split_filter", type=non_negative_int, default=2,
                    help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
+    g.add_argument("--conditional", type=str2bool, default=False,
+                   help="conditional VAE (CVAE): the class, one-hot, goes into the encoder (added to its first "
+                        "hidden layer) and the decoder (concatenated to z); TensorBoard and --predict draw a "
+                        "grid of samples per class")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset_type", choices=["fmnist", "mnist"], default="fmnist",
@@ -74,6 +109,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "scaled like a summed BCE so it competes with the KL term")
     g.add_argument("--img_loss_weight", type=positive_float, default=1.0, help="weight of the reconstruction term")
     g.add_argument("--kl_loss_weight", type=positive_float, default=1.0, help="weight of the KL term")
+    g.add_argument("--kl_warmup_epochs", type=non_negative_float, default=0.0,
+                   help="raise the KL weight linearly from 0 to --kl_loss_weight over this many epochs, "
+                        "step by step (logged as train_kl_weight); 0 = full weight from the start")
+    g.add_argument("--free_bits", type=non_negative_float, default=0.0,
+                   help="nats per latent dimension: the objective uses sum_j max(free_bits, KL_j), KL_j the "
+                        "batch-mean KL of dimension j, so no dimension is pushed below the floor "
+                        "(logged as train_kl_penalty; kl_loss stays the true KL); 0 = off")
+    g.add_argument("--ssim_weight", type=positive_float, default=1.0,
+                   help="bce_ssim loss: BCE + this x the ssim loss (784 x (1 - mean SSIM) per image)")
     g.add_argument("--do_running_mean", type=str2bool, default=False,
                    help="divide each term by its running mean (gamma 0.9) before weighting (2018 rebalancing)")
     g.add_argument("--normalize", type=str2bool, default=False,
@@ -91,6 +135,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=positive_float, default=1e-3, help="initial learning rate")
     g.add_argument("--m1", type=positive_int, default=40, help="first MultiStepLR milestone (epoch, lr x 0.1)")
     g.add_argument("--m2", type=positive_int, default=50, help="second MultiStepLR milestone (epoch, lr x 0.1)")
+    g.add_argument("--lr_schedule", choices=["multistep", "cosine"], default="multistep",
+                   help="multistep: lr x 0.1 at --m1 and --m2 (2018); cosine: from --lr down to 0 at --epochs, "
+                        "set per epoch")
     g.add_argument("--grad_clip", type=non_negative_float, default=0.0,
                    help="clip the global L2 norm of the gradients to this value; 0 turns clipping off")
 
@@ -145,6 +192,11 @@ def check_args(args: argparse.Namespace) -> None:
                           f"got --fold {args.fold} --num_folds {args.num_folds}")
     if args.model_type == "fcn" and args.split_filter > 3:
         raise VaeLabError(f"--split_filter must be in [0, 3] for fcn, got {args.split_filter}")
+    if args.model_type == "fcn" and args.conditional and args.split_filter == 0:
+        raise VaeLabError("--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)")
+    if args.kl_warmup_epochs and args.do_running_mean:
+        raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
+                          "use one of them")
     if (args.evaluate or args.predict) and not args.resume:
         raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
     if args.predict_train and not args.predict:
@@ -164,7 +216,7 @@ def model_config(args: argparse.Namespace):
                                                    args.num_folds, args.seed)[0].x)
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
                        model_multiplier=args.model_multiplier, split_filter=args.split_filter,
-                       input_mean=mean, input_std=std)
+                       input_mean=mean, input_std=std, conditional=args.conditional)
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -180,18 +232,35 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def lr_at(args: argparse.Namespace, epoch: int) -> float:
-    """MultiStepLR's lr at ``epoch``: lr x 0.1 for each milestone reached.
+    """The lr of ``epoch``: cosine from --lr to 0 at --epochs, or MultiStepLR's lr x 0.1
+    for each milestone reached.
 
     Multiplied milestone by milestone, exactly as the scheduler does, so a resumed run
     gets the same float as the uninterrupted one (lr * 0.1**2 != lr * 0.1 * 0.1).
     """
     from collections import Counter
 
+    if getattr(args, "lr_schedule", "multistep") == "cosine":
+        return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, args.epochs) / args.epochs))
     lr = args.lr
     for m, times in sorted(Counter([args.m1, args.m2]).items()):
         if epoch >= m:
             lr = lr * 0.1 ** times
     return lr
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+    """Per-epoch LR schedule; ``lr_at`` is its closed form (resume relies on that)."""
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at(args, e) / args.lr)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[args.m1, args.m2], gamma=0.1)
+
+
+def kl_warmup_scale(args: argparse.Namespace, epoch: int, batch: int, n_batches: int) -> float:
+    """Linear KL warm-up factor in [0, 1] at minibatch ``batch`` of ``epoch`` (0-based)."""
+    if not args.kl_warmup_epochs:
+        return 1.0
+    return min(1.0, (epoch + batch / n_batches) / args.kl_warmup_epochs)
 
 
 class StepLogger:
@@ -295,18 +364,21 @@ def train_one_epoch(model, loss_fn, optimizer, data, args: argparse.Namespace, e
     world = world or World(device=data.x.device)
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
-                     names=StepLogger.NAMES + ("grad_norm",), reduce=world.reduce_rows)
+                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty"), reduce=world.reduce_rows)
+    conditional = getattr(args, "conditional", False)
     try:
         for i in range(n_batches):
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
             rows = world.shard(len(idx))  # the whole minibatch in a single process
             x = data.x[idx[rows]]
+            y = data.y[idx[rows]] if conditional else None
             if args.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
             with speed.autocast(x.device, args.amp):
-                logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device))
+                logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
             if args.amp:
                 logits, mu, logvar = speed.float32(logits, mu, logvar)
+            loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
             terms = loss_fn(logits, x, mu, logvar)
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
@@ -328,8 +400,8 @@ def validate(model, loss_fn, data, args: argparse.Namespace, epoch: int, writer=
              global_step: int = 0, world: World | None = None) -> dict[str, float]:
     """Validation in eval mode (decoding the posterior mean); per-image averages.
 
-    ``loss`` is the weighted objective without running-mean rebalancing, so it is
-    comparable across epochs and is what selects the best checkpoint. Under torchrun each
+    ``loss`` is the weighted objective without running-mean rebalancing, KL warm-up or
+    free bits, so it is comparable across epochs and is what selects the best checkpoint. Under torchrun each
     process validates its part of every minibatch and the sums are all-reduced.
     """
     from losses import kl_divergence, reconstruction_loss, ssim
@@ -339,13 +411,16 @@ def validate(model, loss_fn, data, args: argparse.Namespace, epoch: int, writer=
     n_batches = math.ceil(n / args.batch_size)
     world = world or World(device=data.x.device)
     log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, reduce=world.reduce_rows)
+    conditional = getattr(args, "conditional", False)
     for i in range(n_batches):
-        x = data.x[i * args.batch_size:(i + 1) * args.batch_size]
-        x = x[world.shard(x.shape[0])]
-        logits, mu, logvar = model(x)
-        img = reconstruction_loss(args.image_loss_type, logits, x, args.ssim_window_size)
+        batch = slice(i * args.batch_size, (i + 1) * args.batch_size)
+        rows = world.shard(data.x[batch].shape[0])
+        x = data.x[batch][rows]
+        logits, mu, logvar = model(x, y=data.y[batch][rows].to(x.device) if conditional else None)
+        img = reconstruction_loss(args.image_loss_type, logits, x, args.ssim_window_size,
+                                  getattr(args, "ssim_weight", 1.0))
         kl = kl_divergence(mu, logvar)
-        terms = {"loss": loss_fn.img_w * img + loss_fn.kl_w * kl, "img_loss": img, "kl_loss": kl,
+        terms = {"loss": loss_fn.objective(img, kl), "img_loss": img, "kl_loss": kl,
                  "ssim": ssim(torch.sigmoid(logits), x, args.ssim_window_size).mean()}
         log.add(global_step + i, i, x.shape[0], terms)
     return log.averages()
@@ -361,7 +436,7 @@ def evaluate(model, data, device: torch.device, window_size: int = 5, batch_size
     sums = dict.fromkeys(("bce", "mse", "kl", "ssim"), 0.0)
     for i in range(0, len(data), batch_size):
         x = data.x[i:i + batch_size].to(device)
-        logits, mu, logvar = model(x)
+        logits, mu, logvar = model(x, y=data.y[i:i + batch_size].to(device) if model.conditional else None)
         b = x.shape[0]
         sums["bce"] += bce_loss(logits, x).item() * b
         sums["mse"] += mse_loss(logits, x).item() * b
@@ -373,16 +448,29 @@ def evaluate(model, data, device: torch.device, window_size: int = 5, batch_size
     return {k: out[k] for k in ("bce", "mse", "kl", "bce_kl", "ssim", "n")}
 
 
-def _image_grids(model, fixed_x: torch.Tensor, fixed_z: torch.Tensor):
-    """(panno, samples): originals over reconstructions, and decoded prior samples."""
+def _image_grids(model, fixed_x: torch.Tensor, fixed_y: torch.Tensor, fixed_z: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """TensorBoard's images: ``panno`` (originals over reconstructions), ``samples`` (decoded
+    prior samples) and, for a CVAE, ``class_samples`` (one row per class, same z per column)."""
     from torchvision.utils import make_grid
 
+    from predict import class_grid_codes
+
     model.eval()
+    cond = fixed_y if model.conditional else None
     with torch.no_grad():
-        logits, _, _ = model(fixed_x)
-        panno = make_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0], padding=2)
-        samples = make_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
-    return panno, samples
+        logits, _, _ = model(fixed_x, y=cond)
+        grids = {"panno": make_grid(torch.cat([fixed_x, torch.sigmoid(logits)]).cpu(), nrow=fixed_x.shape[0],
+                                    padding=2)}
+        if model.conditional:
+            z, y = class_grid_codes(fixed_z[:8], model.num_classes)
+            grids["class_samples"] = make_grid(model.decode(z, y).cpu(), nrow=8, padding=2)
+            # plain samples need a class too: each prior sample gets its row's class
+            y_rows = torch.arange(fixed_z.shape[0], device=fixed_z.device) // 8 % model.num_classes
+            grids["samples"] = make_grid(model.decode(fixed_z, y_rows).cpu(), nrow=8, padding=2)
+        else:
+            grids["samples"] = make_grid(model.decode(fixed_z).cpu(), nrow=8, padding=2)
+    return grids
 
 
 def _checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch: int, best_loss: float,
@@ -474,12 +562,14 @@ def restore_training_state(ckpt: dict, args: argparse.Namespace, model, optimize
         best_loss = float(ckpt["best_loss"])
         history = list(ckpt.get("history", []))
         global_step = int(ckpt.get("global_step", start_epoch * n_batches))
-        scheduler.load_state_dict(ckpt["scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR) and "milestones" in ckpt["scheduler"]:
+            scheduler.load_state_dict(ckpt["scheduler"])  # overridden below; loaded for its other fields
         if "rng_state" in ckpt:
             set_rng_state(ckpt["rng_state"], generator)
         loss_fn.load_state_dict(ckpt.get("loss_state", {}))
     # The flags' LR schedule governs from here on, whatever the checkpoint used.
-    scheduler.milestones = Counter([args.m1, args.m2])
+    if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
+        scheduler.milestones = Counter([args.m1, args.m2])
     scheduler.base_lrs = [args.lr for _ in optimizer.param_groups]
     scheduler.last_epoch = start_epoch
     for group in optimizer.param_groups:
@@ -532,9 +622,9 @@ def main(args: argparse.Namespace) -> dict:
     train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
 
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[args.m1, args.m2], gamma=0.1)
+    scheduler = make_scheduler(optimizer, args)
     loss_fn = VAELoss(args.image_loss_type, args.img_loss_weight, args.kl_loss_weight,
-                      args.do_running_mean, 0.9, args.ssim_window_size)
+                      args.do_running_mean, 0.9, args.ssim_window_size, args.free_bits, args.ssim_weight)
     generator = torch.Generator().manual_seed(args.seed)  # data order and augmentations
     if world.distributed:
         loss_fn.sync = world.weighted_mean
@@ -566,7 +656,7 @@ def main(args: argparse.Namespace) -> dict:
         writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
         writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
     scalar_writer = writer if args.tensorboard else None
-    fixed_x = val_set.x[:16]
+    fixed_x, fixed_y = val_set.x[:16], val_set.y[:16].to(device)
     fixed_z = torch.randn(64, cfg.latent_space_size, generator=torch.Generator().manual_seed(args.seed)).to(device)
 
     ckpt_path = os.path.join(args.weights_dir, f"{args.lognumber}_checkpoint.pth.tar")
@@ -603,9 +693,8 @@ def main(args: argparse.Namespace) -> dict:
                                    ("eph_val_img_loss", va["img_loss"]), ("eph_val_kl_loss", va["kl_loss"])):
                         writer.add_scalar(tag, v, epoch + 1)
                 if args.tensorboard_images:
-                    panno, samples = _image_grids(model, fixed_x, fixed_z)
-                    writer.add_image("panno", panno, epoch + 1)
-                    writer.add_image("samples", samples, epoch + 1)
+                    for tag, grid in _image_grids(model, fixed_x, fixed_y, fixed_z).items():
+                        writer.add_image(tag, grid, epoch + 1)
                 writer.flush()
             if world.is_main:
                 state = _checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch + 1, best_loss,

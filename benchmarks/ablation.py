@@ -14,7 +14,6 @@ kept in ``--work_dir`` and reused by a later call with the same settings.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -27,10 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
+from scoring import KNN_DRAWS, KNN_K, score_checkpoint  # noqa: E402
 from utils import OneLineParser, VaeLabError, positive_int, run_cli  # noqa: E402
 
-KNN_K = 10
-KNN_DRAWS = 5
 Overrides = dict[str, object]
 
 
@@ -85,43 +83,6 @@ def _flag_text(overrides: Overrides) -> str:
     return " ".join(f"--{k} {v}" for k, v in overrides.items()) or "(the 2018 best command)"
 
 
-@functools.lru_cache(maxsize=4)
-def _split(dataset: str, data_root: str, train_set: bool):
-    """The official training or test set, read once per sweep."""
-    from datasets import load_split
-
-    return load_split(dataset, data_root, train=train_set)
-
-
-def _score(best_ckpt: str, data_root: str, seed: int, device_name: str, knn_per_class: int) -> dict:
-    """Validation BCE+KL / SSIM and KNN test accuracy of one checkpoint."""
-    import torch
-
-    from checkpoints import load_checkpoint, model_from_checkpoint
-    from datasets import Split, kfold_indices
-    from knn_bench import sampled_test_accuracy
-    from models import ModelConfig
-    from predict import posterior_means
-    from utils import select_device
-
-    ckpt = load_checkpoint(best_ckpt)
-    saved = ckpt["args"]
-    device = select_device(device_name)
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
-    full_train = _split(saved["dataset_type"], os.path.abspath(data_root), True)
-    test = _split(saved["dataset_type"], os.path.abspath(data_root), False)
-    _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])  # the run's own fold
-    va_t = torch.from_numpy(va)
-    val = Split(full_train.x[va_t], full_train.y[va_t])
-    # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
-    ev = train.evaluate(model, val, device, window_size=5, batch_size=512)
-    knn = sampled_test_accuracy(posterior_means(model, full_train, device), full_train.y.numpy(),
-                                posterior_means(model, test, device), test.y.numpy(),
-                                per_class=knn_per_class, ks=[KNN_K], draws=KNN_DRAWS, seed=seed)[KNN_K]
-    return {"val_bce_kl": ev["bce_kl"], "val_ssim": ev["ssim"], "knn_acc": knn["mean"],
-            "best_epoch": int(ckpt["epoch"])}
-
-
 def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one row with one seed through train.main and score it; cached in --work_dir."""
     overrides = ROWS[row](args.epochs)
@@ -143,7 +104,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     print(f"[ablation] {name}: {_flag_text(overrides)}", flush=True)
     summary = train.main(targs)
     result = {"settings": settings, "train_seconds": summary["seconds"],
-              **_score(summary["best"], args.data_root, seed, args.device, args.knn_per_class)}
+              **score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class)}
     with open(cache, "w") as f:
         json.dump(result, f, indent=2)
     return result

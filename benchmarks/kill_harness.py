@@ -246,7 +246,7 @@ def _run_harness(kills: int, launcher: str, workdir: str | None, seed: int, max_
         if i > 0:  # the run we are about to kill must have resumed the previous kill's checkpoint
             prev = report.kills[i - 1]
             prev.resumed = prev.epoch is None or _wait_for(run, f"at epoch {prev.epoch} (best", start_timeout)
-        if not _wait_for(run, f"epochs ", start_timeout):
+        if not _wait_for(run, "epochs ", start_timeout):
             k.problem = f"run {i} did not start training: {run.output()[-500:]!r}"
             run.kill()
             break

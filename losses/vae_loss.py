@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from losses.ssim import ssim_map
 
-IMAGE_LOSSES = ("bce", "mse", "ssim")
+IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -42,14 +42,23 @@ def ssim_loss(logits: torch.Tensor, x: torch.Tensor, window_size: int = 5) -> to
     return (1 - ssim_map(torch.sigmoid(logits), x, window_size)).sum() / x.shape[0]
 
 
-def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor, ssim_window_size: int = 5
-                        ) -> torch.Tensor:
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The closed-form KL of each latent dimension, mean over the batch: shape (z,)."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp(), dim=0)
+
+
+def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor, ssim_window_size: int = 5,
+                        ssim_weight: float = 1.0) -> torch.Tensor:
+    """``bce_ssim`` is BCE + ssim_weight x the ssim loss: the likelihood keeps every pixel's
+    grey level honest, the SSIM term rewards local structure (edges, texture)."""
     if kind == "bce":
         return bce_loss(logits, x)
     if kind == "mse":
         return mse_loss(logits, x)
     if kind == "ssim":
         return ssim_loss(logits, x, ssim_window_size)
+    if kind == "bce_ssim":
+        return bce_loss(logits, x) + ssim_weight * ssim_loss(logits, x, ssim_window_size)
     raise ValueError(f"unknown image loss {kind!r}; choose from {IMAGE_LOSSES}")
 
 
@@ -59,17 +68,25 @@ class VAELoss:
     With ``running_mean=True`` each term is divided by an exponential running mean of its
     own value (gamma 0.9, detached), so both contribute on a unit scale before weighting.
     The running means are part of the training state and go into checkpoints.
+
+    KL controls: ``kl_scale`` (set by the training loop each step, the KL warm-up factor in
+    [0, 1]) multiplies ``kl_loss_weight``; ``free_bits`` > 0 replaces each latent
+    dimension's batch-mean KL by max(free_bits, KL_j) in the objective (Kingma et al. 2016),
+    so dimensions under the floor are not pushed to the prior. The returned ``kl_loss``
+    is always the true KL; ``kl_penalty`` is what the objective used, ``kl_weight`` its weight.
     """
 
     def __init__(self, image_loss_type: str = "bce", img_loss_weight: float = 1.0,
                  kl_loss_weight: float = 1.0, running_mean: bool = False, gamma: float = 0.9,
-                 ssim_window_size: int = 5):
+                 ssim_window_size: int = 5, free_bits: float = 0.0, ssim_weight: float = 1.0):
         if image_loss_type not in IMAGE_LOSSES:
             raise ValueError(f"unknown image loss {image_loss_type!r}; choose from {IMAGE_LOSSES}")
         self.image_loss_type = image_loss_type
         self.img_w, self.kl_w = img_loss_weight, kl_loss_weight
         self.running_mean, self.gamma = running_mean, gamma
-        self.ssim_window_size = ssim_window_size
+        self.ssim_window_size, self.ssim_weight = ssim_window_size, ssim_weight
+        self.free_bits = free_bits
+        self.kl_scale = 1.0
         self.img_rm: torch.Tensor | None = None
         self.kl_rm: torch.Tensor | None = None
         # Under torchrun: (per-image means, images) -> global means, so the running means
@@ -78,10 +95,13 @@ class VAELoss:
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
                  ) -> dict[str, torch.Tensor]:
-        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size)
-        kl = kl_divergence(mu, logvar)
+        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight)
+        kl_dims = kl_per_dimension(mu, logvar)
+        kl = kl_dims.sum()
+        penalty = kl_dims.clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        kl_w = self.kl_w * self.kl_scale
         if self.running_mean:
-            img_d, kl_d = img.detach(), kl.detach()
+            img_d, kl_d = img.detach(), penalty.detach()
             if self.sync is not None:
                 img_d, kl_d = self.sync(torch.stack([img_d, kl_d]), x.shape[0]).unbind()
             if self.img_rm is None:
@@ -89,10 +109,16 @@ class VAELoss:
             else:
                 self.img_rm = self.gamma * self.img_rm + (1 - self.gamma) * img_d
                 self.kl_rm = self.gamma * self.kl_rm + (1 - self.gamma) * kl_d
-            loss = self.img_w * img / self.img_rm.clamp_min(1e-8) + self.kl_w * kl / self.kl_rm.clamp_min(1e-8)
+            loss = self.img_w * img / self.img_rm.clamp_min(1e-8) + kl_w * penalty / self.kl_rm.clamp_min(1e-8)
         else:
-            loss = self.img_w * img + self.kl_w * kl
-        return {"loss": loss, "img_loss": img, "kl_loss": kl}
+            loss = self.img_w * img + kl_w * penalty
+        return {"loss": loss, "img_loss": img, "kl_loss": kl, "kl_penalty": penalty,
+                "kl_weight": torch.tensor(kl_w, device=loss.device)}
+
+    def objective(self, img: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+        """The full objective (no warm-up, no free bits, no rebalancing): the ELBO-like loss that
+        validation reports and that picks the best checkpoint."""
+        return self.img_w * img + self.kl_w * kl
 
     def state_dict(self) -> dict:
         return {"img_rm": self.img_rm, "kl_rm": self.kl_rm}

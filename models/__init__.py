@@ -6,11 +6,13 @@ from typing import Callable
 from models.base import ModelConfig, VAE
 from models.fc import build_fc, build_fc_conv
 from models.fcn import build_fcn
+from models.resconv import build_resconv
 
 MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
     "fc": build_fc,
     "fc_conv": build_fc_conv,
     "fcn": build_fcn,
+    "resconv": build_resconv,
 }
 
 

@@ -19,14 +19,15 @@ class FCVAE(VAE):
         self.fc1 = nn.Linear(n_pix, hidden)
         self.fc21 = nn.Linear(hidden, self.latent_size)
         self.fc22 = nn.Linear(hidden, self.latent_size)
-        self.fc3 = nn.Linear(self.latent_size, hidden)
+        self.fc3 = nn.Linear(cfg.decoder_input_size, hidden)
         self.fc4 = nn.Linear(hidden, n_pix)
+        self._setup_conditioning(cfg, hidden)
 
-    def _encode(self, x):
-        h = F.relu(self.fc1(x.flatten(1)))
+    def _encode(self, x, y):
+        h = F.relu(self.label_bias(self.fc1(x.flatten(1)), y))
         return self.fc21(h), self.fc22(h)
 
-    def decode_logits(self, z):
+    def _decode(self, z):
         return self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape)
 
 
@@ -48,9 +49,10 @@ class FCConvVAE(VAE):
         self.fc1 = nn.Conv2d(c, enc_hidden, kernel_size=s)
         self.fc21 = nn.Conv2d(enc_hidden, z, kernel_size=1)
         self.fc22 = nn.Conv2d(enc_hidden, z, kernel_size=1)
-        self.fc3 = nn.ConvTranspose2d(z, dec_hidden, kernel_size=1)
+        self.fc3 = nn.ConvTranspose2d(cfg.decoder_input_size, dec_hidden, kernel_size=1)
         self.fc4 = nn.ConvTranspose2d(dec_hidden, c, kernel_size=s)
         self.reset_parameters()
+        self._setup_conditioning(cfg, enc_hidden)
 
     def reset_parameters(self) -> None:
         """PyTorch 0.4's conv init, which the 2018 model trained with: U(-1/sqrt(n), 1/sqrt(n)),
@@ -63,12 +65,12 @@ class FCConvVAE(VAE):
             nn.init.uniform_(layer.weight, -bound, bound)
             nn.init.uniform_(layer.bias, -bound, bound)
 
-    def _encode(self, x):
-        h = F.relu(F.linear(x.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias))
+    def _encode(self, x, y):
+        h = F.relu(self.label_bias(F.linear(x.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias), y))
         return (F.linear(h, self.fc21.weight.flatten(1), self.fc21.bias),
                 F.linear(h, self.fc22.weight.flatten(1), self.fc22.bias))
 
-    def decode_logits(self, z):
+    def _decode(self, z):
         # ConvTranspose2d weights are (in, out, kH, kW): transpose to Linear's (out, in).
         h = F.relu(F.linear(z, self.fc3.weight.flatten(1).t(), self.fc3.bias))
         c = self.fc4.out_channels
@@ -77,7 +79,7 @@ class FCConvVAE(VAE):
         return torch.addmm(b4, h, w4).view(-1, *self.image_shape)
 
     def forward_as_conv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The literal 2018 conv formulation (eval mode), kept to test the fast path against."""
+        """The literal 2018 conv formulation (eval mode, unconditional), kept to test the fast path against."""
         h = F.relu(self.fc1(x))
         mu, logvar = self.fc21(h), self.fc22(h)
         logits = self.fc4(F.relu(self.fc3(mu)))

@@ -35,23 +35,30 @@ class FCNVAE(VAE):
         self.latent_size = z = cfg.latent_space_size
         m, c = cfg.model_multiplier, cfg.image_channels
         k = cfg.split_filter
+        if cfg.conditional and k == 0:
+            raise ValueError("a conditional fcn needs split_filter >= 1 (the label joins the shared first block)")
         self.trunk = nn.Sequential(*_encoder_blocks(c, m)[:k])
         self.mu_head = nn.Sequential(*_encoder_blocks(c, m)[k:], nn.Conv2d(64 * m, z, 7))
         self.logvar_head = nn.Sequential(*_encoder_blocks(c, m)[k:], nn.Conv2d(64 * m, z, 7))
+        self._setup_conditioning(cfg, 16 * m)
         nn.init.zeros_(self.logvar_head[-1].weight)
         nn.init.zeros_(self.logvar_head[-1].bias)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(z, 64 * m, 7), nn.ReLU(),  # 1 -> 7
+            nn.ConvTranspose2d(cfg.decoder_input_size, 64 * m, 7), nn.ReLU(),  # 1 -> 7
             nn.ConvTranspose2d(64 * m, 32 * m, 4, stride=2, padding=1), nn.ReLU(),  # 14
             nn.ConvTranspose2d(32 * m, 16 * m, 4, stride=2, padding=1), nn.ReLU(),  # 28
             nn.Conv2d(16 * m, c, 3, padding=1),
         )
 
-    def _encode(self, x):
-        h = self.trunk(x)
+    def _encode(self, x, y):
+        if self.conditional:  # the class vector joins the first block's pre-activation
+            first = self.trunk[0]
+            h = self.trunk[1:](first[1](self.label_bias(first[0](x), y)))
+        else:
+            h = self.trunk(x)
         return self.mu_head(h).flatten(1), self.logvar_head(h).flatten(1)
 
-    def decode_logits(self, z):
+    def _decode(self, z):
         return self.decoder(z[:, :, None, None])
 
 

@@ -75,7 +75,7 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
 
     model = model_from_checkpoint(ck, ModelConfig()).eval()  # no --normalize flag: the checkpoint decides
     x = torch.rand(3, 1, 28, 28)
-    assert torch.equal(model.encode(x)[0], model._encode((x - mean) / std)[0])
+    assert torch.equal(model.encode(x)[0], model._encode((x - mean) / std, None)[0])
     # --evaluate without --normalize reports pixel-space metrics of the normalised model.
     code, _, err = run_cli(common + ["--resume", "weights/n_best.pth.tar", "--evaluate"])
     assert code == 0, err

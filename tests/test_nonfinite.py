@@ -16,8 +16,8 @@ def poison_forward(monkeypatch, at_call: int, where: str):
 
     real, calls = VAE.forward, []
 
-    def forward(self, x, eps=None):
-        logits, mu, logvar = real(self, x, eps)
+    def forward(self, x, eps=None, y=None):
+        logits, mu, logvar = real(self, x, eps, y)
         if self.training:
             calls.append(1)
             if len(calls) == at_call:
@@ -71,7 +71,7 @@ def test_grad_clip_flag_clips_the_update(tiny_mnist, workdir):
     assert_cli_error(code, err, "--grad_clip")
 
 
-@pytest.mark.parametrize("model_type", ["fc", "fc_conv", "fcn"])
+@pytest.mark.parametrize("model_type", ["fc", "fc_conv", "fcn", "resconv"])
 def test_logvar_is_clamped_so_kl_and_gradients_stay_finite(model_type):
     from losses import VAELoss
     from models import ModelConfig, build_model
@@ -81,7 +81,7 @@ def test_logvar_is_clamped_so_kl_and_gradients_stay_finite(model_type):
     x = torch.rand(8, 1, 28, 28)
     for extreme in (1e4, -1e4):
         real_encode = model.encode
-        model.encode = lambda x: (real_encode(x)[0], torch.full((x.shape[0], 4), extreme))
+        model.encode = lambda x, y=None: (real_encode(x)[0], torch.full((x.shape[0], 4), extreme))
         logits, mu, logvar = model(x)
         assert logvar.max().item() <= LOGVAR_MAX and logvar.min().item() >= LOGVAR_MIN
         terms = VAELoss()(logits, x, mu, logvar)

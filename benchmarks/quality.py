@@ -1,0 +1,182 @@
+"""How good can a latent-10 VAE get in 10 CPU minutes? Each configuration, trained and scored.
+
+Every configuration is a train.py command line (so ``--preset best`` means what it means
+there), run through ``train.main`` once per ``--seeds``. Its best checkpoint is scored by
+benchmarks/scoring.py: validation BCE+KL and SSIM (fold 0, posterior mean decoded, window 5),
+the IWAE bound on -log p(x) (``--iw_samples`` importance samples, validation fold), and KNN
+test accuracy on the posterior means (500 training images per class, k = 10, mean of 5
+draws). Writes ``benchmarks/quality.md`` and ``.json`` after every run; each run's scores
+are kept in ``--work_dir`` and reused by a later call with the same settings.
+
+    python3 benchmarks/quality.py                      # every configuration, seeds 42,1,2
+    python3 benchmarks/quality.py --only best --seeds 42
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import train  # noqa: E402
+from scoring import KNN_DRAWS, KNN_K, score_checkpoint  # noqa: E402
+from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli  # noqa: E402
+
+# name -> (train.py flags, what it is). Order: the table's order.
+CONFIGS: dict[str, tuple[list[str], str]] = {
+    "2018": ([], "the 2018 best command (fc_conv, batch 512, 30 epochs, no LR decay)"),
+    "best": (["--preset", "best"], "resconv, batch 128, cosine LR: `--preset best`"),
+    "best_bce_ssim": (["--preset", "best", "--image_loss_type", "bce_ssim", "--ssim_weight", "1"],
+                      "`--preset best` trained on BCE + 784 x (1 - SSIM)"),
+    "best_cvae": (["--preset", "best", "--conditional", "True"],
+                  "`--preset best` as a conditional VAE (bounds -log p(x | class), not -log p(x))"),
+}
+BUDGET_SECONDS = 600  # the issue's limit on training time per model on the 2-core CPU
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="quality.py", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, each configuration runs once per seed")
+    p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="override every configuration's epochs (for a quick look; the table says so)")
+    p.add_argument("--iw_samples", type=non_negative_int, default=100,
+                   help="importance samples of the IWAE bound; 0 skips it")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--knn_per_class", type=positive_int, default=500,
+                   help="training points per class the KNN is fit on (2018 protocol: 500)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "quality"),
+                   help="the runs' weights and per-run scores (reused when the settings match)")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "quality"),
+                   help="output path without extension (.md and .json are written)")
+    return p
+
+
+def train_flags(name: str, args: argparse.Namespace, seed: int) -> list[str]:
+    flags = list(CONFIGS[name][0])
+    if args.epochs is not None:
+        flags += ["--epochs", str(args.epochs)]
+    return flags + ["--seed", str(seed), "--data_root", args.data_root, "--weights_dir", args.work_dir,
+                    "--lognumber", f"{name}_s{seed}", "--tensorboard", "False", "--tensorboard_images", "False",
+                    "--print-freq", str(10**6), "--device", args.device]
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one configuration with one seed through train.main and score it; cached in --work_dir."""
+    flags = train_flags(name, args, seed)
+    settings = {"config": name, "flags": flags, "iw_samples": args.iw_samples,
+                "knn_per_class": args.knn_per_class, "data_root": os.path.abspath(args.data_root)}
+    cache = os.path.join(args.work_dir, f"{name}_s{seed}.json")
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            done = json.load(f)
+        if done.get("settings") == settings:
+            print(f"[quality] {name} seed {seed}: reusing {cache}")
+            return done
+    print(f"[quality] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
+    summary = train.main(train.get_args_parser().parse_args(flags))
+    t0 = time.perf_counter()
+    scores = score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class,
+                              args.iw_samples)
+    result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
+              "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
+    with open(cache, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def summarise(runs: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for name, results in runs.items():
+        if not results:
+            continue
+        row: dict = {"config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)",
+                     "about": CONFIGS[name][1], "seeds": [r["seed"] for r in results],
+                     "params": results[0]["params"], "epochs": results[0]["epochs"]}
+        for key in ("train_seconds", "val_bce_kl", "val_bce", "val_kl", "iwae_nll", "val_ssim", "knn_acc"):
+            values = [r[key] for r in results if r.get(key) is not None]
+            row[key] = _mean_std(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def _cell(stat: dict | None, fmt: str) -> str:
+    if stat is None:
+        return "n/a"
+    return f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}" if len(stat["values"]) > 1 else f"{stat['mean']:{fmt}}"
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
+    import torch
+
+    cmd = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("quality.py") else ""
+    lines = ["# Quality of latent-10 VAEs on Fashion-MNIST (at most 10 minutes of CPU training each)", "",
+             f"`python3 benchmarks/quality.py {cmd}`".replace(" `", "`") + f"; torch {torch.__version__}, "
+             f"{platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+             f"wall time {wall:.0f} s. Mean ± std over seeds. Best checkpoint of each run. Validation = fold 0 "
+             "(12,000 images), per image, posterior mean decoded (the 2018 metric); IWAE = the "
+             f"importance-weighted bound on -log p(x) with K = {args.iw_samples} (Burda et al. 2016), a "
+             "real likelihood bound (lower is better); SSIM window 5; KNN: test accuracy of k = "
+             f"{KNN_K} fit on {args.knn_per_class} posterior means per class, mean of {KNN_DRAWS} draws. "
+             "Training time = train.main's seconds (validation every epoch included, process start not).",
+             "", "| config | flags | params | epochs | train s | val BCE+KL | val KL | IWAE -log p(x) | "
+                 "val SSIM | KNN acc |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | `{r['flags']}` | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
+                     f"{_cell(r['train_seconds'], '.0f')} | {_cell(r['val_bce_kl'], '.2f')} | "
+                     f"{_cell(r['val_kl'], '.2f')} | {_cell(r['iwae_nll'], '.2f')} | "
+                     f"{_cell(r['val_ssim'], '.4f')} | {_cell(r['knn_acc'], '.4f')} |")
+    lines += ["", "Configurations:"] + [f"- **{r['config']}**: {r['about']}" for r in rows]
+    over = [r["config"] for r in rows if r["train_seconds"]["mean"] > BUDGET_SECONDS]
+    if over:
+        lines += ["", f"Over the {BUDGET_SECONDS} s training budget on this machine: {', '.join(over)}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise VaeLabError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise VaeLabError("--seeds is empty")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise VaeLabError(f"unknown configuration {unknown[0]!r} for --only; choose from {', '.join(CONFIGS)}")
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    for seed in seeds:  # every configuration once before any gets a second seed
+        for name in names:
+            runs[name].append(run_one(name, seed, args))
+            rows = summarise(runs)
+            wall = time.perf_counter() - t0
+            with open(args.out + ".md", "w") as f:
+                f.write(markdown(rows, args, wall))
+            with open(args.out + ".json", "w") as f:
+                json.dump({"seeds": seeds, "iw_samples": args.iw_samples, "epochs_override": args.epochs,
+                           "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS},
+                           "wall_seconds": wall, "rows": rows}, f, indent=2)
+    print(open(args.out + ".md").read())
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))
