@@ -1,4 +1,5 @@
-"""likelihood.py: the IWAE bound against the ELBO, its tightening with K, chunking."""
+"""likelihood.py: the IWAE bound against the ELBO, its tightening with K, chunking, the CLI."""
+import json
 import math
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
+from helpers import assert_cli_error, load_ckpt, run_cli, tiny_args
 from likelihood import DECODED_PER_PASS, iwae_evaluate, iwae_nll
 
 
@@ -154,3 +156,36 @@ def test_labels_go_to_a_conditional_model(toy):
     with_y = iwae_nll(Conditional(model, y), x, 10, chunk=3, y=y, generator=torch.Generator().manual_seed(0))
     without = iwae_nll(model, x, 10, chunk=3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(with_y, without)
+
+
+def test_cli_writes_the_bound_into_the_eval_json(tiny_mnist, one_good_epoch):
+    from datasets import train_val_split
+    from models import ModelConfig, build_model
+
+    ckpt = "weights/r_checkpoint.pth.tar"
+    code, out, err = run_cli(tiny_args(tiny_mnist, "--resume", ckpt, "--evaluate"))
+    assert code == 0, err
+    plain = json.load(open("weights/r_eval.json"))
+    code, out, err = run_cli(tiny_args(tiny_mnist, "--resume", ckpt, "--evaluate", "--iw_samples", "5"))
+    assert code == 0, err
+    res = json.load(open("weights/r_eval.json"))
+    assert "IWAE K=5" in out and "IWAE bound" in out
+    for split in ("val", "test"):
+        assert res[split]["iw_samples"] == 5
+        assert math.isfinite(res[split]["iwae_nll"])
+        assert {k: v for k, v in res[split].items() if k not in ("iwae_nll", "iw_samples")} == plain[split]
+    # The same number as the library function on the same images and seed.
+    ck = load_ckpt(ckpt)
+    model = build_model(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["state_dict"])
+    _, val = train_val_split("mnist", tiny_mnist, 0, 5, 42)
+    assert res["val"]["iwae_nll"] == pytest.approx(iwae_evaluate(model, val, torch.device("cpu"), 5, seed=42),
+                                                   rel=1e-12)
+
+
+@pytest.mark.parametrize("argv,needle", [(["--iw_samples", "5"], "--iw_samples needs --evaluate"),
+                                         (["--iw_samples", "-1"], "--iw_samples"),
+                                         (["--iw_samples", "many"], "--iw_samples")])
+def test_bad_iw_samples_is_one_line_and_exit_2(argv, needle, workdir):
+    code, _, err = run_cli(argv)
+    assert_cli_error(code, err, needle)
