@@ -26,6 +26,8 @@ DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
 # SSIM always covers every image.
 TRAIN_SSIM_IMAGES = 32
+# --iw_samples: at most this many importance samples per image (cost grows linearly).
+MAX_IW_SAMPLES = 100_000
 
 
 # Named configurations for --preset: they replace the defaults of these flags (flags given
@@ -158,6 +160,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--evaluate", type=str2bool, nargs="?", const=True, default=False,
                    help="with --resume: BCE, MSE, KL, BCE+KL, SSIM per image on validation and test; "
                         "writes weights/{lognumber}_eval.json")
+    g.add_argument("--iw_samples", type=int_in(0, MAX_IW_SAMPLES), default=0, metavar="K",
+                   help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K "
+                        "samples of z per image, an upper bound on -log p(x) in nats per image that tightens "
+                        "as K grows (K=1 is the sampled ELBO, not the BCE+KL of the posterior mean); written "
+                        "as iwae_nll. Costs K decoder passes per image: K=1000 on the 22,000 validation and "
+                        "test images took 132 s (fc_conv, one CPU core). 0 turns it off")
     g.add_argument("--predict", type=str2bool, nargs="?", const=True, default=False,
                    help="with --resume: reconstructions, samples, interpolations and posterior means "
                         "in results/{lognumber}/")
@@ -199,6 +207,8 @@ def check_args(args: argparse.Namespace) -> None:
                           "use one of them")
     if (args.evaluate or args.predict) and not args.resume:
         raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
+    if args.iw_samples and not args.evaluate:
+        raise VaeLabError("--iw_samples needs --evaluate (and --resume PATH)")
     if args.predict_train and not args.predict:
         raise VaeLabError("--predict_train needs --predict True")
     if not args.lognumber or os.sep in args.lognumber or args.lognumber in (".", ".."):
@@ -493,10 +503,14 @@ def _checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch: int, be
 
 
 def _print_eval_table(results: dict[str, dict]) -> None:
-    print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}")
+    """One row per split; an IWAE column when --iw_samples computed it."""
+    iw = [r["iw_samples"] for r in results.values() if "iwae_nll" in r]
+    head = f" {f'IWAE K={iw[0]}':>12}" if iw else ""
+    print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
     for split, r in results.items():
+        cell = f" {r['iwae_nll']:>12.2f}" if "iwae_nll" in r else ""
         print(f"{split:<6} {r['n']:>7d} {r['bce']:>9.2f} {r['mse']:>8.2f} {r['kl']:>8.2f} "
-              f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}")
+              f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}{cell}")
 
 
 def run_eval_modes(model, args: argparse.Namespace, device: torch.device) -> dict:
@@ -511,6 +525,15 @@ def run_eval_modes(model, args: argparse.Namespace, device: torch.device) -> dic
     if args.evaluate:
         results = {"val": evaluate(model, val, device, args.ssim_window_size),
                    "test": evaluate(model, test, device, args.ssim_window_size)}
+        if args.iw_samples:
+            from likelihood import iwae_evaluate
+
+            t0 = time.perf_counter()
+            for split, data in (("val", val), ("test", test)):
+                results[split]["iwae_nll"] = iwae_evaluate(model, data, device, args.iw_samples, seed=args.seed)
+                results[split]["iw_samples"] = args.iw_samples
+            print(f"IWAE bound (-log p(x), nats/image), K={args.iw_samples}: {len(val) + len(test)} images "
+                  f"in {time.perf_counter() - t0:.1f} s")
         _print_eval_table(results)
         path = os.path.join(args.weights_dir, f"{args.lognumber}_eval.json")
         with open(path, "w") as f:
