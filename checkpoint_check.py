@@ -80,13 +80,17 @@ def _check_model_config(cfg: Any) -> None:
     _int(cfg.get("split_filter", 2), "'model_config' split_filter", 0, 3)
     _int(cfg.get("image_channels", 1), "'model_config' image_channels (MNIST images)", 1, 1)
     _int(cfg.get("image_size", 28), "'model_config' image_size (MNIST images)", 28, 28)
+    if not isinstance(cfg.get("conditional", False), bool):
+        raise _Bad("'model_config' conditional must be True or False")
+    _int(cfg.get("num_classes", 10), "'model_config' num_classes (MNIST classes)", 10, 10)
 
 
 def _check_scheduler(sched: Any) -> None:
     _dict(sched, "'scheduler'")
     # load_state_dict copies every key into the scheduler's attributes: allow only its own.
     dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    allowed = set(torch.optim.lr_scheduler.MultiStepLR(dummy, [1]).state_dict())
+    allowed = (set(torch.optim.lr_scheduler.MultiStepLR(dummy, [1]).state_dict())  # --lr_schedule multistep
+               | set(torch.optim.lr_scheduler.LambdaLR(dummy, lambda e: 1.0).state_dict()))  # cosine
     if set(sched) - allowed:
         raise _Bad(f"'scheduler' has unknown keys {sorted(map(str, set(sched) - allowed))[:3]}")
     if "gamma" in sched:

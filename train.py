@@ -530,7 +530,8 @@ def run_eval_modes(model, args: argparse.Namespace, device: torch.device) -> dic
 
             t0 = time.perf_counter()
             for split, data in (("val", val), ("test", test)):
-                results[split]["iwae_nll"] = iwae_evaluate(model, data, device, args.iw_samples, seed=args.seed)
+                results[split]["iwae_nll"] = iwae_evaluate(model, data, device, args.iw_samples, seed=args.seed,
+                                                          labels=model.conditional)
                 results[split]["iw_samples"] = args.iw_samples
             print(f"IWAE bound (-log p(x), nats/image), K={args.iw_samples}: {len(val) + len(test)} images "
                   f"in {time.perf_counter() - t0:.1f} s")

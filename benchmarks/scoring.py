@@ -58,6 +58,6 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     if iw_samples:
         from likelihood import iwae_evaluate
 
-        out["iwae_nll"] = iwae_evaluate(model, val, device, iw_samples, seed=seed)
+        out["iwae_nll"] = iwae_evaluate(model, val, device, iw_samples, seed=seed, labels=model.conditional)
         out["iw_samples"] = iw_samples
     return out

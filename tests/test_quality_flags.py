@@ -193,3 +193,21 @@ def test_warmup_weight_is_exact_after_resume():
     args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2.5"])
     ramp = [train.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
     assert ramp == sorted(ramp) and math.isclose(ramp[1] - ramp[0], 0.1)
+
+
+def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small, workdir):
+    flags = ["--model_type", "fc", "--conditional", "True", "--lr_schedule", "cosine", "--kl_warmup_epochs",
+             "1.5", "--free_bits", "0.1", "--tensorboard_images", "False"]
+    assert run_cli(small(fmnist_small, *flags, epochs=3, name="straight"))[0] == 0
+    # epoch 1's lr is --lr whatever --epochs says, so a 1-epoch run is the first third of a 3-epoch one
+    assert run_cli(small(fmnist_small, *flags, epochs=1, name="split"))[0] == 0
+    code, _, err = run_cli(small(fmnist_small, *flags, "--resume", "weights/split_checkpoint.pth.tar",
+                                 epochs=3, name="split"))
+    assert code == 0, err
+    a, b = load_ckpt("weights/straight_checkpoint.pth.tar"), load_ckpt("weights/split_checkpoint.pth.tar")
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
+    assert [h["lr"] for h in b["history"]] == pytest.approx([1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
+    ev = read_events("tb_logs/split")
+    assert [v for _, v in ev["train_kl_weight"]] == pytest.approx([v for _, v in read_events(
+        "tb_logs/straight")["train_kl_weight"]])
