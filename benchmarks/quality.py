@@ -47,7 +47,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="override every configuration's epochs (for a quick look; the table says so)")
-    p.add_argument("--iw_samples", type=non_negative_int, default=100,
+    p.add_argument("--iw_samples", type=non_negative_int, default=20,
                    help="importance samples of the IWAE bound; 0 skips it")
     p.add_argument("--data_root", default="data")
     p.add_argument("--knn_per_class", type=positive_int, default=500,
