@@ -113,6 +113,7 @@ def test_unknown_method_lists_every_method():
     assert all(repr(m) in str(e.value) for m in embeddings.METHODS)
     code, _, err = run(["--methods", "vae+pca"])
     assert_one_line_error(code, err, "unknown method 'vae+pca'", "choose from " + ",".join(embeddings.METHODS))
+    assert ",".join(embeddings.METHODS) in compare_embeddings.get_args_parser().format_help()  # --methods' help
 
 
 def test_load_vae_reads_type_and_size_from_our_checkpoint(mnist_ckpt):
