@@ -1,7 +1,8 @@
 """Which embedding separates the classes best? PCA vs UMAP vs a trained VAE, scored by KNN.
 
 Every method is fitted on the training images only and embeds the test images by
-``transform`` (the VAE by its posterior mean). The 2018 protocol then scores each embedding:
+``transform`` (the VAE by its posterior mean; ``vae+umap``, UMAP fitted on the VAE's
+posterior means, by the means' UMAP transform). The 2018 protocol then scores each embedding:
 a cross-validated KNN grid over samples-per-class x k, test accuracy with KNN fit on a few
 hundred images per class (several random draws), and KNN on every training image.
 Outputs in ``--out``: results.json, results.csv, table.md, knn_accuracy.png, embeddings_2d.png.
@@ -51,7 +52,8 @@ def method_list(value: str) -> list[str]:
 def get_args_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="compare_embeddings.py",
-        description="Compare PCA, UMAP and a trained VAE's embeddings by KNN accuracy (the 2018 protocol).",
+        description="Compare PCA, UMAP and a trained VAE's embeddings, alone and combined, by KNN accuracy "
+                    "(the 2018 protocol).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--resume", default=DEFAULT_CHECKPOINT, metavar="CKPT",
@@ -60,7 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="dataset; must be the one the checkpoint was trained on")
     p.add_argument("--data_root", default="data", help="dataset folder (torchvision layout)")
     p.add_argument("--methods", type=method_list, default="pca,umap,vae",
-                   help="comma-separated, from pca,umap,vae,pixels (pixels: the raw 784 pixels, a baseline)")
+                   help="comma-separated, from pca,umap,vae,vae+umap,pixels (vae+umap: UMAP fitted on the VAE's "
+                        "posterior means; pixels: the raw 784 pixels, a baseline)")
     p.add_argument("--n_components", type=positive_int, default=None,
                    help="embedding dimension of PCA and UMAP; default: the VAE's latent size (10 without a VAE). "
                         "Must equal the VAE's latent size, so every method gets the same dimension")
@@ -73,7 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=positive_int, default=5, help="random draws of those training images")
     p.add_argument("--umap_pca", type=non_negative_int, default=50,
                    help="reduce the pixels to this many dimensions by PCA before UMAP (0: UMAP on raw pixels); "
-                        "a little faster; docs/embeddings.md measures the effect")
+                        "a little faster; the README measures the effect. Not for vae+umap (UMAP on the VAE means)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=42, help="seeds UMAP, PCA and every sample and split")
     p.add_argument("--out", default="results/compare_{name}",
                    help="output folder; {name} is the checkpoint's file name (or the dataset without a VAE)")
@@ -83,8 +86,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def out_dir(template: str, args: argparse.Namespace) -> str:
+    from embeddings import uses_vae
+
     name = args.dataset_type
-    if "vae" in args.methods:
+    if any(map(uses_vae, args.methods)):
         name = os.path.basename(args.resume).removesuffix(".tar").removesuffix(".pth")
     return template.replace("{name}", name)
 
@@ -97,16 +102,17 @@ def main(args: argparse.Namespace) -> dict:
     import embedding_report as report
     import knn_bench
     from datasets import CLASS_NAMES, load_split
-    from embeddings import VaeEncoder, embed, flatten, load_vae, make_method, view_2d
+    from embeddings import VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
     from utils import ensure_writable_dir, select_device
 
     t_start = time.perf_counter()
     # Cheap checks first: the checkpoint and the output folder, before any data is read.
     vae, vae_info = None, None
-    if "vae" in args.methods:
+    with_vae = [name for name in args.methods if uses_vae(name)]
+    if with_vae:
         if not os.path.isfile(args.resume):
             raise VaeLabError(f"checkpoint {args.resume!r} does not exist: train one with `python3 train.py`, "
-                              f"pass --resume PATH, or leave vae out of --methods")
+                              f"pass --resume PATH, or leave {', '.join(with_vae)} out of --methods")
         model, cfg, vae_info = load_vae(args.resume, args.dataset_type, args.n_components)
         vae = VaeEncoder(model, select_device(args.device), (cfg.image_channels, cfg.image_size, cfg.image_size))
         n_components = cfg.latent_space_size
@@ -158,7 +164,7 @@ def main(args: argparse.Namespace) -> dict:
             "cv_seconds": round(t1 - t0, 2), "test_knn_seconds": round(t2 - t1, 2),
             "dimensions": int(e.train.shape[1]),
             **({"umap_pca": args.umap_pca} if name == "umap" else {}),
-            **({"vae": vae_info} if name == "vae" else {}),
+            **({"vae": vae_info} if uses_vae(name) else {}),
         }
         log(f"[knn] {name}: CV grid {t1 - t0:.1f} s, test {t2 - t1:.1f} s; test acc {n}/class k={TEST_KS[-1]} "
             f"{sampled[TEST_KS[-1]]['mean']:.4f} ± {sampled[TEST_KS[-1]]['std']:.4f}, "
@@ -169,7 +175,8 @@ def main(args: argparse.Namespace) -> dict:
     protocol = {
         "dataset": args.dataset_type, "dataset_name": DATASET_NAMES[args.dataset_type],
         "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
-        "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean)",
+        "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
+                  "vae+umap: UMAP fitted on the training images' posterior means)",
         "samples_per_class": args.samples_per_class, "n_neighbours": args.n_neighbours,
         "cv_folds": knn_bench.CV_FOLDS, "test_samples_per_class": n, "test_ks": list(TEST_KS),
         "draws": args.draws, "seed": args.seed, "umap_pca": args.umap_pca,

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-LABELS = {"pca": "PCA", "umap": "UMAP", "vae": "VAE", "pixels": "raw pixels"}
+LABELS = {"pca": "PCA", "umap": "UMAP", "vae": "VAE", "vae+umap": "VAE + UMAP", "pixels": "raw pixels"}
 
 
 def label(method: str) -> str:

@@ -1,5 +1,9 @@
 """Embeddings to compare: PCA, UMAP, a trained VAE's posterior means (and raw pixels).
 
+Combined methods chain two of them, each step fitted on the previous step's training output:
+``vae+umap`` is UMAP fitted on the VAE's posterior means (the 2018 README's untried
+"meta-architecture"). PCA before UMAP on the pixels is ``umap`` itself (``umap_pca``).
+
 Every method is an object with scikit-learn's ``fit_transform(X)`` / ``transform(X)`` on
 flattened images (N, 784) in [0, 1]; :func:`embed` fits it on the training images only,
 transforms the test images, and times both.
@@ -21,7 +25,7 @@ from models import ModelConfig, VAE
 from predict import posterior_means
 from utils import VaeLabError
 
-METHODS = ("pca", "umap", "vae", "pixels")
+METHODS = ("pca", "umap", "vae", "vae+umap", "pixels")
 # What a 2018 checkpoint (weights only) is: the published best command.
 LEGACY_MODEL = {"model_type": "fc_conv", "latent_space_size": 10}
 LEGACY_DATASET = "fmnist"
@@ -54,23 +58,34 @@ class VaeEncoder:
         return posterior_means(self.model, Split(images, torch.zeros(len(images), dtype=torch.int64)),
                                self.device)
 
-    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+    def fit_transform(self, x: np.ndarray, y=None) -> np.ndarray:  # y: a Pipeline step's signature
         return self.transform(x)
+
+
+def uses_vae(name: str) -> bool:
+    """Whether method ``name`` needs the trained VAE (``vae`` alone or as a step)."""
+    return "vae" in name.split("+")
 
 
 def make_method(name: str, n_components: int, seed: int, umap_pca: int = 0,
                 vae: VaeEncoder | None = None):
-    """The transformer for ``name``; UMAP is preceded by PCA to ``umap_pca`` dims when > 0."""
+    """The transformer for ``name``; UMAP on pixels is preceded by PCA to ``umap_pca`` dims when > 0.
+
+    ``vae+umap`` is the VAE's encoder then UMAP to ``n_components`` (the latent size): UMAP is
+    fitted on the training images' posterior means and embeds the test images' means.
+    """
     if name == "pca":
         from sklearn.decomposition import PCA
 
         return PCA(n_components, random_state=seed)
-    if name == "umap":
+    if name in ("umap", "vae+umap"):
         from sklearn.decomposition import PCA
         from sklearn.pipeline import make_pipeline
         import umap  # ~5 s to import (numba): only when asked for
 
         reducer = umap.UMAP(n_components=n_components, random_state=seed, transform_seed=seed)
+        if name == "vae+umap":
+            return make_pipeline(make_method("vae", n_components, seed, vae=vae), reducer)
         return make_pipeline(PCA(umap_pca, random_state=seed), reducer) if umap_pca else reducer
     if name == "vae":
         if vae is None:

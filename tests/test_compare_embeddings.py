@@ -86,6 +86,36 @@ def test_vae_embedding_is_the_posterior_mean():
     np.testing.assert_allclose(z, mu, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:n_jobs value")  # umap-learn: a seed makes it single-threaded
+def test_vae_umap_is_umap_fitted_on_the_training_means():
+    """vae+umap: the VAE's encoder, then UMAP to the latent size fitted on the training images'
+    means only; the same seed gives the same embedding (UMAP single-threaded by random_state)."""
+    import umap
+
+    model = build_model(ModelConfig(latent_space_size=4))
+    enc = embeddings.VaeEncoder(model, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.random((300, 784), dtype=np.float32), rng.random((40, 784), dtype=np.float32)
+    method = embeddings.make_method("vae+umap", 4, seed=3, umap_pca=50, vae=enc)  # umap_pca: pixels only
+    assert method[0] is enc and isinstance(method[-1], umap.UMAP) and len(method) == 2
+    e = embeddings.embed("vae+umap", method, x_train, x_test, log=lambda _: None)
+    assert e.train.shape == (300, 4) and e.test.shape == (40, 4)
+    by_hand = umap.UMAP(n_components=4, random_state=3, transform_seed=3)
+    np.testing.assert_array_equal(e.train, by_hand.fit_transform(enc.transform(x_train)))
+    np.testing.assert_array_equal(e.test, by_hand.transform(enc.transform(x_test)))
+    with pytest.raises(ValueError, match="needs a VaeEncoder"):
+        embeddings.make_method("vae+umap", 4, seed=3)
+
+
+def test_unknown_method_lists_every_method():
+    with pytest.raises(ValueError, match="unknown method 'tsne'") as e:
+        embeddings.make_method("tsne", 10, 0)
+    assert all(repr(m) in str(e.value) for m in embeddings.METHODS)
+    code, _, err = run(["--methods", "vae+pca"])
+    assert_one_line_error(code, err, "unknown method 'vae+pca'", "choose from " + ",".join(embeddings.METHODS))
+    assert ",".join(embeddings.METHODS) in compare_embeddings.get_args_parser().format_help()  # --methods' help
+
+
 def test_load_vae_reads_type_and_size_from_our_checkpoint(mnist_ckpt):
     model, cfg, info = embeddings.load_vae(mnist_ckpt, "mnist")
     assert (cfg.model_type, cfg.latent_space_size, model.latent_size) == ("fc", 6, 6)
@@ -114,6 +144,7 @@ def test_load_vae_defaults_the_2018_checkpoint(reference_ckpt):
     (["--draws", "0"], ["--draws"]),
     (["--seed", "-1"], ["--seed"]),
     (["--resume", "no/such.pth.tar"], ["does not exist"]),
+    (["--methods", "pca,vae+umap", "--resume", "no/such.pth.tar"], ["does not exist", "leave vae+umap out"]),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, words, workdir):
     assert_one_line_error(*run(argv)[::2], *words)
@@ -221,3 +252,31 @@ def test_2018_checkpoint_reproduces_the_2018_table(fmnist_root, reference_ckpt, 
     assert 0.79 <= vae["mean"] <= 0.81 and vae["std"] <= 0.01, vae
     assert 0.76 <= pca["mean"] <= 0.78 and pca["std"] <= 0.01, pca
     assert vae["mean"] > pca["mean"]
+
+
+def test_vae_umap_is_reported_like_the_others(tiny_mnist, mnist_ckpt, workdir):
+    """The combined method end to end: the VAE's latent size (6), every table, file and figure."""
+    import matplotlib.image
+
+    code, out, err = run(["--resume", mnist_ckpt, "--dataset_type", "mnist", "--data_root", tiny_mnist,
+                          "--methods", "pca,vae+umap", "--samples_per_class", "10,20", "--n_neighbours", "1,5",
+                          "--test_samples_per_class", "10", "--draws", "2"])
+    assert code == 0, err
+    folder = "results/compare_r_checkpoint"  # named after the checkpoint: vae+umap uses the VAE
+    for stage in ("[vae+umap] fitted", "[vae+umap] transformed", "[knn] vae+umap: CV grid"):
+        assert stage in out, stage
+    res = json.load(open(f"{folder}/results.json"))
+    assert list(res["methods"]) == ["pca", "vae+umap"]
+    m = res["methods"]["vae+umap"]
+    assert m["dimensions"] == 6 == res["protocol"]["n_components"] and m["vae"]["latent_space_size"] == 6
+    assert "umap_pca" not in m  # UMAP runs on the means, not on PCA of the pixels
+    assert len(m["test_acc_10_k5"]["values"]) == 2 and 0 <= m["test_acc_full_k5"] <= 1
+    assert m["fit_seconds"] > 0 and m["transform_seconds"] > 0
+    assert {r["method"] for r in res["cv"]} == {"pca", "vae+umap"} and len(res["cv"]) == 2 * 2 * 2
+    rows = list(csv.DictReader(open(f"{folder}/results.csv")))
+    assert sum(r["method"] == "vae+umap" for r in rows) == 2 * 2 + 4
+    table = open(f"{folder}/table.md").read()
+    assert "| VAE + UMAP (6-d) |" in table and "| images per class | PCA | VAE + UMAP |" in table
+    assert f"{m['test_acc_10_k10']['mean']:.3f} ± {m['test_acc_10_k10']['std']:.3f}" in table
+    img = matplotlib.image.imread(f"{folder}/embeddings_2d.png")  # one panel per method
+    assert img.shape[1] > img.shape[0]
