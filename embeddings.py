@@ -137,6 +137,9 @@ def load_vae(path: str, dataset_type: str, latent_size: int | None = None
         raise VaeLabError(f"{path!r} has latent size {cfg.latent_space_size} but --n_components is "
                           f"{latent_size}; pass --n_components {cfg.latent_space_size} so every method "
                           f"embeds in the same dimension")
+    if cfg.conditional:
+        raise VaeLabError(f"{path!r} is a conditional VAE: its encoder needs each image's class, so embedding "
+                          "the test images would use their labels; compare an unconditional checkpoint")
     model = model_from_checkpoint(ckpt, cfg, path)  # a 2018 file of another shape fails here
     history = ckpt.get("history") or []
     info = {"checkpoint": os.path.abspath(path), "legacy_2018": legacy, "dataset_type": trained_on,

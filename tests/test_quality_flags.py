@@ -211,3 +211,20 @@ def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small,
     ev = read_events("tb_logs/split")
     assert [v for _, v in ev["train_kl_weight"]] == pytest.approx([v for _, v in read_events(
         "tb_logs/straight")["train_kl_weight"]])
+
+
+def test_compare_embeddings_refuses_a_conditional_checkpoint(tmp_path):
+    from checkpoints import save_checkpoint
+    from embeddings import load_vae
+    from utils import VaeLabError
+
+    cfg = ModelConfig(model_type="fc", conditional=True)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [40, 50])
+    path = str(tmp_path / "cvae.pth.tar")
+    save_checkpoint({"epoch": 1, "state_dict": model.state_dict(), "model_config": cfg.to_dict(),
+                     "args": {"dataset_type": "fmnist"}, "best_loss": 1.0, "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict()}, path)
+    with pytest.raises(VaeLabError, match="conditional VAE"):
+        load_vae(path, "fmnist")
