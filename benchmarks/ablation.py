@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
-from scoring import KNN_DRAWS, KNN_K, score_checkpoint  # noqa: E402
+from scoring import KNN_DRAWS, KNN_K, add_sweep_args, parse_seeds, score_checkpoint  # noqa: E402
 from utils import OneLineParser, VaeLabError, positive_int, run_cli  # noqa: E402
 
 Overrides = dict[str, object]
@@ -68,14 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, each row runs once per seed")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs of every row (30 is the 2018 command)")
     p.add_argument("--only", default="", metavar="NAME", help=f"run one row: {', '.join(ROWS)}")
-    p.add_argument("--data_root", default="data")
-    p.add_argument("--knn_per_class", type=positive_int, default=500,
-                   help="training points per class the KNN is fit on (2018 protocol: 500)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "ablation"),
-                   help="the runs' weights and per-run scores (reused when the settings match)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "ablation"),
-                   help="output path without extension (.md and .json are written)")
+    add_sweep_args(p, "ablation", ROOT)
     return p
 
 
@@ -158,12 +151,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> Non
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise VaeLabError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise VaeLabError("--seeds is empty")
+    seeds = parse_seeds(args.seeds)
     if args.only and args.only not in ROWS:
         raise VaeLabError(f"unknown row {args.only!r} for --only; choose from {', '.join(ROWS)}")
     names = [args.only] if args.only else list(ROWS)

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
-from scoring import KNN_DRAWS, KNN_K, score_checkpoint  # noqa: E402
+from scoring import KNN_DRAWS, KNN_K, add_sweep_args, parse_seeds, score_checkpoint  # noqa: E402
 from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli  # noqa: E402
 
 # name -> (train.py flags, what it is). Order: the table's order.
@@ -50,14 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="override every configuration's epochs (for a quick look; the table says so)")
     p.add_argument("--iw_samples", type=non_negative_int, default=20,
                    help="importance samples of the IWAE bound; 0 skips it")
-    p.add_argument("--data_root", default="data")
-    p.add_argument("--knn_per_class", type=positive_int, default=500,
-                   help="training points per class the KNN is fit on (2018 protocol: 500)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "quality"),
-                   help="the runs' weights and per-run scores (reused when the settings match)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "quality"),
-                   help="output path without extension (.md and .json are written)")
+    add_sweep_args(p, "quality", ROOT)
     return p
 
 
@@ -149,12 +142,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise VaeLabError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise VaeLabError("--seeds is empty")
+    seeds = parse_seeds(args.seeds)
     names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:

@@ -61,3 +61,30 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
         out["iwae_nll"] = iwae_evaluate(model, val, device, iw_samples, seed=seed, labels=model.conditional)
         out["iw_samples"] = iw_samples
     return out
+
+
+def add_sweep_args(p, name: str, root: str) -> None:
+    """The flags every training sweep shares (data, KNN protocol, device, outputs)."""
+    from utils import positive_int
+
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--knn_per_class", type=positive_int, default=500,
+                   help="training points per class the KNN is fit on (2018 protocol: 500)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--work_dir", default=os.path.join(root, "results", name),
+                   help="the runs' weights and per-run scores (reused when the settings match)")
+    p.add_argument("--out", default=os.path.join(root, "benchmarks", name),
+                   help="output path without extension (.md and .json are written)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` "42,1,2" -> [42, 1, 2]; a one-line VaeLabError otherwise."""
+    from utils import VaeLabError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise VaeLabError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise VaeLabError("--seeds is empty")
+    return seeds
