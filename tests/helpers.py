@@ -53,15 +53,21 @@ def read_events(logdir: str, reader: str = "accumulator") -> dict[str, list[tupl
     return out
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """Run train.py's command line in-process: (exit code, stdout, stderr)."""
-    import train
+def run_module_cli(module, argv: list[str]) -> tuple[int, str, str]:
+    """Run ``module``'s command line (its main and get_args_parser) in-process: (exit code, stdout, stderr)."""
     import utils
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = utils.run_cli(train.main, train.get_args_parser(), argv)
+        code = utils.run_cli(module.main, module.get_args_parser(), argv)
     return code, out.getvalue(), err.getvalue()
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """Run train.py's command line in-process: (exit code, stdout, stderr)."""
+    import train
+
+    return run_module_cli(train, argv)
 
 
 # ---------------------------------------------------------------- reliability tests (issue 6)

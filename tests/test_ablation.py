@@ -6,22 +6,15 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, run_module_cli
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def ablation_cli(argv):
-    import contextlib
-    import io
-
     import ablation
-    import utils
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = utils.run_cli(ablation.main, ablation.get_args_parser(), argv)
-    return code, out.getvalue(), err.getvalue()
+    return run_module_cli(ablation, argv)
 
 
 def test_only_one_row_writes_a_parseable_row_and_reuses_it(fmnist_small, workdir):

@@ -1,23 +1,17 @@
 """benchmarks/quality.py: one short configuration end to end, on a few real Fashion-MNIST images."""
-import contextlib
-import io
 import json
 import os
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, run_module_cli
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def quality_cli(argv):
     import quality
-    import utils
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = utils.run_cli(quality.main, quality.get_args_parser(), argv)
-    return code, out.getvalue(), err.getvalue()
+    return run_module_cli(quality, argv)
 
 
 def test_two_configs_one_epoch_are_scored_and_cached(fmnist_small, workdir):
