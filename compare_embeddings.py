@@ -15,7 +15,18 @@ import os
 import sys
 import time
 
-from utils import MAX_SEED, OneLineParser, VaeLabError, int_in, non_negative_int, positive_int, run_cli
+from importlib.metadata import version
+
+import numpy as np
+import torch
+
+from datasets import CLASS_NAMES, load_split
+from evaluation import embedding_report as report
+from evaluation import knn
+from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
+from runtime.files import write_json
+from utils import (MAX_SEED, OneLineParser, VaeLabError, ensure_writable_dir, int_in, non_negative_int,
+                   positive_int, run_cli, select_device)
 
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
@@ -36,8 +47,6 @@ def int_list(value: str) -> list[int]:
 
 def method_list(value: str) -> list[str]:
     """A comma-separated list of distinct method names, kept in the given order."""
-    from embeddings import METHODS
-
     items = [v.strip().lower() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of methods, got {value!r}")
@@ -86,8 +95,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def out_dir(template: str, args: argparse.Namespace) -> str:
-    from embeddings import uses_vae
-
     name = args.dataset_type
     if any(map(uses_vae, args.methods)):
         name = os.path.basename(args.resume).removesuffix(".tar").removesuffix(".pth")
@@ -96,15 +103,6 @@ def out_dir(template: str, args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> dict:
     """Run the comparison; returns the results dict also written to ``results.json``."""
-    import numpy as np
-    import torch
-
-    import embedding_report as report
-    import knn_bench
-    from datasets import CLASS_NAMES, load_split
-    from embeddings import VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
-    from utils import ensure_writable_dir, select_device
-
     t_start = time.perf_counter()
     # Cheap checks first: the checkpoint and the output folder, before any data is read.
     vae, vae_info = None, None
@@ -128,7 +126,7 @@ def main(args: argparse.Namespace) -> dict:
     train, test = load_split(args.dataset_type, args.data_root, True), load_split(args.dataset_type, args.data_root, False)
     y_train, y_test = train.y.numpy(), test.y.numpy()
     try:
-        knn_bench.check_protocol(y_train, args.samples_per_class, args.n_neighbours,
+        knn.check_protocol(y_train, args.samples_per_class, args.n_neighbours,
                                  args.test_samples_per_class, TEST_KS)
     except ValueError as e:
         raise VaeLabError(str(e)) from None
@@ -152,10 +150,10 @@ def main(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         log(f"[knn] {name}: CV grid, {len(args.samples_per_class)} sizes x {len(args.n_neighbours)} k ...")
         cv_rows += [{"method": name, **row} for row in
-                    knn_bench.cv_grid(e.train, y_train, args.samples_per_class, args.n_neighbours, args.seed)]
+                    knn.cv_grid(e.train, y_train, args.samples_per_class, args.n_neighbours, args.seed)]
         t1 = time.perf_counter()
-        sampled = knn_bench.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
-        full = knn_bench.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
+        sampled = knn.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
+        full = knn.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
         t2 = time.perf_counter()
         methods[name] = {
             **{f"test_acc_{n}_k{k}": sampled[k] for k in TEST_KS},
@@ -170,15 +168,13 @@ def main(args: argparse.Namespace) -> dict:
             f"{sampled[TEST_KS[-1]]['mean']:.4f} ± {sampled[TEST_KS[-1]]['std']:.4f}, "
             f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
 
-    from importlib.metadata import version
-
     protocol = {
         "dataset": args.dataset_type, "dataset_name": DATASET_NAMES[args.dataset_type],
         "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
         "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
                   "vae+umap: UMAP fitted on the training images' posterior means)",
         "samples_per_class": args.samples_per_class, "n_neighbours": args.n_neighbours,
-        "cv_folds": knn_bench.CV_FOLDS, "test_samples_per_class": n, "test_ks": list(TEST_KS),
+        "cv_folds": knn.CV_FOLDS, "test_samples_per_class": n, "test_ks": list(TEST_KS),
         "draws": args.draws, "seed": args.seed, "umap_pca": args.umap_pca,
         "vae_fit_seconds": "encoding the training images; training the VAE is not counted",
         "cpu_threads": torch.get_num_threads(),
@@ -196,7 +192,7 @@ def main(args: argparse.Namespace) -> dict:
                               f"{DATASET_NAMES[args.dataset_type]} training set: first two principal axes "
                               f"of each embedding ({len(show):,} points)")
     protocol["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    report.write_json(results, paths["json"])  # again, now with the total time
+    write_json(paths["json"], results)  # again, now with the total time
     print(open(paths["table"]).read())
     log(f"done in {protocol['total_seconds']:.1f} s; wrote {out}/ (results.json, results.csv, table.md, "
         f"knn_accuracy.png, embeddings_2d.png)")

@@ -22,6 +22,26 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class PresetParser(OneLineParser):
+    """A OneLineParser where ``--preset NAME`` first sets the defaults of a named configuration
+    (``presets``: name -> {flag dest: value}); flags given on the command line still win."""
+
+    def __init__(self, presets: dict[str, dict[str, Any]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.presets = presets
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        pre = OneLineParser(prog=self.prog, add_help=False)
+        pre.add_argument("--preset", choices=sorted(self.presets), default=next(iter(self.presets)))
+        preset = self.presets[pre.parse_known_args(args)[0].preset]
+        saved = {k: self.get_default(k) for k in preset}
+        self.set_defaults(**preset)
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            self.set_defaults(**saved)  # the parser's own defaults stay those of --help
+
+
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
             argv: list[str] | None = None) -> int:
     """Parse flags, run ``main``; user-facing errors become one line on stderr and code 2.

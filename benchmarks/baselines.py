@@ -34,6 +34,14 @@ if ROOT not in sys.path:  # the benchmarks import the project's modules
 
 import torch  # noqa: E402
 
+import engine  # noqa: E402
+from datasets import Split, ensure_raw_files, kfold_indices, load_split  # noqa: E402
+from evaluation.metrics import batch_metrics  # noqa: E402
+from losses import VAELoss  # noqa: E402
+from models import ModelConfig, build_model  # noqa: E402
+from runtime.optim import make_optimizer  # noqa: E402
+from runtime.tensorboard import RunWriter  # noqa: E402
+
 METHODS = ("train.py", "bare", "2018")
 # The 2018 best checkpoint on the same validation fold (shared/reference/README.md).
 REFERENCE_VAL = {"bce_kl": 244.19, "ssim": 0.6717}
@@ -51,8 +59,6 @@ class Data:
 
 
 def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
-    from datasets import ensure_raw_files, kfold_indices, load_split
-
     ensure_raw_files("fmnist", root)
     full = load_split("fmnist", root, train=True)
     tr, va = kfold_indices(full.y, 0, 5, seed)
@@ -62,20 +68,16 @@ def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
 
 def train_args(argv: list[str] = ()) -> argparse.Namespace:
     """train.py's flags (its defaults unless ``argv`` says otherwise)."""
-    import train
+    import train  # the CLI's parser: its defaults are the 2018 best command
 
     return train.get_args_parser().parse_args(list(argv))
 
 
 def build(model_type: str, device: torch.device, seed: int = 0):
     """(model, optimizer, loss) as train.py builds them."""
-    import train
-    from losses import VAELoss
-    from models import ModelConfig, build_model
-
     torch.manual_seed(seed)
     model = build_model(ModelConfig(model_type=model_type)).to(device)
-    return model, train.make_optimizer("adam", model.parameters(), 1e-3), VAELoss("bce")
+    return model, make_optimizer("adam", model.parameters(), 1e-3), VAELoss("bce")
 
 
 def sync(device: torch.device) -> None:
@@ -88,12 +90,10 @@ def sync(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def scratch_writer(enabled: bool):
-    """train.py's TensorBoard writer (tblog.RunWriter) into a temporary folder (or None)."""
+    """train.py's TensorBoard writer (runtime.tensorboard.RunWriter) into a temporary folder (or None)."""
     if not enabled:
         yield None
         return
-    from tblog import RunWriter
-
     with tempfile.TemporaryDirectory(prefix="vae_lab_tb_") as logdir:
         writer = RunWriter(logdir)
         try:
@@ -106,12 +106,9 @@ def train_trainpy(model, optimizer, loss_fn, x: torch.Tensor, args, epoch: int =
                   ) -> None:
     """One train.py epoch over ``x``: console lines to nowhere, scalars to ``writer`` (a
     :func:`scratch_writer`, as train.py writes them), ``net`` the compiled model if any."""
-    import train
-    from datasets import Split
-
     generator = torch.Generator().manual_seed(epoch)
     with contextlib.redirect_stdout(io.StringIO()):
-        train.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args, epoch,
+        engine.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args, epoch,
                               generator, writer)
 
 
@@ -154,12 +151,8 @@ def train_2018(model, optimizer, loss_fn, loader, device: torch.device, n_batche
 
 
 def _eval_batch(model, xb: torch.Tensor, sums: torch.Tensor) -> None:
-    from losses import bce_loss, kl_divergence, ssim
-
-    logits, mu, logvar = model(xb)
-    b = xb.shape[0]
-    sums += torch.stack([bce_loss(logits, xb) * b, kl_divergence(mu, logvar) * b,
-                         ssim(torch.sigmoid(logits), xb).sum()])
+    m = batch_metrics(model, xb, None, ("bce", "kl", "ssim"))  # what validate and --evaluate measure
+    sums += torch.stack([m["bce"], m["kl"], m["ssim"]]) * xb.shape[0]
 
 
 @torch.no_grad()
@@ -184,10 +177,7 @@ def eval_2018(model, loader, device: torch.device, n_batches: int) -> torch.Tens
 
 
 def eval_trainpy(model, loss_fn, x: torch.Tensor, args, writer=None) -> dict:
-    import train
-    from datasets import Split
-
-    return train.validate(model, loss_fn, Split(x, torch.zeros(len(x))), args, 0, writer)
+    return engine.validate(model, loss_fn, Split(x, torch.zeros(len(x))), args, 0, writer)
 
 
 # ---------------------------------------------------------------- timing
@@ -271,9 +261,9 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 import baselines as B
-import speed
+from runtime import accelerators
 if sys.argv[2] == "on":
-    speed.tune_malloc()
+    accelerators.tune_malloc()
 batch, n = 512, int(sys.argv[4])
 data = B.load_data(sys.argv[3], torch.device("cpu"))
 run = B.build("fc_conv", torch.device("cpu"))
@@ -288,7 +278,7 @@ print(json.dumps({"step_ms": (t1 - t0) / n * 1e3, "faults_per_step": (f1 - f0) /
 
 def bare_malloc_ab(data_root: str, batches: int = 60, rounds: int = 3) -> dict:
     """The bare fc_conv loop (batch 512, CPU) in fresh processes with and without
-    :func:`speed.tune_malloc`, alternating: ms per step and minor page faults per step."""
+    :func:`runtime.accelerators.tune_malloc`, alternating: ms per step and minor page faults per step."""
     import json
 
     out: dict[str, list[dict]] = {"on": [], "off": []}

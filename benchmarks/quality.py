@@ -1,12 +1,12 @@
 """How good can a latent-10 VAE get in 10 CPU minutes? Each configuration, trained and scored.
 
 Every configuration is a train.py command line (so ``--preset best`` means what it means
-there), run through ``train.main`` once per ``--seeds``. Its best checkpoint is scored by
-benchmarks/scoring.py: validation BCE+KL and SSIM (fold 0, posterior mean decoded, window 5),
-the IWAE bound on -log p(x) (``--iw_samples`` importance samples, validation fold), and KNN
-test accuracy on the posterior means (500 training images per class, k = 10, mean of 5
-draws). Writes ``benchmarks/quality.md`` and ``.json`` after every run; each run's scores
-are kept in ``--work_dir`` and reused by a later call with the same settings.
+there), trained and scored once per ``--seeds`` by benchmarks/sweep.py: validation BCE+KL and
+SSIM (fold 0, posterior mean decoded, window 5), the IWAE bound on -log p(x) (``--iw_samples``
+importance samples, validation fold), and KNN test accuracy on the posterior means (500
+training images per class, k = 10, mean of 5 draws). Writes ``benchmarks/quality.md`` and
+``.json`` after every run; each run's scores are kept in ``--work_dir`` and reused while its
+flags, the settings and the code are the same.
 
     python3 benchmarks/quality.py                      # every configuration, seeds 42,1,2
     python3 benchmarks/quality.py --only best --seeds 42
@@ -14,18 +14,18 @@ are kept in ``--work_dir`` and reused by a later call with the same settings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import train  # noqa: E402
-from scoring import KNN_DRAWS, KNN_K, add_sweep_args, parse_seeds, score_checkpoint  # noqa: E402
+from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, parse_seeds,  # noqa: E402
+                   run_scored)
+import torch  # noqa: E402
+
+from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli  # noqa: E402
 
 # name -> (train.py flags, what it is). Order: the table's order.
@@ -44,52 +44,19 @@ BUDGET_SECONDS = 600  # the issue's limit on training time per model on the 2-co
 def get_args_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="quality.py", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, each configuration runs once per seed")
     p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="override every configuration's epochs (for a quick look; the table says so)")
     p.add_argument("--iw_samples", type=non_negative_int, default=20,
                    help="importance samples of the IWAE bound; 0 skips it")
-    add_sweep_args(p, "quality", ROOT)
+    add_sweep_args(p, "quality")
     return p
 
 
-def train_flags(name: str, args: argparse.Namespace, seed: int) -> list[str]:
-    flags = list(CONFIGS[name][0])
-    if args.epochs is not None:
-        flags += ["--epochs", str(args.epochs)]
-    return flags + ["--seed", str(seed), "--data_root", args.data_root, "--weights_dir", args.work_dir,
-                    "--lognumber", f"{name}_s{seed}", "--tensorboard", "False", "--tensorboard_images", "False",
-                    "--print-freq", str(10**6), "--device", args.device]
-
-
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train one configuration with one seed through train.main and score it; cached in --work_dir."""
-    flags = train_flags(name, args, seed)
-    settings = {"config": name, "flags": flags, "iw_samples": args.iw_samples,
-                "knn_per_class": args.knn_per_class, "data_root": os.path.abspath(args.data_root)}
-    cache = os.path.join(args.work_dir, f"{name}_s{seed}.json")
-    if os.path.isfile(cache):
-        with open(cache) as f:
-            done = json.load(f)
-        if done.get("settings") == settings:
-            print(f"[quality] {name} seed {seed}: reusing {cache}")
-            return done
-    print(f"[quality] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
-    summary = train.main(train.get_args_parser().parse_args(flags))
-    t0 = time.perf_counter()
-    scores = score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class,
-                              args.iw_samples)
-    result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
-              "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
-    with open(cache, "w") as f:
-        json.dump(result, f, indent=2)
-    return result
-
-
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    """One configuration with one seed, trained and scored (or its cached scores)."""
+    flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs is not None else [])
+    return run_scored("quality", name, seed, flags, args, args.iw_samples)
 
 
 def summarise(runs: dict[str, list[dict]]) -> list[dict]:
@@ -102,23 +69,14 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
                      "params": results[0]["params"], "epochs": results[0]["epochs"]}
         for key in ("train_seconds", "val_bce_kl", "val_bce", "val_kl", "iwae_nll", "val_ssim", "knn_acc"):
             values = [r[key] for r in results if r.get(key) is not None]
-            row[key] = _mean_std(values) if values else None
+            row[key] = mean_std(values) if values else None
         rows.append(row)
     return rows
 
 
-def _cell(stat: dict | None, fmt: str) -> str:
-    if stat is None:
-        return "n/a"
-    return f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}" if len(stat["values"]) > 1 else f"{stat['mean']:{fmt}}"
-
-
 def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
-    import torch
-
-    cmd = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("quality.py") else ""
     lines = ["# Quality of latent-10 VAEs on Fashion-MNIST (at most 10 minutes of CPU training each)", "",
-             f"`python3 benchmarks/quality.py {cmd}`".replace(" `", "`") + f"; torch {torch.__version__}, "
+             f"`{command_line('quality.py')}`; torch {torch.__version__}, "
              f"{platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
              f"wall time {wall:.0f} s. Mean ± std over seeds. Best checkpoint of each run. Validation = fold 0 "
              "(12,000 images), per image, posterior mean decoded (the 2018 metric); IWAE = the "
@@ -131,9 +89,9 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | `{r['flags']}` | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
-                     f"{_cell(r['train_seconds'], '.0f')} | {_cell(r['val_bce_kl'], '.2f')} | "
-                     f"{_cell(r['val_kl'], '.2f')} | {_cell(r['iwae_nll'], '.2f')} | "
-                     f"{_cell(r['val_ssim'], '.4f')} | {_cell(r['knn_acc'], '.4f')} |")
+                     f"{cell(r['train_seconds'], '.0f')} | {cell(r['val_bce_kl'], '.2f')} | "
+                     f"{cell(r['val_kl'], '.2f')} | {cell(r['iwae_nll'], '.2f')} | "
+                     f"{cell(r['val_ssim'], '.4f')} | {cell(r['knn_acc'], '.4f')} |")
     lines += ["", "Configurations:"] + [f"- **{r['config']}**: {r['about']}" for r in rows]
     over = [r["config"] for r in rows if r["train_seconds"]["mean"] > BUDGET_SECONDS]
     if over:
@@ -157,12 +115,10 @@ def main(args: argparse.Namespace) -> list[dict]:
             runs[name].append(run_one(name, seed, args))
             rows = summarise(runs)
             wall = time.perf_counter() - t0
-            with open(args.out + ".md", "w") as f:
-                f.write(markdown(rows, args, wall))
-            with open(args.out + ".json", "w") as f:
-                json.dump({"seeds": seeds, "iw_samples": args.iw_samples, "epochs_override": args.epochs,
-                           "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS},
-                           "wall_seconds": wall, "rows": rows}, f, indent=2)
+            write_text(args.out + ".md", markdown(rows, args, wall))
+            write_json(args.out + ".json", {"seeds": seeds, "iw_samples": args.iw_samples,
+                                            "epochs_override": args.epochs, "wall_seconds": wall, "rows": rows,
+                                            "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS}})
     print(open(args.out + ".md").read())
     return rows
 

@@ -11,19 +11,18 @@ Writes ``benchmarks/reproduce_2018.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from sweep import ROOT, cell, mean_std, parse_seeds  # noqa: E402
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, run_cli  # noqa: E402
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
@@ -44,33 +43,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_args(**overrides) -> argparse.Namespace:
-    args = train.get_args_parser().parse_args([])
-    for k, v in overrides.items():
-        setattr(args, k, v)
-    return args
+def _train(argv: list[str]) -> dict:
+    """train.py with these flags, through its own parser."""
+    return train.main(train.get_args_parser().parse_args(argv))
 
 
 def _evaluate(ckpt: str, work_dir: str, data_root: str, name: str) -> dict:
-    args = _train_args(resume=ckpt, evaluate=True, data_root=data_root, weights_dir=work_dir, lognumber=name)
-    return train.main(args)["eval"]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return _train(["--resume", ckpt, "--evaluate", "--data_root", data_root, "--weights_dir", work_dir,
+                   "--lognumber", name])["eval"]
 
 
 def main(args: argparse.Namespace) -> dict:
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = parse_seeds(args.seeds)
     os.makedirs(args.work_dir, exist_ok=True)
     rows = {"2018 checkpoint": [_evaluate(args.reference, args.work_dir, args.data_root, "ref2018")]}
     runs = []
     for seed in seeds:
         name = f"default_seed{seed}"
         t0 = time.perf_counter()
-        summary = train.main(_train_args(seed=seed, epochs=args.epochs, data_root=args.data_root,
-                                         weights_dir=args.work_dir, lognumber=name, tensorboard=False,
-                                         tensorboard_images=False))
+        summary = _train(["--seed", str(seed), "--epochs", str(args.epochs), "--data_root", args.data_root,
+                          "--weights_dir", args.work_dir, "--lognumber", name, "--tensorboard", "False",
+                          "--tensorboard_images", "False"])
         seconds = time.perf_counter() - t0
         ev = _evaluate(summary["best"], args.work_dir, args.data_root, name)
         runs.append({"seed": seed, "train_seconds": seconds, **ev})
@@ -88,16 +81,12 @@ def main(args: argparse.Namespace) -> dict:
         cells = []
         for split, key in (("val", "bce"), ("val", "kl"), ("val", "bce_kl"), ("val", "ssim"),
                            ("test", "bce_kl"), ("test", "ssim")):
-            m, s = _mean_std([r[split][key] for r in results])
-            fmt = ".4f" if key == "ssim" else ".2f"
-            cells.append(f"{m:{fmt}}" + (f" ± {s:{fmt}}" if len(results) > 1 else ""))
+            cells.append(cell(mean_std([r[split][key] for r in results]), ".4f" if key == "ssim" else ".2f"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Per seed: " + "; ".join(
         f"seed {r['seed']}: val BCE+KL {r['val']['bce_kl']:.2f}, SSIM {r['val']['ssim']:.4f}" for r in runs)]
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(args.out + ".json", "w") as f:
-        json.dump(rows, f, indent=2)
+    write_text(args.out + ".md", "\n".join(lines) + "\n")
+    write_json(args.out + ".json", rows)
     print("\n".join(lines))
     return rows
 

@@ -19,8 +19,11 @@ import os
 import sys
 import time
 
-import baselines as B
 import torch
+
+import baselines as B  # puts the project root on sys.path
+from runtime import accelerators
+from runtime.files import write_json, write_text
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -98,17 +101,15 @@ def measure_variants(device, data: B.Data, seconds: float, repeats: int) -> list
 
 
 def _measure_variants(device, data, seconds, repeats, writer) -> list[dict]:
-    import speed
-
     batch = 512
     rows = []
     for flags in ([], ["--amp"], ["--compile"]):
         name = " ".join(flags) or "eager"
         try:
             if "--amp" in flags:
-                speed.check_amp(device)
+                accelerators.check_amp(device)
             if "--compile" in flags:
-                speed.check_compile(device)
+                accelerators.check_compile(device)
         except Exception as e:  # a VaeLabError: say why and go on
             rows.append({"variant": name, "skipped": str(e)})
             continue
@@ -116,7 +117,7 @@ def _measure_variants(device, data, seconds, repeats, writer) -> list[dict]:
         model, opt, loss_fn = B.build("fc_conv", device)
         net, train_loss = model, loss_fn
         if args.compile:
-            net, train_loss = speed.compile_for_training(model, loss_fn)
+            net, train_loss = accelerators.compile_for_training(model, loss_fn)
         n = B.batches_for(seconds, 0.01 if device.type == "cpu" else 0.001, hi=len(data.train_x) // batch)
         x = data.train_x[:n * batch]  # whole minibatches only: one compiled shape
         first = B.timed(lambda: B.train_trainpy(model, opt, train_loss, x, args, net=net, writer=writer), device)
@@ -176,7 +177,7 @@ def report(results: dict) -> str:
                                   "compile time (first - steady)"], vrows) + "\n")
         ab = dres.get("malloc_ab")
         if ab:
-            lines.append("### malloc tuning (speed.tune_malloc, as train.py calls it), bare fc_conv loop, batch 512\n")
+            lines.append("### malloc tuning (accelerators.tune_malloc, as train.py calls it), bare fc_conv loop, batch 512\n")
             lines.append("Fresh processes, alternating, median of 3 (every other measurement above runs with it on).\n")
             lines.append(B.table(["glibc malloc", "ms per step", "minor page faults per step", "each run (ms/step)"], [
                 [mode, f"{ab[mode]['step_ms']:.2f}", f"{ab[mode]['faults_per_step']:.0f}",
@@ -218,11 +219,9 @@ def targets(dev: str, dres: dict) -> list[list]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    import speed
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    speed.tune_malloc()  # as train.py does, so every method runs with the same allocator settings
+    accelerators.tune_malloc()  # as train.py does, so every method runs with the same allocator settings
     t0 = time.perf_counter()
     results = {"command": getattr(args, "command", "benchmarks/run.py main()"), "note": args.note,
                "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats,
@@ -256,10 +255,8 @@ def main(args: argparse.Namespace) -> dict:
     results["wall_s"] = time.perf_counter() - t0
     if hasattr(os, "getloadavg"):
         results["load_end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    with open(args.out, "w") as f:
-        f.write(report(results))
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    write_text(args.out, report(results))
+    write_json(os.path.splitext(args.out)[0] + ".json", results, indent=1, default=str)
     print(f"wrote {args.out}")
     return results
 

@@ -17,7 +17,9 @@ import shlex
 import sys
 import time
 
-import baselines as B
+import baselines as B  # puts the project root on sys.path
+from runtime import accelerators
+from runtime.files import write_text
 import torch
 
 TARGET = 8.0  # issue 2: at least 8x the 2018 way on a 2-core CPU
@@ -37,11 +39,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    import speed
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    speed.tune_malloc()  # as train.py does; both ways run with it
+    accelerators.tune_malloc()  # as train.py does; both ways run with it
     device = torch.device(args.device)
     t_start = time.perf_counter()
     data = B.load_data(args.data_root, device)
@@ -98,8 +98,7 @@ def write_report(args: argparse.Namespace, res: dict) -> None:
             ["validation BCE+KL after 30 epochs", f"{fr['val_bce_kl']:.2f} (2018 checkpoint: {B.REFERENCE_VAL['bce_kl']})"],
             ["validation SSIM after 30 epochs", f"{fr['val_ssim']:.4f} (2018 checkpoint: {B.REFERENCE_VAL['ssim']})"],
         ]) + "\n")
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+    write_text(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

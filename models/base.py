@@ -99,12 +99,17 @@ class VAE(nn.Module):
         """Images in [0, 1] from latent codes (B, z)."""
         return torch.sigmoid(self.decode_logits(z, y))
 
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) as (mu, logvar), logvar clamped to [LOGVAR_MIN, LOGVAR_MAX]: what training,
+        the likelihood bound and the embeddings all use."""
+        mu, logvar = self.encode(x, y)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
-        their rows of the whole minibatch's noise, see distributed.py)."""
-        mu, logvar = self.encode(x, y)
-        logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        their rows of the whole minibatch's noise, see runtime/distributed.py)."""
+        mu, logvar = self.posterior(x, y)
         if self.training:
             z = mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
         else:

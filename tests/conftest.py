@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from helpers import REFERENCE_CKPT, write_dataset  # noqa: E402
+from helpers import REFERENCE_CKPT  # noqa: E402
+from tools.idx_files import write_dataset, write_tiny_mnist  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -62,19 +63,7 @@ def fmnist_small(fmnist_root, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory) -> str:
     """Synthetic MNIST-format IDX files (digits are blobs), written by the test itself."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = np.arange(n) % 10
-        x = np.zeros((n, 28, 28), dtype=np.uint8)
-        for i, c in enumerate(y):  # one bright square per class, at a class-dependent place
-            r, col = 2 + 2 * c, 4 + (c * 7) % 18
-            x[i, r:r + 8, col:col + 8] = 200 + rng.integers(0, 55)
-        return x, y.astype(np.uint8)
-
-    root = str(tmp_path_factory.mktemp("mnist"))
-    (tx, ty), (vx, vy) = make(500), make(100)
-    return write_dataset(root, "MNIST", tx, ty, vx, vy)
+    return write_tiny_mnist(str(tmp_path_factory.mktemp("mnist")))
 
 
 @pytest.fixture

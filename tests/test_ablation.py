@@ -17,7 +17,7 @@ def ablation_cli(argv):
     return run_module_cli(ablation, argv)
 
 
-def test_only_one_row_writes_a_parseable_row_and_reuses_it(fmnist_small, workdir):
+def test_only_one_row_writes_a_parseable_row_and_reuses_it(fmnist_small, workdir, monkeypatch):
     argv = ["--only", "loss_mse", "--epochs", "1", "--seeds", "42", "--knn_per_class", "20",
             "--data_root", fmnist_small, "--device", "cpu", "--work_dir", "runs", "--out", "out/abl"]
     code, out, err = ablation_cli(argv)
@@ -36,13 +36,39 @@ def test_only_one_row_writes_a_parseable_row_and_reuses_it(fmnist_small, workdir
     code, out, err = ablation_cli(argv)
     assert code == 0 and "reusing" in out, err
     assert json.load(open("out/abl.json"))["rows"][0]["val_ssim"] == row["val_ssim"]
+    # Other code: the cached score is not reused.
+    import sweep
+
+    monkeypatch.setattr(sweep, "code_version", lambda: "another version of the code")
+    code, out, err = ablation_cli(argv)
+    assert code == 0 and "reusing" not in out and "train.py --image_loss_type mse" in out, err
+
+
+def test_the_code_version_follows_the_source_not_the_reports(tmp_path):
+    import shutil
+
+    import sweep
+
+    for rel in sweep.SOURCE_FILES + sweep.SOURCE_DIRS:
+        src, dst = os.path.join(ROOT, rel), tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, dst)
+    (tmp_path / "README.md").write_text("a report")
+    before = sweep.code_version(str(tmp_path))
+    assert before == sweep.code_version.__wrapped__(ROOT)  # the copy hashes like the tree
+    (tmp_path / "README.md").write_text("another report")
+    (tmp_path / "benchmarks" / "ablation.md").write_text("a table")
+    assert sweep.code_version.__wrapped__(str(tmp_path)) == before
+    with open(tmp_path / "losses" / "vae_loss.py", "a") as f:
+        f.write("\n# a change\n")
+    assert sweep.code_version.__wrapped__(str(tmp_path)) != before
 
 
 def test_lr_decay_row_scales_the_2018_milestones():
     import ablation
 
-    assert ablation.ROWS["lr_decay"](30) == {"m1": 10, "m2": 20}
-    assert ablation.ROWS["lr_decay"](2) == {"m1": 1, "m2": 2}
+    assert ablation.ROWS["lr_decay"](30) == ["--m1", "10", "--m2", "20"]
+    assert ablation.ROWS["lr_decay"](2) == ["--m1", "1", "--m2", "2"]
 
 
 @pytest.mark.parametrize("argv, needle", [(["--only", "nope"], "unknown row"), (["--seeds", "a,b"], "--seeds")])
@@ -63,7 +89,7 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
     assert ck["model_config"]["input_mean"] == pytest.approx(mean) and 0.2 < mean < 0.4
     assert ck["model_config"]["input_std"] == pytest.approx(std) and 0.2 < std < 0.5
 
-    from checkpoints import model_from_checkpoint
+    from runtime.checkpoints import model_from_checkpoint
     from models import ModelConfig
 
     model = model_from_checkpoint(ck, ModelConfig()).eval()  # no --normalize flag: the checkpoint decides
@@ -74,3 +100,20 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
     assert code == 0, err
     ev = json.load(open("weights/n_eval.json"))
     assert 0 < ev["val"]["ssim"] < 1 and ev["val"]["bce_kl"] == pytest.approx(ck["best_loss"], rel=1e-4)
+
+
+def test_normalize_reads_the_dataset_once(tiny_mnist, workdir, monkeypatch):
+    import datasets
+
+    real_load, loads = datasets._load_bytes, []
+
+    def counted(*a, **k):
+        loads.append(a)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(datasets, "_load_bytes", counted)
+    code, _, err = run_cli(["--data_root", tiny_mnist, "--dataset_type", "mnist", "--epochs", "1", "--batch-size",
+                            "128", "--no_cuda", "True", "--lognumber", "n", "--tensorboard", "False",
+                            "--tensorboard_images", "False", "--normalize", "True"])
+    assert code == 0, err
+    assert len(loads) == 1  # the statistics come from the split that trains, not from a second read

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, assert_cli_error, load_ckpt, run_cli, snapshot, temp_files, tiny_args, write_idx
+from helpers import ROOT, assert_cli_error, load_ckpt, run_cli, snapshot, temp_files, tiny_args
+from tools.idx_files import write_idx
 
 # ------------------------------------------------------------------ untrusted checkpoints
 
@@ -54,7 +55,7 @@ def test_every_torch_load_in_the_code_uses_weights_only_true():
                 calls.append(rel)
                 assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, \
                     f"{rel}:{node.lineno}: torch.load without weights_only=True"
-    assert "checkpoints.py" in calls
+    assert os.path.join("runtime", "checkpoints.py") in calls
 
 
 # ------------------------------------------------------------------ corrupt inputs
@@ -250,7 +251,7 @@ def test_full_disk_keeps_the_previous_files_and_says_so(tiny_mnist, workdir, mon
 
 
 def test_full_disk_for_tensorboard_is_one_clear_line(tmp_path):
-    from tblog import RunWriter
+    from runtime.tensorboard import RunWriter
     from utils import VaeLabError
 
     w = RunWriter(str(tmp_path))
@@ -263,10 +264,10 @@ def test_full_disk_for_tensorboard_is_one_clear_line(tmp_path):
 
 
 def test_kill_between_checkpoint_and_best_copy_is_repaired_on_resume(tiny_mnist, workdir, monkeypatch):
-    import checkpoints
+    from runtime import training_state
 
     assert run_cli(tiny_args(tiny_mnist, epochs=2, name="straight"))[0] == 0
-    real_copy, copies = checkpoints.copy_checkpoint, []
+    real_copy, copies = training_state.copy_checkpoint, []
 
     def killed_at_second_copy(src, dst):
         copies.append(dst)
@@ -274,10 +275,10 @@ def test_kill_between_checkpoint_and_best_copy_is_repaired_on_resume(tiny_mnist,
             raise KeyboardInterrupt  # epoch 2's checkpoint is written, its best copy is not
         real_copy(src, dst)
 
-    monkeypatch.setattr(checkpoints, "copy_checkpoint", killed_at_second_copy)
+    monkeypatch.setattr(training_state, "copy_checkpoint", killed_at_second_copy)
     assert run_cli(tiny_args(tiny_mnist, epochs=2))[0] == 130
     assert load_ckpt("weights/r_best.pth.tar")["epoch"] == 1 and load_ckpt("weights/r_checkpoint.pth.tar")["epoch"] == 2
-    monkeypatch.setattr(checkpoints, "copy_checkpoint", real_copy)
+    monkeypatch.setattr(training_state, "copy_checkpoint", real_copy)
     import train
 
     real_validate = train.validate
@@ -297,8 +298,8 @@ def test_kill_between_checkpoint_and_best_copy_is_repaired_on_resume(tiny_mnist,
 
 @pytest.mark.parametrize("when", ["during a checkpoint write", "before training"])
 def test_ctrl_c_says_which_epoch_is_saved_and_exits_130(tiny_mnist, one_good_epoch, monkeypatch, when):
-    import checkpoints
-    import datasets
+    import train
+    from runtime import checkpoints
 
     if when == "during a checkpoint write":
         def interrupted(state, f):
@@ -310,7 +311,7 @@ def test_ctrl_c_says_which_epoch_is_saved_and_exits_130(tiny_mnist, one_good_epo
         def interrupted(*a, **k):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(datasets, "train_val_split", interrupted)
+        monkeypatch.setattr(train, "train_val_split", interrupted)
     code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", epochs=2))
     assert code == 130 and "Traceback" not in err, err
     if when == "during a checkpoint write":  # epoch 2 was trained, but the file still holds epoch 1
@@ -318,3 +319,39 @@ def test_ctrl_c_says_which_epoch_is_saved_and_exits_130(tiny_mnist, one_good_epo
     else:
         assert err.strip() == "train.py: interrupted"
     assert snapshot(*one_good_epoch) == one_good_epoch and temp_files() == []
+
+
+def test_ctrl_c_still_leaves_the_process_group(tiny_mnist, workdir, monkeypatch):
+    import train
+    from runtime import distributed
+
+    left = []
+    monkeypatch.setattr(distributed, "cleanup", lambda: left.append(True))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    code, _, err = run_cli(tiny_args(tiny_mnist))
+    assert code == 130 and "no epoch finished" in err, err
+    assert left == [True]  # under torchrun the other ranks are not left waiting in a collective
+
+
+def test_a_failed_eval_json_write_keeps_the_previous_file(tiny_mnist, one_good_epoch, monkeypatch):
+    import json
+
+    argv = tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", "--evaluate")
+    assert run_cli(argv)[0] == 0
+    before = snapshot("weights/r_eval.json")
+    real_iterencode = json.JSONEncoder.iterencode
+
+    def disk_fills_after_the_first_chunk(self, o, _one_shot=False):
+        chunks = real_iterencode(self, o, _one_shot)
+        yield next(iter(chunks))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(json.JSONEncoder, "iterencode", disk_fills_after_the_first_chunk)
+    code, _, err = run_cli(argv)
+    assert_cli_error(code, err, "No space left on device", "r_eval.json", "intact")
+    assert snapshot("weights/r_eval.json") == before
+    assert temp_files() == []

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import compare_embeddings
-import embeddings
+from evaluation import embeddings
 import utils
-from helpers import ROOT, write_dataset
+from helpers import ROOT
+from tools.idx_files import write_dataset
 from models import ModelConfig, build_model
 
 def run(argv):

@@ -9,7 +9,7 @@ import torch
 
 import datasets
 from datasets import augment_batch, ensure_raw_files, kfold_indices, load_split, train_val_split
-from helpers import write_idx
+from tools.idx_files import write_idx
 from utils import VaeLabError
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from distributed import World
+from runtime.distributed import World
 from helpers import ROOT, run_cli
 from utils import VaeLabError
 

@@ -22,7 +22,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import load_ckpt, run_cli, write_dataset
+from helpers import load_ckpt, run_cli
+from tools.idx_files import write_dataset
 
 EXAMPLES = int(os.environ.get("VAE_LAB_FUZZ_EXAMPLES", "50"))
 EXPLORE = "VAE_LAB_FUZZ_EXAMPLES" in os.environ

@@ -1,4 +1,4 @@
-"""likelihood.py: the IWAE bound against the ELBO, its tightening with K, chunking, the CLI."""
+"""evaluation/likelihood.py: the IWAE bound against the ELBO, its tightening with K, chunking, the CLI."""
 import json
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal
 
 from helpers import assert_cli_error, load_ckpt, run_cli, tiny_args
-from likelihood import DECODED_PER_PASS, iwae_evaluate, iwae_nll
+from evaluation.likelihood import DECODED_PER_PASS, iwae_evaluate, iwae_nll
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +141,9 @@ class Conditional(torch.nn.Module):
         super().__init__()
         self.model, self.labels = model, labels
 
-    def encode(self, x, y):
+    def posterior(self, x, y):
         assert torch.equal(y, self.labels)
-        return self.model.encode(x)
+        return self.model.posterior(x)
 
     def decode_logits(self, z, y):
         assert torch.equal(y, self.labels.repeat(z.shape[0] // len(self.labels)))

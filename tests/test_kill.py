@@ -1,12 +1,5 @@
-"""Kill safety, the test-suite version of benchmarks/kill_harness.py: 5 SIGKILLs of one run."""
-import os
-import sys
-
-from helpers import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-from kill_harness import run_harness  # noqa: E402
+"""Kill safety, the test-suite version of tests/tools/kill_harness.py: 5 SIGKILLs of one run."""
+from tools.kill_harness import run_harness
 
 
 def test_five_sigkills_lose_nothing_and_resume_exactly(tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_non_finite_value_stops_at_its_step_and_saves_nothing(tiny_mnist, one_go
 
 
 def test_grad_norm_is_measured_and_clipped():
-    from numerics import grad_norm_and_clip
+    from runtime.nonfinite import grad_norm_and_clip
 
     a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
     a.grad, b.grad = torch.full((3,), 3.0), torch.full((4,), 2.0)  # norm sqrt(27 + 16)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import train
+from runtime import optim
 from helpers import assert_cli_error, load_ckpt, read_events, run_cli
 from losses import VAELoss, bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
 from models import MODELS, ModelConfig, build_model
@@ -93,24 +94,24 @@ def test_bce_ssim_is_the_weighted_sum():
 
 def test_kl_warmup_scale_is_linear_per_step():
     args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2"])
-    assert train.kl_warmup_scale(args, 0, 0, 10) == 0.0
-    assert train.kl_warmup_scale(args, 0, 5, 10) == 0.25
-    assert train.kl_warmup_scale(args, 1, 5, 10) == 0.75
-    assert train.kl_warmup_scale(args, 2, 0, 10) == 1.0 and train.kl_warmup_scale(args, 5, 3, 10) == 1.0
-    assert train.kl_warmup_scale(train.get_args_parser().parse_args([]), 0, 0, 10) == 1.0
+    assert optim.kl_warmup_scale(args, 0, 0, 10) == 0.0
+    assert optim.kl_warmup_scale(args, 0, 5, 10) == 0.25
+    assert optim.kl_warmup_scale(args, 1, 5, 10) == 0.75
+    assert optim.kl_warmup_scale(args, 2, 0, 10) == 1.0 and optim.kl_warmup_scale(args, 5, 3, 10) == 1.0
+    assert optim.kl_warmup_scale(train.get_args_parser().parse_args([]), 0, 0, 10) == 1.0
 
 
 def test_cosine_schedule_closed_form():
     args = train.get_args_parser().parse_args(["--lr_schedule", "cosine", "--epochs", "10", "--lr", "0.002"])
-    assert train.lr_at(args, 0) == 0.002
-    assert train.lr_at(args, 5) == pytest.approx(0.001)
-    assert train.lr_at(args, 10) == pytest.approx(0.0, abs=1e-12)
+    assert optim.lr_at(args, 0) == 0.002
+    assert optim.lr_at(args, 5) == pytest.approx(0.001)
+    assert optim.lr_at(args, 10) == pytest.approx(0.0, abs=1e-12)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
-    sched = train.make_scheduler(opt, args)
+    sched = optim.make_scheduler(opt, args)
     for epoch in range(1, 10):
         opt.step()
         sched.step()
-        assert opt.param_groups[0]["lr"] == pytest.approx(train.lr_at(args, epoch))
+        assert opt.param_groups[0]["lr"] == pytest.approx(optim.lr_at(args, epoch))
 
 
 # ---------------------------------------------------------------- --preset
@@ -191,7 +192,7 @@ def test_warmup_with_running_mean_is_refused(workdir):
 def test_warmup_weight_is_exact_after_resume():
     """The warm-up factor depends only on (epoch, batch): a resumed run continues the ramp."""
     args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2.5"])
-    ramp = [train.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
+    ramp = [optim.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
     assert ramp == sorted(ramp) and math.isclose(ramp[1] - ramp[0], 0.1)
 
 
@@ -214,8 +215,8 @@ def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small,
 
 
 def test_compare_embeddings_refuses_a_conditional_checkpoint(tmp_path):
-    from checkpoints import save_checkpoint
-    from embeddings import load_vae
+    from runtime.checkpoints import save_checkpoint
+    from evaluation.embeddings import load_vae
     from utils import VaeLabError
 
     cfg = ModelConfig(model_type="fc", conditional=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import speed
+from runtime import accelerators
 from helpers import run_cli
 from utils import VaeLabError
 
@@ -23,7 +23,7 @@ def one_step(root, *extra, name="s"):
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
                     reason="mallopt is glibc's")
 def test_malloc_tuning_applies_on_glibc():
-    assert speed.tune_malloc()
+    assert accelerators.tune_malloc()
 
 
 def test_amp_trains_one_step_on_cpu(tiny_mnist, workdir):
@@ -43,11 +43,15 @@ def test_amp_trains_one_step_on_cpu(tiny_mnist, workdir):
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++ compiler for inductor")
 def test_compile_trains_one_step_on_cpu(tiny_mnist, workdir):
-    assert run_cli(one_step(tiny_mnist, name="eager"))[0] == 0
-    code, out, err = run_cli(one_step(tiny_mnist, "--compile", name="compiled"))
+    # With a KL warm-up the only step has KL weight 0: the compiled loss must see it too
+    # (it once kept weight 1, so the step and the logged train_kl_weight were wrong).
+    warmup = ["--kl_warmup_epochs", "2"]
+    assert run_cli(one_step(tiny_mnist, *warmup, name="eager"))[0] == 0
+    code, out, err = run_cli(one_step(tiny_mnist, "--compile", *warmup, name="compiled"))
     assert code == 0, err
     eager = torch.load("weights/eager_checkpoint.pth.tar", weights_only=True)
     comp = torch.load("weights/compiled_checkpoint.pth.tar", weights_only=True)
+    assert comp["history"][0]["train_kl_weight"] == eager["history"][0]["train_kl_weight"] == 0.0
     assert list(comp["state_dict"]) == list(eager["state_dict"])  # no _orig_mod. / module. prefixes
     # fused kernels round differently: same step to float precision
     for k, v in comp["state_dict"].items():
@@ -66,4 +70,4 @@ def test_amp_on_a_gpu_without_bfloat16_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
     with pytest.raises(VaeLabError, match="Tesla V100 does not support"):
-        speed.check_amp(torch.device("cuda"))
+        accelerators.check_amp(torch.device("cuda"))

@@ -12,11 +12,13 @@ Figures use matplotlib's object API (no pyplot), so nothing global changes.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from typing import Sequence
 
 import numpy as np
+
+from runtime.files import atomic_write, write_json, write_text
 
 LABELS = {"pca": "PCA", "umap": "UMAP", "vae": "VAE", "vae+umap": "VAE + UMAP", "pixels": "raw pixels"}
 
@@ -29,27 +31,23 @@ def _pm(cell: dict) -> str:
     return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
 
 
-def write_json(results: dict, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
-
-
 def write_csv(results: dict, path: str) -> None:
     """One accuracy per row: method, protocol (cv / test_sampled / test_full), size, k, mean, std, runs."""
     p = results["protocol"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "protocol", "samples_per_class", "k", "mean", "std", "runs"])
-        for row in results["cv"]:
-            w.writerow([row["method"], "cv", row["samples_per_class"], row["k"],
-                        f"{row['mean']:.4f}", f"{row['std']:.4f}", len(row["values"])])
-        for name, m in results["methods"].items():
-            for k in p["test_ks"]:
-                cell = m[f"test_acc_{p['test_samples_per_class']}_k{k}"]
-                w.writerow([name, "test_sampled", p["test_samples_per_class"], k,
-                            f"{cell['mean']:.4f}", f"{cell['std']:.4f}", len(cell["values"])])
-            for k in p["test_ks"]:
-                w.writerow([name, "test_full", "all", k, f"{m[f'test_acc_full_k{k}']:.4f}", "", 1])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["method", "protocol", "samples_per_class", "k", "mean", "std", "runs"])
+    for row in results["cv"]:
+        w.writerow([row["method"], "cv", row["samples_per_class"], row["k"],
+                    f"{row['mean']:.4f}", f"{row['std']:.4f}", len(row["values"])])
+    for name, m in results["methods"].items():
+        for k in p["test_ks"]:
+            cell = m[f"test_acc_{p['test_samples_per_class']}_k{k}"]
+            w.writerow([name, "test_sampled", p["test_samples_per_class"], k,
+                        f"{cell['mean']:.4f}", f"{cell['std']:.4f}", len(cell["values"])])
+        for k in p["test_ks"]:
+            w.writerow([name, "test_full", "all", k, f"{m[f'test_acc_full_k{k}']:.4f}", "", 1])
+    write_text(path, f.getvalue())
 
 
 def markdown_table(results: dict) -> str:
@@ -85,9 +83,15 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save_figure(fig, path: str, dpi: int) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
 def plot_knn_accuracy(results: dict, path: str) -> None:
     """CV accuracy against k: one panel per samples-per-class, one line per method."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # here: ~1 s, only the figures need it
 
     p = results["protocol"]
     sizes = p["samples_per_class"]
@@ -108,13 +112,13 @@ def plot_knn_accuracy(results: dict, path: str) -> None:
     axes[0].set_ylabel(f"{p['cv_folds']}-fold CV accuracy")
     axes[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"KNN accuracy of {p['n_components']}-d embeddings, {p['dataset_name']}")
-    fig.savefig(path, dpi=90)
+    _save_figure(fig, path, dpi=90)
 
 
 def plot_embeddings_2d(views: dict[str, np.ndarray], y: np.ndarray, class_names: Sequence[str],
                        path: str, title: str) -> None:
     """Each method's 2-D view side by side, points coloured by class, class names in one legend."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # here: ~1 s, only the figures need it
     from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(3.6 * len(views) + 1.6, 3.8), layout="constrained")
@@ -127,15 +131,14 @@ def plot_embeddings_2d(views: dict[str, np.ndarray], y: np.ndarray, class_names:
     handles = [Line2D([], [], ls="", marker="o", color=f"C{i}", label=n) for i, n in enumerate(class_names)]
     fig.legend(handles=handles, loc="outside right center", fontsize=8, markerscale=1.2)
     fig.suptitle(title)
-    fig.savefig(path, dpi=80)
+    _save_figure(fig, path, dpi=80)
 
 
 def write_all(results: dict, out_dir: str) -> dict[str, str]:
     """results.json, results.csv and table.md in ``out_dir``; returns their paths."""
     paths = {k: os.path.join(out_dir, f) for k, f in
              (("json", "results.json"), ("csv", "results.csv"), ("table", "table.md"))}
-    write_json(results, paths["json"])
+    write_json(paths["json"], results)
     write_csv(results, paths["csv"])
-    with open(paths["table"], "w") as f:
-        f.write(markdown_table(results))
+    write_text(paths["table"], markdown_table(results))
     return paths

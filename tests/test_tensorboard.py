@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from tblog import RunWriter, read_logdir, read_run, resume_purge_steps
+from runtime.tensorboard import RunWriter, resume_purge_steps
+from tools.tb_reader import read_logdir, read_run
 
 N_TRAIN, N_VAL = 4, 2  # minibatches per epoch on each axis
 
@@ -80,7 +81,7 @@ def test_the_accumulator_needs_one_folder_per_axis(tmp_path):
     from tensorboardX.proto.event_pb2 import Event, SessionLog
     from tensorboardX.summary import scalar
 
-    from tblog import _open_events
+    from runtime.tensorboard import _open_events
 
     first = _open_events(str(tmp_path))
     for epoch in range(3):

@@ -1,4 +1,4 @@
-"""Speed options of train.py: bf16 autocast (--amp), torch.compile (--compile), malloc tuning.
+"""Accelerator options of train.py: bf16 autocast (--amp), torch.compile (--compile), malloc tuning.
 
 Each check that can refuse a flag raises VaeLabError (one line, exit code 2) before any
 data is loaded; nothing here changes the numbers of a default run.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import platform
 import shutil
@@ -15,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from runtime.distributed import is_main_process
 from utils import VaeLabError
 
 # glibc mallopt parameters (malloc.h)
@@ -39,6 +41,14 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20)
         return False
 
 
+def check_flags(device: torch.device, amp: bool, compile: bool) -> None:
+    """Refuse --amp / --compile where they cannot work, before any data is loaded."""
+    if amp:
+        check_amp(device)
+    if compile:
+        check_compile(device)
+
+
 # ---------------------------------------------------------------- --amp
 
 
@@ -53,8 +63,6 @@ def check_amp(device: torch.device) -> None:
     if not torch.amp.is_autocast_available(device.type):
         raise VaeLabError(f"--amp: this PyTorch has no autocast for {device.type}; drop --amp")
     if device.type == "cpu" and not _cpu_has_bf16():
-        from distributed import is_main_process
-
         if is_main_process():
             print("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): --amp runs, but "
                   "several times slower than float32")
@@ -87,7 +95,7 @@ def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def check_compile(device: torch.device) -> None:
     """Refuse --compile where torch.compile cannot work, before any data is loaded."""
-    from torch._dynamo.eval_frame import is_dynamo_supported
+    from torch._dynamo.eval_frame import is_dynamo_supported  # here: ~1 s, only for --compile
 
     if not is_dynamo_supported():
         raise VaeLabError(f"--compile is not supported on Python {platform.python_version()} "
@@ -98,8 +106,6 @@ def check_compile(device: torch.device) -> None:
             raise VaeLabError(f"--compile on the CPU needs a C++ compiler ({cxx!r} not found; set CXX "
                               f"or install g++); drop --compile")
     elif device.type == "cuda":
-        import importlib.util
-
         if importlib.util.find_spec("triton") is None:
             raise VaeLabError("--compile on CUDA needs the triton package (pip install triton); drop --compile")
     else:
@@ -113,15 +119,25 @@ class CompiledLoss:
     eager mode) into one loop; the model is compiled separately.
     """
 
+    _OWN = ("inner", "_call")
+
     def __init__(self, loss_fn):
-        self.inner = loss_fn
-        self._call = torch.compile(loss_fn.__call__)
+        object.__setattr__(self, "inner", loss_fn)
+        object.__setattr__(self, "_call", torch.compile(loss_fn.__call__))
 
     def __call__(self, *args, **kwargs):
         return self._call(*args, **kwargs)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        # The training loop sets the KL warm-up factor (``kl_scale``) every step: it must reach
+        # the loss the compiled call reads, not stay on this wrapper.
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
 
 
 def compile_for_training(model: torch.nn.Module, loss_fn) -> tuple[Callable, CompiledLoss]:
@@ -130,7 +146,7 @@ def compile_for_training(model: torch.nn.Module, loss_fn) -> tuple[Callable, Com
     The first steps compile (seconds with a warm cache under /tmp/torchinductor_*, up to
     a minute cold); the last, smaller batch of an epoch compiles once more.
     """
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # here: ~1 s, only for --compile
 
     # The reparameterisation noise comes from PyTorch's own generator, as in eager mode, so
     # a compiled run draws the same numbers (seeds, resume and torchrun behave the same).

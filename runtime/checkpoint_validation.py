@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import MODELS, ModelConfig
 from utils import MAX_LATENT, MAX_MULTIPLIER, VaeLabError
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
@@ -67,8 +68,6 @@ def _check_optimizer(opt: Any) -> None:
 
 
 def _check_model_config(cfg: Any) -> None:
-    from models import MODELS, ModelConfig
-
     _dict(cfg, "'model_config'")
     unknown = set(cfg) - set(ModelConfig().to_dict())
     if unknown:

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from utils import VaeLabError
 
@@ -80,8 +82,6 @@ class World:
 
         One collective; ``new_full`` keeps the count on the device (no host-to-device copy).
         """
-        import torch.distributed as dist
-
         v = values.detach().float().flatten()
         buf = torch.cat([v * n_local, v.new_full((1,), float(n_local))])
         dist.all_reduce(buf)
@@ -93,8 +93,6 @@ class World:
         One collective per flush, on the device (no host sync)."""
         if not self.distributed:
             return rows, sizes
-        import torch.distributed as dist
-
         n = torch.tensor(sizes, dtype=rows.dtype, device=rows.device)[:, None]
         buf = torch.cat([rows * n, n], dim=1)
         dist.all_reduce(buf)
@@ -105,8 +103,6 @@ class World:
         """DistributedDataParallel around ``model`` when there are several processes."""
         if not self.distributed:
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids)
 
@@ -123,8 +119,6 @@ class World:
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def rank0_first(self, fn, *args) -> None:
@@ -146,8 +140,6 @@ def init(device: torch.device) -> World:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return World(device=device)
-    import torch.distributed as dist
-
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -172,7 +164,5 @@ def init(device: torch.device) -> World:
 
 def cleanup() -> None:
     """Leave the process group (a no-op in a single-process run)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -11,90 +11,16 @@ import math
 import os
 import pickle
 import shutil
-import tempfile
 import warnings
 
 import torch
 
 from models import ModelConfig, VAE, build_model
+from runtime.checkpoint_validation import check_checkpoint
+from runtime.files import atomic_write
 from utils import VaeLabError
 
 LEGACY_KEYS = {"epoch", "optimizer", "state_dict", "best_loss"}
-
-
-def _temp_prefix(path: str, pid: int) -> str:
-    return f"{os.path.basename(path)}.{pid}."
-
-
-def _remove_stale_temps(path: str) -> None:
-    """Delete temp files that killed processes left next to ``path``.
-
-    A SIGKILL during a write leaves ``<name>.<pid>.<random>.tmp``; the pid says whether its
-    writer is still alive, so a concurrent writer's temp file is never touched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    head = os.path.basename(path) + "."
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(head):].split(".", 1)[0]
-        if not (name.startswith(head) and name.endswith(".tmp") and pid.isdigit()):
-            continue
-        if int(pid) != os.getpid() and not _alive(int(pid)):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
-
-
-def _atomic_write(path: str, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``.
-
-    A crash or kill at any moment leaves either the old file or the new one, never a mix
-    (plus, after a kill, a temp file that the next write of ``path`` removes).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, os.getpid()), suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the rename itself durable (power loss); best effort, the file is already in place."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _torch_save(state: dict, f) -> None:
@@ -111,7 +37,7 @@ def _torch_save(state: dict, f) -> None:
 def save_checkpoint(state: dict, path: str) -> None:
     """Atomically save ``state``; a failed write leaves the previous file intact."""
     try:
-        _atomic_write(path, lambda f: _torch_save(state, f))
+        atomic_write(path, lambda f: _torch_save(state, f))
     except OSError as e:
         raise VaeLabError(f"could not write checkpoint {path!r} ({e.strerror or e}); "
                           f"the previous checkpoint there is intact") from None
@@ -121,7 +47,7 @@ def copy_checkpoint(src: str, dst: str) -> None:
     """Atomically copy a checkpoint file (used for ``*_best.pth.tar``)."""
     try:
         with open(src, "rb") as s:
-            _atomic_write(dst, lambda f: shutil.copyfileobj(s, f))
+            atomic_write(dst, lambda f: shutil.copyfileobj(s, f))
     except OSError as e:
         raise VaeLabError(f"could not write {dst!r} ({e.strerror or e}); the previous file is intact") from None
 
@@ -132,8 +58,6 @@ def load_checkpoint(path: str) -> dict:
     Loading never runs code from the file: ``weights_only`` unpickles tensors and plain
     containers only, and refuses anything else before it is built.
     """
-    from checkpoint_check import check_checkpoint
-
     if not os.path.isfile(path):
         raise VaeLabError(f"checkpoint {path!r} does not exist")
     try:
@@ -181,6 +105,14 @@ def sync_best(ckpt: dict, ckpt_path: str, best_path: str) -> bool:
 def is_legacy(ckpt: dict) -> bool:
     """True for a 2018 checkpoint: only the four 2018 keys, no model config."""
     return "model_config" not in ckpt
+
+
+def check_dataset(ckpt: dict, dataset_type: str, path: str) -> None:
+    """Refuse to go on with a checkpoint of ours that was trained on another dataset."""
+    saved = (ckpt.get("args") or {}).get("dataset_type")
+    if saved and saved != dataset_type:
+        raise VaeLabError(f"{path!r} was trained on {saved} but --dataset_type is {dataset_type}; "
+                          f"pass --dataset_type {saved}")
 
 
 def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint") -> VAE:

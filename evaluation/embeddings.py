@@ -18,11 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
-from checkpoints import is_legacy, load_checkpoint, model_from_checkpoint
 from datasets import Split
+from evaluation.metrics import posterior_means
 from models import ModelConfig, VAE
-from predict import posterior_means
+from runtime.checkpoints import is_legacy, load_checkpoint, model_from_checkpoint
 from utils import VaeLabError
 
 METHODS = ("pca", "umap", "vae", "vae+umap", "pixels")
@@ -75,12 +78,8 @@ def make_method(name: str, n_components: int, seed: int, umap_pca: int = 0,
     fitted on the training images' posterior means and embeds the test images' means.
     """
     if name == "pca":
-        from sklearn.decomposition import PCA
-
         return PCA(n_components, random_state=seed)
     if name in ("umap", "vae+umap"):
-        from sklearn.decomposition import PCA
-        from sklearn.pipeline import make_pipeline
         import umap  # ~5 s to import (numba): only when asked for
 
         reducer = umap.UMAP(n_components=n_components, random_state=seed, transform_seed=seed)
@@ -92,8 +91,6 @@ def make_method(name: str, n_components: int, seed: int, umap_pca: int = 0,
             raise ValueError("method 'vae' needs a VaeEncoder")
         return vae
     if name == "pixels":
-        from sklearn.preprocessing import FunctionTransformer
-
         return FunctionTransformer()  # identity: the 784 raw pixels, the baseline to beat
     raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
 
@@ -151,6 +148,4 @@ def load_vae(path: str, dataset_type: str, latent_size: int | None = None
 
 def view_2d(train: np.ndarray, seed: int = 42) -> np.ndarray:
     """A 2-D view of an embedding: its first two principal axes (linear, so nothing is invented)."""
-    from sklearn.decomposition import PCA
-
     return PCA(2, random_state=seed).fit_transform(train)

@@ -14,8 +14,8 @@ At the end: no temp files are left, the history has every epoch once, every Tens
 series has every step once (as both TensorBoard readers show it), and, with ``--compare``,
 the weights, history, best file and TensorBoard values equal those of an uninterrupted run.
 
-    python benchmarks/kill_harness.py --kills 20          # real `python train.py` processes
-    python benchmarks/kill_harness.py --kills 5 --launcher fork   # forked: no 5 s import each
+    python3 tests/tools/kill_harness.py --kills 20          # real `python train.py` processes
+    python3 tests/tools/kill_harness.py --kills 5 --launcher fork   # forked: no 5 s import each
 
 It prints one line per kill and ``survived N/N``; the exit code is 0 only if every check held.
 """
@@ -33,8 +33,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tests")) if p not in sys.path]
+
+from runtime.checkpoints import load_checkpoint  # noqa: E402
+from tools.idx_files import write_tiny_mnist  # noqa: E402
+from tools.tb_reader import read_logdir  # noqa: E402
+from utils import VaeLabError  # noqa: E402
 
 NAME = "kill"
 EPOCHS_FOREVER = 100000
@@ -158,25 +163,6 @@ class Report:
         return self.survived == len(self.kills) and all(self.checks.values()) and not self.problems
 
 
-def tiny_mnist(root: str) -> str:
-    """The tests' tiny synthetic MNIST: one bright square per class, 500 train / 100 test."""
-    import numpy as np
-
-    from helpers import write_dataset
-
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = np.arange(n) % 10
-        x = np.zeros((n, 28, 28), dtype=np.uint8)
-        for i, c in enumerate(y):
-            r, col = 2 + 2 * c, 4 + (c * 7) % 18
-            x[i, r:r + 8, col:col + 8] = 200 + rng.integers(0, 55)
-        return x, y.astype(np.uint8)
-
-    return write_dataset(root, "MNIST", *make(500), *make(100))
-
-
 def train_args(data: str, name: str, epochs: int, resume: str = "") -> list[str]:
     # Milestones 5 and 10 and augmentations: the LR schedule and the RNG state must survive too.
     return ["--data_root", data, "--dataset_type", "mnist", "--epochs", str(epochs), "--batch-size", "128",
@@ -222,13 +208,10 @@ def run_harness(kills: int, launcher: str = "exec", workdir: str | None = None, 
 
 def _run_harness(kills: int, launcher: str, workdir: str | None, seed: int, max_delay: float, compare: bool,
                  log) -> Report:
-    from checkpoints import load_checkpoint
-    from utils import VaeLabError
-
     t0 = time.monotonic()
     rng = random.Random(seed)
     work = workdir or tempfile.mkdtemp(prefix="kill_harness_")
-    data = tiny_mnist(os.path.join(work, "data"))
+    data = write_tiny_mnist(os.path.join(work, "data"))
     weights = os.path.join(work, "weights")
     ckpt_path = os.path.join(weights, f"{NAME}_checkpoint.pth.tar")
     best_path = os.path.join(weights, f"{NAME}_best.pth.tar")
@@ -302,9 +285,6 @@ def _run_harness(kills: int, launcher: str, workdir: str | None, seed: int, max_
 def _final_checks(report: Report, work: str, data: str, weights: str, launcher: str, compare: bool,
                   launch) -> None:
     import torch
-
-    from checkpoints import load_checkpoint
-    from tblog import read_logdir
 
     n = report.final_epoch
     ckpt = load_checkpoint(os.path.join(weights, f"{NAME}_checkpoint.pth.tar"))

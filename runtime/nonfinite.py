@@ -6,6 +6,8 @@ from typing import Iterable
 
 import torch
 
+from utils import VaeLabError
+
 
 def grad_norm_and_clip(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Total L2 norm of the gradients (before clipping); clip them to ``max_norm`` if > 0.
@@ -50,8 +52,6 @@ def check_epoch_finite(model: torch.nn.Module, val: dict[str, float], epoch: int
     weights shows up in the next step's loss, except after the epoch's last step: this
     check covers it (one device sync per epoch).
     """
-    from utils import VaeLabError
-
     keep = "stopped without saving: the checkpoint and best files still hold the last finished epoch"
     finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
     if not bool(finite):

@@ -20,7 +20,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.base import LOGVAR_MIN, LOGVAR_MAX
+from datasets import Split
+from evaluation.metrics import batches
+from models import VAE
+
 
 # With chunk=None, iwae_nll decodes this many images (samples x batch) per pass: ~3 MB of
 # float32 logits, so memory stays bounded whatever K and the batch size are (and the
@@ -29,14 +32,14 @@ DECODED_PER_PASS = 1024
 
 
 @torch.no_grad()
-def iwae_nll(model: torch.nn.Module, x: torch.Tensor, k: int, chunk: int | None = None,
+def iwae_nll(model: VAE, x: torch.Tensor, k: int, chunk: int | None = None,
              y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image IWAE upper bound on -log p(x) with ``k`` samples, nats, shape (B,).
 
     ``x``: images (B, C, H, W) in [0, 1]. ``chunk``: samples of z decoded per pass (None:
     DECODED_PER_PASS // B, at least 1); the K log-weights are combined by a streaming
     logsumexp, so memory is O(chunk x B x pixels), not O(K x B x pixels). ``y``: labels,
-    passed to ``encode`` and ``decode_logits`` only when given (conditional models).
+    passed to ``posterior`` and ``decode_logits`` only when given (conditional models).
     ``generator`` draws the noise (the global RNG when None). The noise is drawn one sample
     (B, z) at a time, so for a given generator state the draws, hence the value up to float
     rounding, do not depend on ``chunk``. Call it with the model in eval mode.
@@ -47,8 +50,7 @@ def iwae_nll(model: torch.nn.Module, x: torch.Tensor, k: int, chunk: int | None 
     chunk = max(1, DECODED_PER_PASS // b) if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
-    mu, logvar = model.encode(x, y) if y is not None else model.encode(x)
-    logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)  # as VAE.forward does
+    mu, logvar = model.posterior(x, y)
     std = torch.exp(0.5 * logvar)
     noise_device = generator.device if generator is not None else mu.device
     lse = torch.full((b,), -math.inf, device=mu.device, dtype=mu.dtype)
@@ -75,9 +77,9 @@ def iwae_nll(model: torch.nn.Module, x: torch.Tensor, k: int, chunk: int | None 
 
 
 @torch.no_grad()
-def iwae_evaluate(model: torch.nn.Module, data, device: torch.device, k: int, batch_size: int = 100,
+def iwae_evaluate(model: VAE, data: Split, device: torch.device, k: int, batch_size: int = 100,
                   seed: int = 0, chunk: int | None = None, labels: bool = False) -> float:
-    """Mean per-image IWAE bound (nats) over ``data`` (a datasets.Split), in eval mode.
+    """Mean per-image IWAE bound (nats) over ``data``, in eval mode.
 
     Deterministic given ``seed``, ``batch_size`` and ``k``: the noise comes from a CPU
     torch.Generator of its own (the global RNG is left alone), so the value is the same on
@@ -86,8 +88,6 @@ def iwae_evaluate(model: torch.nn.Module, data, device: torch.device, k: int, ba
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
-    for i in range(0, len(data), batch_size):
-        x = data.x[i:i + batch_size].to(device)
-        y = data.y[i:i + batch_size].to(device) if labels else None
+    for x, y in batches(data, batch_size, device, labels):
         total += iwae_nll(model, x, k, chunk, y, generator).double().sum().item()
     return total / len(data)

@@ -1,4 +1,4 @@
-"""TensorBoard logs that survive kills and resumes: writing them, and reading them back.
+"""TensorBoard logs that survive kills and resumes (tests/tools/tb_reader.py reads them back).
 
 Two properties of a plain tensorboardX ``SummaryWriter`` break "a resumed run is the same
 run" and are fixed here:
@@ -32,9 +32,15 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import time
 from typing import Any
+
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.summary import hparams as hparams_summaries
+from tensorboardX.summary import image, scalar
+from tensorboardX.summary import text as text_summary
 
 from utils import VaeLabError
 
@@ -57,8 +63,6 @@ def resume_purge_steps(epoch: int, global_step: int, val_batches: int) -> dict[s
 
 
 def _open_events(folder: str):
-    from tensorboardX.event_file_writer import EventsWriter
-
     os.makedirs(folder, exist_ok=True)
     # Zero-padded nanoseconds: same-second files stay distinct and sort by start time.
     return EventsWriter(os.path.join(folder, "events"), f".{time.time_ns():020d}")
@@ -72,8 +76,6 @@ class RunWriter:
     """
 
     def __init__(self, logdir: str, purge_steps: dict[str, int] | None = None):
-        from tensorboardX.proto.event_pb2 import Event, SessionLog
-
         self.logdir = logdir
         self._writers: dict[str, Any] = {}
         try:
@@ -87,8 +89,6 @@ class RunWriter:
             raise VaeLabError(f"cannot write TensorBoard events under {logdir!r}: {e.strerror or e}") from None
 
     def _write(self, axis: str, summary, step: int) -> None:
-        from tensorboardX.proto.event_pb2 import Event
-
         try:
             self._writers[axis].write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
         except OSError as e:
@@ -96,8 +96,6 @@ class RunWriter:
                               f"({e.strerror or e}); checkpoints up to the last epoch are intact") from None
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboardX.proto.summary_pb2 import Summary
-
         # The proto directly, not tensorboardX.summary.scalar: that one logs a warning line on
         # stderr for every NaN, and a NaN is worth a curve point, not console noise.
         self._write(axis_of(tag), Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]), step)
@@ -108,7 +106,6 @@ class RunWriter:
         Each event costs a pure-Python CRC and a write: ~38 us for one event of six values
         against ~110 us for six events, on a 2-core machine.
         """
-        from tensorboardX.proto.summary_pb2 import Summary
 
         by_axis: dict[str, list] = {}
         for tag, value in scalars.items():
@@ -118,20 +115,14 @@ class RunWriter:
 
     def add_image(self, tag: str, img, step: int) -> None:
         """``img``: a CHW tensor in [0, 1]."""
-        from tensorboardX.summary import image
 
         self._write(axis_of(tag, "image"), image(tag, img), step)
 
     def add_text(self, tag: str, text: str, step: int) -> None:
-        from tensorboardX.summary import text as text_summary
-
         self._write(axis_of(tag, "text"), text_summary(tag, text), step)
 
     def add_hparams(self, hparams: dict, metrics: dict[str, float], name: str = HPARAMS_FOLDER) -> None:
         """The HParams dashboard's session, in its own run folder (as tensorboardX does)."""
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.summary import hparams as hparams_summaries
-        from tensorboardX.summary import scalar
 
         # tensorboardX turns numbers into numpy values: an int beyond int64 (--m2 10**30) or a
         # NaN crashes it, so anything that is not a plain, finite number goes in as text.
@@ -148,6 +139,11 @@ class RunWriter:
         except OSError as e:
             raise VaeLabError(f"cannot write TensorBoard hparams under {self.logdir!r}: {e.strerror or e}") from None
 
+    def add_run_hparams(self, args: dict[str, Any], best_val_loss: float, final_val_ssim: float) -> None:
+        """A finished run's flags and results in the HParams dashboard."""
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in args.items()}
+        self.add_hparams(hp, {"hparam/best_val_loss": best_val_loss, "hparam/final_val_ssim": final_val_ssim})
+
     def flush(self) -> None:
         """Everything written so far is on disk when this returns (write + fsync)."""
         try:
@@ -163,86 +159,3 @@ class RunWriter:
         except OSError:
             pass  # closing happens on the way out; the epoch's events were flushed before its checkpoint
         self._writers = {}
-
-
-# ---------------------------------------------------------------- reading, as TensorBoard does
-
-
-def _records(path: str):
-    """The records of one TFRecord file; a torn last record (a killed writer) ends the file.
-
-    Only the 8-byte length header's CRC is checked: a kill can only cut the file short, and
-    the pure-Python CRC of every payload would cost ~0.3 s per MB.
-    """
-    from tensorboardX.record_writer import masked_crc32c
-
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    while pos + 12 <= len(data):
-        header = data[pos:pos + 8]
-        (length,) = struct.unpack("<Q", header)
-        (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-        end = pos + 12 + length + 4
-        if header_crc != masked_crc32c(header) or end > len(data):
-            return
-        yield data[pos + 12:pos + 12 + length]
-        pos = end
-
-
-READERS = ("accumulator", "dataserver", "raw")
-
-
-def read_run(folder: str, reader: str = "accumulator") -> dict[str, list[tuple[int, Any]]]:
-    """What TensorBoard shows of one run folder (its own event files, not sub-folders).
-
-    Returns tag -> [(step, value)] in file order: a float for scalars, ``None`` for images.
-    Files are read in name order, as TensorBoard does. ``reader`` picks whose rules hide the
-    events of a killed run:
-
-    * ``accumulator`` (TensorBoard's Python loader, ``--load_fast=false``): a
-      ``SessionLog.START`` at step P drops every earlier event of the folder with step >= P;
-    * ``dataserver`` (the Rust data server, ``--load_fast=true``): an event at step s drops
-      the earlier events *of its tag* with step >= s;
-    * ``raw``: nothing is hidden (every event on disk).
-    """
-    from tensorboardX.proto import event_pb2
-
-    if reader not in READERS:
-        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
-    out: dict[str, list[tuple[int, Any]]] = {}
-
-    def add(tag: str, step: int, value: Any) -> None:
-        vals = out.setdefault(tag, [])
-        if reader == "dataserver":
-            vals[:] = [(s, v) for s, v in vals if s < step]
-        vals.append((step, value))
-
-    files = sorted(n for n in os.listdir(folder) if "tfevents" in n and os.path.isfile(os.path.join(folder, n)))
-    for name in files:
-        version = 0.0
-        for payload in _records(os.path.join(folder, name)):
-            ev = event_pb2.Event()
-            ev.ParseFromString(payload)
-            if ev.HasField("file_version"):
-                version = float(ev.file_version.split(":")[-1])
-            if reader == "accumulator" and version >= 2 and ev.HasField("session_log") \
-                    and ev.session_log.status == event_pb2.SessionLog.START:
-                out = {tag: [(s, v) for s, v in vals if s < ev.step] for tag, vals in out.items()}
-            for v in ev.summary.value:
-                if v.HasField("image"):
-                    add(v.tag, ev.step, None)
-                elif v.WhichOneof("value") == "simple_value":
-                    add(v.tag, ev.step, v.simple_value)
-    return out
-
-
-def read_logdir(logdir: str, reader: str = "accumulator") -> dict[str, list[tuple[int, Any]]]:
-    """:func:`read_run` of every axis folder of a vae-lab run, merged by tag."""
-    out: dict[str, list[tuple[int, Any]]] = {}
-    for sub in AXIS_FOLDERS.values():
-        folder = os.path.join(logdir, sub)
-        if os.path.isdir(folder):
-            for tag, vals in read_run(folder, reader).items():
-                out.setdefault(tag, []).extend(vals)
-    return out

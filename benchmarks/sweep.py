@@ -1,0 +1,164 @@
+"""The training sweep shared by ablation.py and quality.py: train.py command lines, scored.
+
+Each run is a train.py command line parsed by train.py's own parser (so presets, flag types
+and cross-flag checks apply), trained through ``train.main`` and scored on its best
+checkpoint: validation BCE+KL and SSIM (the run's own fold, posterior mean decoded,
+``evaluation.metrics.evaluate``), KNN test accuracy on the posterior means
+(``evaluation.knn.sampled_test_accuracy``) and, when asked, the IWAE bound on -log p(x).
+A run's scores are cached in ``--work_dir`` under a key of its flags, the scoring settings
+and a hash of the project's source, so a score is never reused after the code changed.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the benchmarks import the project's modules
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import train  # noqa: E402
+from datasets import Split, kfold_indices, load_split  # noqa: E402
+from evaluation.knn import sampled_test_accuracy  # noqa: E402
+from evaluation.likelihood import iwae_evaluate  # noqa: E402
+from evaluation.metrics import evaluate, posterior_means  # noqa: E402
+from models import ModelConfig  # noqa: E402
+from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
+from runtime.files import write_json  # noqa: E402
+from utils import VaeLabError, positive_int, select_device  # noqa: E402
+
+KNN_K = 10
+KNN_DRAWS = 5
+# What decides a score: the product's code and the scoring code here (not the reports).
+SOURCE_DIRS = ("models", "losses", "runtime", "evaluation")
+SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "utils.py", "requirements.txt", "benchmarks/sweep.py")
+
+
+@functools.lru_cache(maxsize=4)
+def code_version(root: str = ROOT) -> str:
+    """A hash of the source under ``root`` that decides a run's scores (file names and contents)."""
+    paths = [os.path.join(root, f) for f in SOURCE_FILES]
+    for d in SOURCE_DIRS:
+        for folder, _, files in os.walk(os.path.join(root, d)):
+            paths += [os.path.join(folder, f) for f in files if f.endswith(".py")]
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def official_split(dataset: str, data_root: str, train_set: bool) -> Split:
+    """The official training or test set, read once per sweep."""
+    return load_split(dataset, data_root, train=train_set)
+
+
+def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str, knn_per_class: int,
+                     iw_samples: int = 0) -> dict:
+    """Validation BCE+KL / SSIM, KNN test accuracy (None for a conditional model, whose encoder
+    would need the test labels) and, with ``iw_samples``, the IWAE bound of one checkpoint."""
+    ckpt = load_checkpoint(best_ckpt)
+    saved = ckpt["args"]
+    device = select_device(device_name)
+    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
+    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True)
+    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False)
+    _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])  # the run's own fold
+    va_t = torch.from_numpy(va)
+    val = Split(full_train.x[va_t], full_train.y[va_t])
+    # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
+    ev = evaluate(model, val, device, window_size=5, batch_size=512)
+    out = {"val_bce_kl": ev["bce_kl"], "val_bce": ev["bce"], "val_kl": ev["kl"], "val_ssim": ev["ssim"],
+           "best_epoch": int(ckpt["epoch"]), "params": sum(p.numel() for p in model.parameters()),
+           "knn_acc": None}
+    if not model.conditional:
+        knn = sampled_test_accuracy(posterior_means(model, full_train, device), full_train.y.numpy(),
+                                    posterior_means(model, test, device), test.y.numpy(),
+                                    per_class=knn_per_class, ks=[KNN_K], draws=KNN_DRAWS, seed=seed)[KNN_K]
+        out["knn_acc"] = knn["mean"]
+    if iw_samples:
+        out["iwae_nll"] = iwae_evaluate(model, val, device, iw_samples, seed=seed, labels=model.conditional)
+        out["iw_samples"] = iw_samples
+    return out
+
+
+def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argparse.Namespace,
+               iw_samples: int = 0) -> dict:
+    """Train ``flags`` (a train.py command line) with ``seed`` and score its best checkpoint.
+
+    The scores are cached in ``--work_dir/{name}_s{seed}.json`` and reused while the full
+    command line, the scoring settings and :func:`code_version` are the same.
+    """
+    argv = [*flags, "--seed", str(seed), "--data_root", args.data_root, "--weights_dir", args.work_dir,
+            "--lognumber", f"{name}_s{seed}", "--tensorboard", "False", "--tensorboard_images", "False",
+            "--print-freq", str(10**6), "--device", args.device]
+    settings = {"argv": argv, "iw_samples": iw_samples, "knn_per_class": args.knn_per_class,
+                "data_root": os.path.abspath(args.data_root), "code": code_version()}
+    cache = os.path.join(args.work_dir, f"{name}_s{seed}.json")
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            done = json.load(f)
+        if done.get("settings") == settings:
+            print(f"[{sweep}] {name} seed {seed}: reusing {cache}")
+            return done
+    print(f"[{sweep}] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
+    summary = train.main(train.get_args_parser().parse_args(argv))
+    t0 = time.perf_counter()
+    scores = score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class, iw_samples)
+    result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
+              "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
+    write_json(cache, result)
+    return result
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value) and the values."""
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def cell(stat: dict | None, fmt: str) -> str:
+    """A table cell: ``mean ± std`` over several seeds, the value for one, n/a for none."""
+    if stat is None:
+        return "n/a"
+    return f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}" if len(stat["values"]) > 1 else f"{stat['mean']:{fmt}}"
+
+
+def add_sweep_args(p: argparse.ArgumentParser, name: str) -> None:
+    """The flags every training sweep shares (seeds, data, KNN protocol, device, outputs)."""
+    p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, each configuration runs once per seed")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--knn_per_class", type=positive_int, default=500,
+                   help="training points per class the KNN is fit on (2018 protocol: 500)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--work_dir", default=os.path.join(ROOT, "results", name),
+                   help="the runs' weights and per-run scores (reused when flags, settings and code match)")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", name),
+                   help="output path without extension (.md and .json are written)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` "42,1,2" -> [42, 1, 2]; a one-line VaeLabError otherwise."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise VaeLabError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise VaeLabError("--seeds is empty")
+    return seeds
+
+
+def command_line(script: str) -> str:
+    """How this sweep was started, for the report (the script's own flags)."""
+    cmd = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(script) else ""
+    return f"python3 benchmarks/{script} {cmd}".strip()

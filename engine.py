@@ -1,0 +1,259 @@
+"""The epoch loop: ``train_one_epoch`` and ``validate`` (each returns per-image averages),
+the step logger they share, and what is written at the end of an epoch.
+
+Data is a :class:`datasets.Split` on the training device; a minibatch is an index slice.
+Under torchrun (``world``) each process handles its rows of every minibatch, and the logged
+metrics are all-reduced (runtime/distributed.py).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import torch
+
+from datasets import Split, augment_batch
+from evaluation.metrics import batch_metrics, batches
+from evaluation.pictures import image_grids
+from losses import VAELoss, ssim
+from models import VAE
+from runtime import accelerators
+from runtime.distributed import World, is_main_process
+from runtime.nonfinite import grad_norm_and_clip, non_finite_message
+from runtime.optim import kl_warmup_scale
+from runtime.tensorboard import RunWriter, resume_purge_steps
+from utils import VaeLabError, ensure_writable_dir
+
+# train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
+# SSIM always covers every image.
+TRAIN_SSIM_IMAGES = 32
+# The per-epoch TensorBoard scalars: tag -> (which pass, metric).
+EPOCH_SCALARS = {"eph_tr_loss": ("train", "loss"), "eph_tr_ssim": ("train", "ssim"),
+                 "eph_val_loss": ("val", "loss"), "eph_val_ssim": ("val", "ssim"),
+                 "eph_tr_img_loss": ("train", "img_loss"), "eph_tr_kl_loss": ("train", "kl_loss"),
+                 "eph_val_img_loss": ("val", "img_loss"), "eph_val_kl_loss": ("val", "kl_loss")}
+
+
+class StepLogger:
+    """Buffers per-step metrics on the device and flushes them every ``print_freq`` steps.
+
+    One host sync per flush (not per step): TensorBoard scalars, the 2018 console line and
+    the non-finite check all read the same buffer, so a NaN is reported at its exact step.
+    The last flush of an epoch comes before its checkpoint, so a NaN never reaches a file.
+    """
+
+    NAMES = ("loss", "img_loss", "kl_loss", "ssim")
+
+    def __init__(self, prefix: str, writer: RunWriter | None, print_freq: int, n_batches: int, epoch: int,
+                 lr: float | None, bar=None, check_finite: bool = False, names: tuple[str, ...] = NAMES,
+                 reduce=None):
+        self.prefix, self.writer, self.print_freq = prefix, writer, print_freq
+        self.reduce = reduce  # (rows, sizes) -> global (rows, sizes) under torchrun
+        self.n_batches, self.epoch, self.lr, self.bar = n_batches, epoch, lr, bar
+        self.check_finite, self.names = check_finite, names
+        self.buf: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.first_step = 0
+        self.sums = dict.fromkeys(names, 0.0)
+        self.count = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, step: int, batch: int, size: int, terms: dict[str, torch.Tensor]) -> None:
+        if not self.buf:
+            self.first_step, self.first_batch = step, batch
+        self.buf.append(torch.stack([terms[n].detach().float() for n in self.names]))
+        self.sizes.append(size)
+        if (batch + 1) % self.print_freq == 0 or batch + 1 == self.n_batches:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        rows = torch.stack(self.buf)
+        if self.reduce is not None:
+            rows, self.sizes = self.reduce(rows, self.sizes)
+        rows = rows.tolist()
+        for k, (row, size) in enumerate(zip(rows, self.sizes)):
+            step = self.first_step + k
+            if self.check_finite and (msg := non_finite_message(dict(zip(self.names, row)), self.epoch, step)):
+                raise VaeLabError(msg)
+            for name, v in zip(self.names, row):
+                self.sums[name] += v * size
+            self.count += size
+            if self.writer is not None:
+                scalars = {f"{self.prefix}_{name}": v for name, v in zip(self.names, row)}
+                if self.lr is not None:
+                    scalars[f"{self.prefix}_lr"] = self.lr
+                self.writer.add_scalar_row(scalars, step)  # one event, not one per tag
+        last_batch = self.first_batch + len(rows) - 1
+        elapsed = time.perf_counter() - self.t0
+        if self.print_freq and self.prefix == "train":
+            cur = dict(zip(self.names, rows[-1]))
+            avg = self.averages()
+            line = (f"Epoch: [{self.epoch}][{last_batch + 1}/{self.n_batches}]\t"
+                    f"Time {elapsed / (last_batch + 1):.3f}/batch\t"
+                    f"Loss {cur['loss']:.4f} ({avg['loss']:.4f})\t"
+                    f"IMG {cur['img_loss']:.4f} ({avg['img_loss']:.4f})\t"
+                    f"KL {cur['kl_loss']:.4f} ({avg['kl_loss']:.4f})\t"
+                    f"SSIM {cur['ssim']:.4f} ({avg['ssim']:.4f})")
+            if self.bar is not None and not self.bar.disable:
+                self.bar.write(line)
+            else:
+                print(line)
+        if self.bar is not None:
+            self.bar.update(len(rows))
+        self.buf, self.sizes = [], []
+
+    def averages(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def _progress(n: int, desc: str):
+    from tqdm import tqdm  # imported here: only a training epoch shows a bar
+
+    # disable=None: a bar with ETA on a terminal, nothing in logs or CI (nor on torchrun's other ranks).
+    return tqdm(total=n, desc=desc, leave=False, disable=None if is_main_process() else True, unit="batch",
+                dynamic_ncols=True)
+
+
+def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.optim.Optimizer, data: Split,
+                    args: argparse.Namespace, epoch: int, generator: torch.Generator,
+                    writer: RunWriter | None = None, global_step: int = 0,
+                    world: World | None = None) -> dict[str, float]:
+    """One pass over a fresh permutation of ``data`` (a Split on the training device).
+
+    Returns per-image averages of loss, img_loss, kl_loss, ssim, grad_norm, kl_weight and
+    kl_penalty. ``model`` may be DDP-wrapped or compiled.
+    """
+    model.train()
+    n = len(data)
+    n_batches = math.ceil(n / args.batch_size)
+    perm = torch.randperm(n, generator=generator).to(data.x.device)
+    bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
+    world = world or World(device=data.x.device)
+    log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
+                     optimizer.param_groups[0]["lr"], bar, check_finite=True,
+                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty"), reduce=world.reduce_rows)
+    conditional = getattr(args, "conditional", False)
+    try:
+        for i in range(n_batches):
+            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+            rows = world.shard(len(idx))  # the whole minibatch in a single process
+            x = data.x[idx[rows]]
+            y = data.y[idx[rows]] if conditional else None
+            if args.do_augs:
+                x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
+            with accelerators.autocast(x.device, args.amp):
+                logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
+            if args.amp:
+                logits, mu, logvar = accelerators.float32(logits, mu, logvar)
+            loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
+            terms = loss_fn(logits, x, mu, logvar)
+            optimizer.zero_grad(set_to_none=True)
+            loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
+            loss.backward()
+            # under torchrun the gradients are all-reduced by now: every rank clips the same norm
+            terms["grad_norm"] = grad_norm_and_clip(model.parameters(), args.grad_clip)
+            optimizer.step()
+            with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
+                k = TRAIN_SSIM_IMAGES
+                terms["ssim"] = ssim(torch.sigmoid(logits[:k].detach()), x[:k], args.ssim_window_size).mean()
+            log.add(global_step + i, i, x.shape[0], terms)
+    finally:
+        bar.close()
+    return log.averages()
+
+
+@torch.no_grad()
+def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace, epoch: int,
+             writer: RunWriter | None = None, global_step: int = 0, world: World | None = None
+             ) -> dict[str, float]:
+    """Validation in eval mode (decoding the posterior mean); per-image averages.
+
+    ``loss`` is the weighted objective without running-mean rebalancing, KL warm-up or
+    free bits, so it is comparable across epochs and is what selects the best checkpoint.
+    """
+    model.eval()
+    n_batches = math.ceil(len(data) / args.batch_size)
+    world = world or World(device=data.x.device)
+    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, reduce=world.reduce_rows)
+    labels = getattr(args, "conditional", False)
+    for i, (x, y) in enumerate(batches(data, args.batch_size, data.x.device, labels, world.shard)):
+        m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim"), args.ssim_window_size, args.image_loss_type,
+                          getattr(args, "ssim_weight", 1.0))
+        terms = {"loss": loss_fn.objective(m["img_loss"], m["kl"]), "img_loss": m["img_loss"], "kl_loss": m["kl"],
+                 "ssim": m["ssim"]}
+        log.add(global_step + i, i, x.shape[0], terms)
+    return log.averages()
+
+
+def make_loss(args: argparse.Namespace, world: World) -> VAELoss:
+    """The training objective the flags describe (under torchrun its running means follow the
+    whole minibatch)."""
+    loss_fn = VAELoss(args.image_loss_type, args.img_loss_weight, args.kl_loss_weight, args.do_running_mean, 0.9,
+                      args.ssim_window_size, args.free_bits, args.ssim_weight)
+    if world.distributed:
+        loss_fn.sync = world.weighted_mean
+    return loss_fn
+
+
+def run_header(args: argparse.Namespace, model: VAE, device: torch.device, n_train: int, n_val: int,
+               start_epoch: int) -> str:
+    """The console line that opens a training run."""
+    return (f"{args.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
+            f"{model.latent_size}, {device}; {args.dataset_type}: {n_train} train / {n_val} val images; "
+            f"epochs {start_epoch + 1}-{args.epochs}")
+
+
+def run_footer(args: argparse.Namespace, seconds: float, best_loss: float, ckpt_path: str, best_path: str,
+               tensorboard: bool) -> str:
+    """The console lines that close a training run: where its checkpoints and logs are."""
+    lines = [f"done in {seconds:.1f} s; best val loss {best_loss:.2f}",
+             f"checkpoints: {ckpt_path} (last), {best_path} (best)"]
+    if tensorboard:
+        lines.append(f"TensorBoard: tensorboard --logdir {args.tb_dir} --port 6006")
+    return "\n".join(lines)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Prove the run's output folders are writable before any time is spent on data."""
+    ensure_writable_dir(args.weights_dir, "checkpoint")
+    if args.tensorboard or args.tensorboard_images:
+        ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
+
+
+def open_writer(args: argparse.Namespace, resumed: bool, start_epoch: int, global_step: int, val_batches: int
+                ) -> RunWriter | None:
+    """The run's TensorBoard writer (None when it logs nothing), its flags written as text.
+
+    On resume, TensorBoard hides what a killed run wrote after its last checkpoint.
+    """
+    if not (args.tensorboard or args.tensorboard_images):
+        return None
+    purge = resume_purge_steps(start_epoch, global_step, val_batches) if resumed else None
+    writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
+    writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
+    return writer
+
+
+def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[str, float],
+              va: dict[str, float], model: VAE, pictures: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """An epoch's TensorBoard scalars and image grids (``pictures``: images, labels, prior codes),
+    flushed to disk before the epoch's checkpoint is written."""
+    if args.tensorboard:
+        for tag, (split, name) in EPOCH_SCALARS.items():
+            writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
+    if args.tensorboard_images:
+        for tag, grid in image_grids(model, *pictures).items():
+            writer.add_image(tag, grid, epoch + 1)
+    writer.flush()
+
+
+def epoch_line(args: argparse.Namespace, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float,
+               seconds: float, is_best: bool) -> str:
+    """The console line that closes an epoch."""
+    return (f" * epoch {epoch + 1}/{args.epochs}  train loss {tr['loss']:.2f} ssim {tr['ssim']:.4f} | "
+            f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
+            f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")

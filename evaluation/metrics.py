@@ -1,0 +1,76 @@
+"""The one evaluation pass: batches of a split, the metrics of a batch, and what callers sum.
+
+``validate`` (each epoch), ``evaluate`` (``--evaluate``), the IWAE bound, the posterior means
+and the benchmarks all walk a split with :func:`batches` and measure a batch with
+:func:`batch_metrics`, so every number the project reports about a split is computed one way.
+Metrics decode the posterior mean (the model is put in eval mode by the caller) and are per
+image: summed over pixels or latent dimensions, averaged over the batch.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from datasets import Split
+from losses import bce_loss, kl_divergence, mse_loss, reconstruction_loss, ssim
+from models import VAE
+
+# What --evaluate reports per split (plus bce_kl = bce + kl, and n).
+EVAL_METRICS = ("bce", "mse", "kl", "ssim")
+
+
+def batches(data: Split, batch_size: int, device: torch.device, labels: bool = False,
+            rows: Callable[[int], slice] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(x, y)`` of each minibatch of ``data`` in order, on ``device``; ``y`` only with ``labels``.
+
+    ``rows(n)``: the part of an n-image minibatch to keep (a torchrun rank's shard).
+    """
+    for start in range(0, len(data), batch_size):
+        x = data.x[start:start + batch_size]
+        keep = rows(x.shape[0]) if rows is not None else slice(None)
+        y = data.y[start:start + batch_size][keep] if labels else None
+        x = x[keep].to(device)
+        yield x, (y.to(device) if y is not None else None)
+
+
+def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Sequence[str],
+                  window_size: int = 5, image_loss_type: str = "bce", ssim_weight: float = 1.0
+                  ) -> dict[str, torch.Tensor]:
+    """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
+
+    ``names`` from: bce, mse, kl, ssim (window ``window_size``), img_loss (the training
+    reconstruction term ``image_loss_type``).
+    """
+    logits, mu, logvar = model(x, y=y)
+    measure: dict[str, Callable[[], torch.Tensor]] = {
+        "bce": lambda: bce_loss(logits, x),
+        "mse": lambda: mse_loss(logits, x),
+        "kl": lambda: kl_divergence(mu, logvar),
+        "ssim": lambda: ssim(torch.sigmoid(logits), x, window_size).mean(),
+        "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight),
+    }
+    return {name: measure[name]() for name in names}
+
+
+@torch.no_grad()
+def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5, batch_size: int = 1000
+             ) -> dict[str, float]:
+    """Per-image BCE, MSE, KL, BCE+KL and SSIM of ``data``, decoding the posterior mean."""
+    model.eval()
+    sums = dict.fromkeys(EVAL_METRICS, 0.0)
+    for x, y in batches(data, batch_size, device, model.conditional):
+        for name, value in batch_metrics(model, x, y, EVAL_METRICS, window_size).items():
+            sums[name] += value.item() * x.shape[0]
+    out = {k: v / len(data) for k, v in sums.items()}
+    return {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
+            "ssim": out["ssim"], "n": len(data)}
+
+
+@torch.no_grad()
+def posterior_means(model: VAE, data: Split, device: torch.device, batch_size: int = 2000) -> np.ndarray:
+    """The encoder's mu for every image of ``data``, shape (N, z) (a CVAE's given the true class)."""
+    model.eval()
+    out = [model.posterior(x, y)[0].cpu() for x, y in batches(data, batch_size, device, model.conditional)]
+    return torch.cat(out).numpy()

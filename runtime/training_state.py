@@ -1,0 +1,102 @@
+"""What a checkpoint holds of a training run, and putting a run back where a checkpoint left it.
+
+The state is a plain dict (see runtime/checkpoints.py): the 2018 keys ``epoch``,
+``optimizer``, ``state_dict``, ``best_loss``, plus ``args``, ``scheduler``, ``rng_state``,
+``loss_state``, ``model_config``, ``history`` and ``global_step``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+import torch
+
+from losses import VAELoss
+from models import VAE, ModelConfig
+from runtime.checkpoints import copy_checkpoint, is_legacy, load_checkpoint, save_checkpoint
+from runtime.optim import start_schedule_at
+from utils import VaeLabError, get_rng_state, set_rng_state
+
+
+def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, loss_fn: VAELoss,
+                     args: argparse.Namespace, epoch: int, best_loss: float, history: list, global_step: int,
+                     generator: torch.Generator, cfg: ModelConfig) -> dict:
+    """Everything needed to continue the run after ``epoch`` (1-based: epochs done)."""
+    return {
+        "epoch": epoch,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "best_loss": best_loss,
+        "args": dict(vars(args)),
+        "scheduler": scheduler.state_dict(),
+        "rng_state": get_rng_state(generator),
+        "loss_state": loss_fn.state_dict(),
+        "model_config": cfg.to_dict(),
+        "history": history,
+        "global_step": global_step,
+    }
+
+
+def checkpoint_paths(weights_dir: str, lognumber: str) -> tuple[str, str]:
+    """A run's last and best checkpoint files (the 2018 names)."""
+    return (os.path.join(weights_dir, f"{lognumber}_checkpoint.pth.tar"),
+            os.path.join(weights_dir, f"{lognumber}_best.pth.tar"))
+
+
+def save_epoch(state: dict, ckpt_path: str, best_path: str, is_best: bool) -> None:
+    """Write the epoch's checkpoint, then copy it to the best file if it is a new best."""
+    save_checkpoint(state, ckpt_path)
+    if is_best:
+        copy_checkpoint(ckpt_path, best_path)
+
+
+def restore_training_state(ckpt: dict, args: argparse.Namespace, optimizer: torch.optim.Optimizer, scheduler,
+                           loss_fn: VAELoss, generator: torch.Generator, n_batches: int,
+                           measure_val_loss: Callable[[int], float]) -> tuple[int, float, list, int]:
+    """Load optimizer, scheduler, RNG and loss state from ``ckpt`` (ours or 2018's); the
+    model's weights are loaded already.
+
+    ``measure_val_loss(epoch)`` re-measures the best validation loss of a 2018 checkpoint,
+    whose ``best_loss`` was a sum over batches. Returns (start epoch, best validation loss,
+    history, global step).
+    """
+    start_epoch = int(ckpt["epoch"])
+    if start_epoch >= args.epochs:
+        raise VaeLabError(f"{args.resume!r} is already at epoch {start_epoch}; "
+                          f"pass --epochs above {start_epoch} to train further")
+    saved_opt = (ckpt.get("args") or {}).get("optimizer", "adam")
+    if saved_opt == args.optimizer:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise VaeLabError(f"the optimizer state in {args.resume!r} does not fit this model ({e})") from None
+    else:
+        print(f"note: checkpoint used --optimizer {saved_opt}, now {args.optimizer}: optimizer state starts fresh")
+    history: list = []
+    if is_legacy(ckpt):
+        best_loss = measure_val_loss(start_epoch)
+        global_step = start_epoch * n_batches
+    else:
+        best_loss = float(ckpt["best_loss"])
+        history = list(ckpt.get("history", []))
+        global_step = int(ckpt.get("global_step", start_epoch * n_batches))
+        if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR) and "milestones" in ckpt["scheduler"]:
+            scheduler.load_state_dict(ckpt["scheduler"])  # overridden below; loaded for its other fields
+        if "rng_state" in ckpt:
+            set_rng_state(ckpt["rng_state"], generator)
+        loss_fn.load_state_dict(ckpt.get("loss_state", {}))
+    start_schedule_at(optimizer, scheduler, args, start_epoch)  # the flags' schedule governs from here on
+    print(f"=> resumed {args.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
+    return start_epoch, best_loss, history, global_step
+
+
+def interrupted_message(ckpt_path: str, epoch: int) -> str:
+    """What Ctrl-C during ``epoch`` (0-based) left: the file is read, since the interrupt may
+    have come in the middle of saving the epoch just trained."""
+    try:
+        where = (f"{ckpt_path} holds epoch {load_checkpoint(ckpt_path)['epoch']}; "
+                 f"continue with --resume {ckpt_path}")
+    except VaeLabError:
+        where = "no epoch finished, nothing was saved"
+    return f"\ninterrupted during epoch {epoch + 1}: {where}"
