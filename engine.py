@@ -13,6 +13,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 
 from datasets import Split, augment_batch
 from evaluation.metrics import batch_metrics, batches
@@ -111,8 +112,6 @@ class StepLogger:
 
 
 def _progress(n: int, desc: str):
-    from tqdm import tqdm  # imported here: only a training epoch shows a bar
-
     # disable=None: a bar with ETA on a terminal, nothing in logs or CI (nor on torchrun's other ranks).
     return tqdm(total=n, desc=desc, leave=False, disable=None if is_main_process() else True, unit="batch",
                 dynamic_ncols=True)

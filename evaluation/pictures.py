@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
 
 from datasets import Split
 from evaluation.metrics import posterior_means
@@ -41,6 +40,8 @@ def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
       means of pairs of ``x`` (a CVAE's row keeps the class of its first image).
     ``y``: the labels of ``x`` (used by a conditional model only).
     """
+    from torchvision.utils import make_grid  # here: importing torchvision takes seconds, --help needs none
+
     model.eval()
     cond = y if model.conditional else None
     logits, _, _ = model(x, y=cond)
@@ -67,6 +68,8 @@ def fixed_codes(seed: int, latent_size: int, device: torch.device, n: int = 64) 
 
 
 def _save_png(grid: torch.Tensor, path: str) -> None:
+    from torchvision.utils import save_image  # here: importing torchvision takes seconds, --help needs none
+
     buf = io.BytesIO()
     save_image(grid, buf, format="png")
     atomic_write(path, lambda f: f.write(buf.getvalue()))

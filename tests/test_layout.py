@@ -1,0 +1,76 @@
+"""The house rules that keep the tree walkable: imports point down, no cycles, a short CLI."""
+import ast
+import glob
+import os
+
+from helpers import ROOT
+
+# Lower layers never import higher ones; a module may import its own layer or below.
+LAYERS = [
+    {"utils"},
+    {"models", "losses"},
+    {"datasets"},
+    {"runtime"},
+    {"evaluation"},
+    {"engine"},
+    {"train", "compare_embeddings"},
+]
+
+
+def product_modules() -> dict[str, str]:
+    """Dotted module name -> path, for the product's code (not tests, benchmarks, notebooks)."""
+    out = {}
+    for path in glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "*", "*.py")):
+        rel = os.path.relpath(path, ROOT)
+        if rel.split(os.sep)[0] in ("tests", "benchmarks", "notebooks", "docs"):
+            continue
+        name = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        out[name] = path
+    return out
+
+
+def imports_of(path: str, modules: dict[str, str]) -> set[str]:
+    """The product modules a file imports (at any depth of the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[0]
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def test_imports_point_down_and_have_no_cycles():
+    modules = product_modules()
+    graph = {m: imports_of(p, modules) - {m} for m, p in modules.items()}
+    upward = [(m, d) for m, deps in graph.items() for d in deps if layer(d) > layer(m)]
+    assert not upward, f"upward imports: {upward}"
+
+    def visit(m, stack):
+        assert m not in stack, f"import cycle: {' -> '.join(stack + [m])}"
+        for d in graph[m]:
+            if not d.startswith(m + "."):  # a package importing its own modules is not a cycle
+                visit(d, stack + [m])
+
+    for m in graph:
+        visit(m, [])
+
+
+def test_models_import_nothing_but_torch_and_each_other():
+    modules = product_modules()
+    for m, path in modules.items():
+        if m.startswith("models"):
+            assert {d.split(".")[0] for d in imports_of(path, modules)} <= {"models"}, m
+
+
+def test_the_top_level_keeps_the_products_shape():
+    top = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*.py")))
+    assert set(top) - {"train.py", "datasets.py", "utils.py", "compare_embeddings.py"} == {"engine.py"}, top
+    assert sum(1 for _ in open(os.path.join(ROOT, "train.py"))) <= 300
