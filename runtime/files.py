@@ -63,6 +63,16 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes its file private (0600); the renamed file gets what open() would have given it.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a binary temp file beside ``path``, fsync, then rename over ``path``.
 
@@ -72,6 +82,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
     _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, os.getpid()), suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
