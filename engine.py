@@ -16,8 +16,9 @@ import torch
 from tqdm import tqdm
 
 from datasets import Split, augment_batch
-from evaluation.metrics import batch_metrics, batches
-from evaluation.pictures import image_grids
+from evaluation.metrics import batch_metrics, batches, posterior_means
+from evaluation.pictures import fixed_codes, image_grids
+from evaluation.samplers import GaussianMixtureSampler, check_components
 from losses import VAELoss, ssim
 from models import VAE
 from runtime import accelerators
@@ -30,6 +31,8 @@ from utils import VaeLabError, ensure_writable_dir
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
 # SSIM always covers every image.
 TRAIN_SSIM_IMAGES = 32
+# --sampler gmm in TensorBoard: the mixture of each epoch is fitted on this many training images.
+GMM_FIT_IMAGES = 10_000
 # The per-epoch TensorBoard scalars: tag -> (which pass, metric).
 EPOCH_SCALARS = {"eph_tr_loss": ("train", "loss"), "eph_tr_ssim": ("train", "ssim"),
                  "eph_val_loss": ("val", "loss"), "eph_val_ssim": ("val", "ssim"),
@@ -223,14 +226,16 @@ def check_outputs(args: argparse.Namespace) -> None:
         ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
 
 
-def open_writer(args: argparse.Namespace, resumed: bool, start_epoch: int, global_step: int, val_batches: int
-                ) -> RunWriter | None:
+def open_writer(args: argparse.Namespace, resumed: bool, start_epoch: int, global_step: int, val_batches: int,
+                n_train: int) -> RunWriter | None:
     """The run's TensorBoard writer (None when it logs nothing), its flags written as text.
 
     On resume, TensorBoard hides what a killed run wrote after its last checkpoint.
     """
     if not (args.tensorboard or args.tensorboard_images):
         return None
+    if args.tensorboard_images and args.sampler == "gmm":
+        check_components(args.gmm_components, n_train)  # before an epoch is spent
     purge = resume_purge_steps(start_epoch, global_step, val_batches) if resumed else None
     writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
     writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
@@ -238,14 +243,23 @@ def open_writer(args: argparse.Namespace, resumed: bool, start_epoch: int, globa
 
 
 def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[str, float],
-              va: dict[str, float], model: VAE, pictures: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-    """An epoch's TensorBoard scalars and image grids (``pictures``: images, labels, prior codes),
+              va: dict[str, float], model: VAE, pictures: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+              train_set: Split) -> None:
+    """An epoch's TensorBoard scalars and image grids (``pictures``: images, labels, prior codes;
+    with --sampler gmm also samples of a mixture fitted on ``train_set``'s posterior means),
     flushed to disk before the epoch's checkpoint is written."""
     if args.tensorboard:
         for tag, (split, name) in EPOCH_SCALARS.items():
             writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
     if args.tensorboard_images:
-        for tag, grid in image_grids(model, *pictures).items():
+        z_gmm = None
+        if args.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
+            keep = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[:GMM_FIT_IMAGES]
+            codes = posterior_means(model, Split(train_set.x[keep.to(train_set.x.device)], train_set.y[keep]),
+                                    train_set.x.device)
+            gmm = GaussianMixtureSampler.fit(codes, args.gmm_components, args.seed)
+            z_gmm = fixed_codes(args.seed, model.latent_size, train_set.x.device, gmm=gmm)
+        for tag, grid in image_grids(model, *pictures, z_gmm=z_gmm).items():
             writer.add_image(tag, grid, epoch + 1)
     writer.flush()
 

@@ -15,7 +15,7 @@ import torch
 from datasets import ensure_raw_files, pixel_mean_std, train_val_split
 from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer, run_footer, run_header,
                     train_one_epoch, validate)
-from evaluation.modes import run_eval_modes
+from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
 from evaluation.pictures import fixed_codes
 from losses import IMAGE_LOSSES
 from models import MODELS, ModelConfig, build_model
@@ -29,8 +29,6 @@ from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, PresetParser, VaeLabErr
                    non_negative_int, positive_float, positive_int, run_cli, seed_everything, select_device, str2bool)
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
-# --iw_samples: at most this many importance samples per image (cost grows linearly).
-MAX_IW_SAMPLES = 100_000
 
 # Named configurations for --preset: they replace the defaults of these flags (flags given
 # on the command line still win). "best" is the best configuration of benchmarks/quality.md.
@@ -139,19 +137,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("checkpoints and modes")
     g.add_argument("--resume", default="", metavar="PATH",
                    help="checkpoint to continue from (ours or the 2018 one); training goes on at its next epoch")
-    g.add_argument("--evaluate", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --resume: BCE, MSE, KL, BCE+KL, SSIM per image on validation and test; "
-                        "writes weights/{lognumber}_eval.json")
-    g.add_argument("--iw_samples", type=int_in(0, MAX_IW_SAMPLES), default=0, metavar="K",
-                   help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K "
-                        "samples of z per image, an upper bound on -log p(x) in nats per image that tightens "
-                        "as K grows (K=1 is the sampled ELBO, not the BCE+KL of the posterior mean); written "
-                        "as iwae_nll. Costs K decoder passes per image; 0 turns it off")
-    g.add_argument("--predict", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --resume: reconstructions, samples, interpolations and posterior means "
-                        "in results/{lognumber}/")
-    g.add_argument("--predict_train", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --predict: also write the training set's posterior means")
+    add_mode_args(g)
 
     g = p.add_argument_group("device")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
@@ -186,12 +172,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.kl_warmup_epochs and args.do_running_mean:
         raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
                           "use one of them")
-    if (args.evaluate or args.predict) and not args.resume:
-        raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
-    if args.iw_samples and not args.evaluate:
-        raise VaeLabError("--iw_samples needs --evaluate (and --resume PATH)")
-    if args.predict_train and not args.predict:
-        raise VaeLabError("--predict_train needs --predict True")
+    check_mode_args(args)
     if not args.lognumber or os.sep in args.lognumber or args.lognumber in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {args.lognumber!r}")
 
@@ -254,7 +235,8 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
     if args.compile:
         net, train_loss_fn = accelerators.compile_for_training(net, loss_fn)
 
-    writer = open_writer(args, ckpt is not None, start_epoch, global_step, val_batches) if world.is_main else None
+    writer = (open_writer(args, ckpt is not None, start_epoch, global_step, val_batches, len(train_set))
+              if world.is_main else None)
     scalar_writer = writer if args.tensorboard else None
     pictures = (val_set.x[:16], val_set.y[:16].to(device), fixed_codes(args.seed, cfg.latent_space_size, device))
     ckpt_path, best_path = checkpoint_paths(args.weights_dir, args.lognumber)
@@ -277,7 +259,7 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
             history.append({"epoch": epoch + 1, "lr": lr, "seconds": seconds,
                             **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()}})
             if writer is not None:
-                log_epoch(writer, args, epoch, tr, va, model, pictures)
+                log_epoch(writer, args, epoch, tr, va, model, pictures, train_set)
             if world.is_main:
                 save_epoch(checkpoint_state(model, optimizer, scheduler, loss_fn, args, epoch + 1, best_loss,
                                             history, global_step, generator, cfg), ckpt_path, best_path, is_best)

@@ -1,11 +1,14 @@
-"""The README's pictures: reconstructions, prior samples and interpolations of a trained VAE,
-upscaled (nearest neighbour) so that a 28-pixel image can be seen on a page.
+"""The README's pictures: what the best model draws, upscaled so that a 28-pixel image can be
+seen on a page, and the latent-space pictures of ``--predict``.
 
-The grids are those of ``train.py --predict`` (evaluation.pictures.image_grids: the first 16
-validation images of the run's fold, 64 prior codes drawn with the run's seed).
+From the best checkpoint (``--checkpoint``): reconstructions, prior samples, samples of the
+GMM sampler beside them, interpolations (the grids of ``train.py --predict``, the first 16
+validation images of the run's fold, codes drawn with the run's seed), latent traversals; and
+the latent map of a model with a 2-d code (``--map_checkpoint``).
 
-    python3 benchmarks/readme_pictures.py --train     # train --preset best first (~10 CPU minutes)
-    python3 benchmarks/readme_pictures.py --checkpoint weights/fmnist_resconv_l10_best_best.pth.tar
+    python3 benchmarks/readme_pictures.py --train     # first train both models (~10 CPU minutes)
+    python3 benchmarks/readme_pictures.py --checkpoint weights/fmnist_resconv_l10_best_best.pth.tar \\
+        --map_checkpoint weights/fmnist_fc_conv_l2_best.pth.tar
 """
 from __future__ import annotations
 
@@ -23,49 +26,77 @@ import torch.nn.functional as F  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
 import train  # noqa: E402
-from datasets import train_val_split  # noqa: E402
-from evaluation.pictures import FILE_NAMES, fixed_codes, image_grids  # noqa: E402
+from datasets import CLASS_NAMES, train_val_split  # noqa: E402
+from evaluation.latent_pictures import write_latent_map, write_traversals  # noqa: E402
+from evaluation.metrics import posterior_means  # noqa: E402
+from evaluation.pictures import fixed_codes, image_grids  # noqa: E402
+from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
 from runtime.files import atomic_write  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
 
 DEFAULT_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_resconv_l10_best_best.pth.tar")
+DEFAULT_MAP_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_fc_conv_l2_best.pth.tar")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="readme_pictures.py", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the trained VAE (ours, not a 2018 one)")
-    p.add_argument("--train", action="store_true", help="first train `train.py --preset best` into weights/")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the best model (a checkpoint of ours)")
+    p.add_argument("--map_checkpoint", default=DEFAULT_MAP_CHECKPOINT, help="a model with a 2-d latent code")
+    p.add_argument("--train", action="store_true",
+                   help="first train `train.py --preset best` and `train.py --latent_space_size 2` into weights/")
     p.add_argument("--data_root", default="data")
-    p.add_argument("--scale", type=positive_int, default=3, help="upscaling factor (nearest neighbour)")
+    p.add_argument("--gmm_components", type=positive_int, default=10)
+    p.add_argument("--scale", type=positive_int, default=3, help="upscaling factor of the grids (nearest neighbour)")
     p.add_argument("--prefix", default="best", help="file names: {prefix}_{reconstructions,samples,...}.png")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "img"), help="output folder")
     return p
 
 
+def _load(path: str, data_root: str, device: torch.device):
+    ckpt = load_checkpoint(path)
+    run = ckpt["args"]
+    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path).to(device)
+    train_set, val = train_val_split(run["dataset_type"], data_root, run["fold"], run["num_folds"], run["seed"])
+    return model, run, train_set, val
+
+
+def _save_upscaled(grid: torch.Tensor, path: str, scale: int) -> None:
+    big = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    buf = io.BytesIO()
+    save_image(big, buf, format="png")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    print(f"wrote {path} ({big.shape[2]}x{big.shape[1]})")
+
+
 def main(args: argparse.Namespace) -> dict[str, str]:
     if args.train:
-        summary = train.main(train.get_args_parser().parse_args(
-            ["--preset", "best", "--data_root", args.data_root, "--tensorboard_images", "False"]))
-        args.checkpoint = summary["best"]
-    ckpt = load_checkpoint(args.checkpoint)
-    run = ckpt["args"]
+        common = ["--data_root", args.data_root, "--tensorboard_images", "False"]
+        args.checkpoint = train.main(train.get_args_parser().parse_args(["--preset", "best", *common]))["best"]
+        args.map_checkpoint = train.main(train.get_args_parser().parse_args(
+            ["--latent_space_size", "2", "--lognumber", "fmnist_fc_conv_l2", *common]))["best"]
     device = select_device("auto")
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), args.checkpoint).to(device)
-    _, val = train_val_split(run["dataset_type"], args.data_root, run["fold"], run["num_folds"], run["seed"])
+    model, run, train_set, val = _load(args.checkpoint, args.data_root, device)
+    gmm = GaussianMixtureSampler.fit(posterior_means(model, train_set, device), args.gmm_components, run["seed"])
     grids = image_grids(model, val.x[:16].to(device), val.y[:16].to(device),
-                        fixed_codes(run["seed"], model.latent_size, device), interpolations=True)
+                        fixed_codes(run["seed"], model.latent_size, device), interpolations=True,
+                        z_gmm=fixed_codes(run["seed"], model.latent_size, device, gmm=gmm))
     os.makedirs(args.out, exist_ok=True)
-    paths = {}
-    for tag, grid in grids.items():
-        big = F.interpolate(grid[None], scale_factor=args.scale, mode="nearest")[0]
-        buf = io.BytesIO()
-        save_image(big, buf, format="png")
-        paths[tag] = os.path.join(args.out, f"{args.prefix}_{FILE_NAMES[tag]}.png")
-        atomic_write(paths[tag], lambda f: f.write(buf.getvalue()))
-        print(f"wrote {paths[tag]} ({big.shape[2]}x{big.shape[1]})")
+    paths = {name: os.path.join(args.out, f"{args.prefix}_{name}.png") for name in
+             ("reconstructions", "samples_prior_vs_gmm", "interpolations", "traversals", "latent_map_2d")}
+    _save_upscaled(grids["panno"], paths["reconstructions"], args.scale)
+    _save_upscaled(grids["interpolations"], paths["interpolations"], args.scale)
+    gap = torch.ones(3, grids["samples"].shape[1], 16)  # a white strip between the two grids
+    _save_upscaled(torch.cat([grids["samples"], gap, grids["samples_gmm"]], dim=2), paths["samples_prior_vs_gmm"],
+                   args.scale)
+    write_traversals(model, val, device, paths["traversals"])
+    print(f"wrote {paths['traversals']}")
+    map_model, map_run, _, map_val = _load(args.map_checkpoint, args.data_root, device)
+    write_latent_map(map_model, map_val, device, paths["latent_map_2d"], CLASS_NAMES[map_run["dataset_type"]],
+                     map_run["seed"])
+    print(f"wrote {paths['latent_map_2d']}")
     return paths
 
 

@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the benchmarks import the project's modules
@@ -93,8 +94,11 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
 
 
 def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argparse.Namespace,
-               iw_samples: int = 0) -> dict:
-    """Train ``flags`` (a train.py command line) with ``seed`` and score its best checkpoint.
+               iw_samples: int = 0, score: Callable[[str, int], dict] | None = None,
+               score_settings: dict | None = None) -> dict:
+    """Train ``flags`` (a train.py command line) with ``seed`` and score its best checkpoint:
+    by :func:`score_checkpoint`, or by ``score(best checkpoint, seed)`` when given (whose
+    settings ``score_settings`` then go into the cache key).
 
     The scores are cached in ``--work_dir/{name}_s{seed}.json`` and reused while the full
     command line, the scoring settings and :func:`code_version` are the same.
@@ -102,8 +106,9 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
     argv = [*flags, "--seed", str(seed), "--data_root", args.data_root, "--weights_dir", args.work_dir,
             "--lognumber", f"{name}_s{seed}", "--tensorboard", "False", "--tensorboard_images", "False",
             "--print-freq", str(10**6), "--device", args.device]
-    settings = {"argv": argv, "iw_samples": iw_samples, "knn_per_class": args.knn_per_class,
-                "data_root": os.path.abspath(args.data_root), "code": code_version()}
+    settings = {"argv": argv, "data_root": os.path.abspath(args.data_root), "code": code_version(),
+                **(score_settings if score is not None else {"iw_samples": iw_samples,
+                                                             "knn_per_class": args.knn_per_class})}
     cache = os.path.join(args.work_dir, f"{name}_s{seed}.json")
     if os.path.isfile(cache):
         with open(cache) as f:
@@ -114,7 +119,8 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
     print(f"[{sweep}] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
     summary = train.main(train.get_args_parser().parse_args(argv))
     t0 = time.perf_counter()
-    scores = score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class, iw_samples)
+    scores = (score(summary["best"], seed) if score is not None else
+              score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class, iw_samples))
     result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
               "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
     write_json(cache, result)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.files import atomic_write, write_json, write_text
+from runtime.files import write_figure, write_json, write_text
 
 LABELS = {"pca": "PCA", "umap": "UMAP", "vae": "VAE", "vae+umap": "VAE + UMAP", "pixels": "raw pixels"}
 
@@ -83,12 +83,6 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(fig, path: str, dpi: int) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format="png")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
 def plot_knn_accuracy(results: dict, path: str) -> None:
     """CV accuracy against k: one panel per samples-per-class, one line per method."""
     from matplotlib.figure import Figure  # here: ~1 s, only the figures need it
@@ -112,7 +106,7 @@ def plot_knn_accuracy(results: dict, path: str) -> None:
     axes[0].set_ylabel(f"{p['cv_folds']}-fold CV accuracy")
     axes[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"KNN accuracy of {p['n_components']}-d embeddings, {p['dataset_name']}")
-    _save_figure(fig, path, dpi=90)
+    write_figure(fig, path, dpi=90)
 
 
 def plot_embeddings_2d(views: dict[str, np.ndarray], y: np.ndarray, class_names: Sequence[str],
@@ -131,7 +125,7 @@ def plot_embeddings_2d(views: dict[str, np.ndarray], y: np.ndarray, class_names:
     handles = [Line2D([], [], ls="", marker="o", color=f"C{i}", label=n) for i, n in enumerate(class_names)]
     fig.legend(handles=handles, loc="outside right center", fontsize=8, markerscale=1.2)
     fig.suptitle(title)
-    _save_figure(fig, path, dpi=80)
+    write_figure(fig, path, dpi=80)
 
 
 def write_all(results: dict, out_dir: str) -> dict[str, str]:

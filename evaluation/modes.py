@@ -1,4 +1,5 @@
-"""train.py's ``--evaluate`` (a table and the eval JSON) and ``--predict`` (pictures and posterior means)."""
+"""train.py's ``--evaluate`` (a table and the eval JSON) and ``--predict`` (pictures and
+posterior means): their flags, their checks, and running them on a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -7,24 +8,124 @@ import time
 
 import torch
 
-from datasets import load_split, train_val_split
+from datasets import CLASS_NAMES, Split, load_split, train_val_split
 from evaluation.likelihood import iwae_evaluate
-from evaluation.metrics import evaluate
+from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
+from evaluation.samplers import SAMPLERS, GaussianMixtureSampler, fitted_mixture, model_fingerprint
+from evaluation.sample_quality import (COMPARABILITY, Classifier, classifier_accuracy, feature_stats,
+                                       frechet_distance, load_or_train_classifier)
 from models import VAE
 from runtime.files import write_json
-from utils import VaeLabError, ensure_writable_dir
+from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bool
+
+# --iw_samples: at most this many importance samples per image (cost grows linearly).
+MAX_IW_SAMPLES = 100_000
+MAX_FID_SAMPLES = 1_000_000
+SCORE_COLUMNS = (("fid_prior", "FID prior", ".2f"), ("fid_gmm", "FID GMM", ".2f"),
+                 ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
+
+
+def add_mode_args(g: argparse._ArgumentGroup) -> None:
+    """train.py's flags of --evaluate and --predict (and the samplers they share with TensorBoard)."""
+    g.add_argument("--evaluate", type=str2bool, nargs="?", const=True, default=False,
+                   help="with --resume: BCE, MSE, KL, BCE+KL, SSIM per image on validation and test; "
+                        "writes weights/{lognumber}_eval.json")
+    g.add_argument("--iw_samples", type=int_in(0, MAX_IW_SAMPLES), default=0, metavar="K",
+                   help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K "
+                        "samples of z per image, an upper bound on -log p(x) in nats per image that tightens "
+                        "as K grows (K=1 is the sampled ELBO, not the BCE+KL of the posterior mean); written "
+                        "as iwae_nll. Costs K decoder passes per image; 0 turns it off")
+    g.add_argument("--fid", type=int_in(0, MAX_FID_SAMPLES), default=0, metavar="N",
+                   help="with --evaluate: the Frechet distance between features of N generated images and of "
+                        "each split's images, in the penultimate layer of a small classifier trained once on "
+                        "this dataset's training images (cached as weights/{dataset_type}_fid_classifier.pth.tar), "
+                        "for N prior samples, N GMM samples and N reconstructions (lower is better); a CVAE "
+                        "also gets the classifier's accuracy on its class-conditional samples. The scores are "
+                        + COMPARABILITY + ". 0 turns it off")
+    g.add_argument("--predict", type=str2bool, nargs="?", const=True, default=False,
+                   help="with --resume: reconstructions, samples, interpolations, latent traversals, the latent "
+                        "map and posterior means in results/{lognumber}/")
+    g.add_argument("--predict_train", type=str2bool, nargs="?", const=True, default=False,
+                   help="with --predict: also write the training set's posterior means")
+    g.add_argument("--sampler", choices=SAMPLERS, default="prior",
+                   help="where --predict's and TensorBoard's samples come from besides the prior: gmm adds "
+                        "samples from a Gaussian mixture fitted after training on the training images' posterior "
+                        "means (ex-post density estimation, Ghosh et al. 2020), saved beside the checkpoint as "
+                        "*_gmm.pth.tar (--predict: samples_gmm.png; TensorBoard: samples_gmm, refitted each "
+                        "epoch on 10,000 training images). --fid always scores both")
+    g.add_argument("--gmm_components", type=positive_int, default=10,
+                   help="components of the GMM sampler (full covariance, seeded by --seed)")
+
+
+def check_mode_args(args: argparse.Namespace) -> None:
+    """The modes' cross-flag checks; raises VaeLabError."""
+    if (args.evaluate or args.predict) and not args.resume:
+        raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
+    for flag, value in (("--iw_samples", args.iw_samples), ("--fid", args.fid)):
+        if value and not args.evaluate:
+            raise VaeLabError(f"{flag} needs --evaluate (and --resume PATH)")
+    if args.predict_train and not args.predict:
+        raise VaeLabError("--predict_train needs --predict True")
 
 
 def print_eval_table(results: dict[str, dict]) -> None:
-    """One row per split; an IWAE column when --iw_samples computed it."""
+    """One row per split; IWAE and sample-score columns when they were computed."""
     iw = [r["iw_samples"] for r in results.values() if "iwae_nll" in r]
-    head = f" {f'IWAE K={iw[0]}':>12}" if iw else ""
+    extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())]
+    head = (f" {f'IWAE K={iw[0]}':>12}" if iw else "") + "".join(f" {name:>10}" for _, name, _ in extra)
     print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
     for split, r in results.items():
-        cell = f" {r['iwae_nll']:>12.2f}" if "iwae_nll" in r else ""
+        cells = (f" {r['iwae_nll']:>12.2f}" if "iwae_nll" in r else "") + "".join(
+            f" {r[key]:>10{fmt}}" if key in r else f" {'':>10}" for key, _, fmt in extra)
         print(f"{split:<6} {r['n']:>7d} {r['bce']:>9.2f} {r['mse']:>8.2f} {r['kl']:>8.2f} "
-              f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}{cell}")
+              f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}{cells}")
+
+
+@torch.no_grad()
+def _decode(model: VAE, z: torch.Tensor, y: torch.Tensor | None, device: torch.device,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Images (on the CPU) decoded from codes ``z`` (and classes ``y`` for a CVAE), in batches."""
+    model.eval()
+    return torch.cat([model.decode(z[i:i + batch_size].to(device),
+                                   y[i:i + batch_size].to(device) if y is not None else None).cpu()
+                      for i in range(0, len(z), batch_size)])
+
+
+@torch.no_grad()
+def _reconstruct(model: VAE, data: Split, device: torch.device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([torch.sigmoid(model(x, y=y)[0]).cpu() for x, y in batches(data, 1000, device, model.conditional)])
+
+
+def sample_scores(model: VAE, gmm: GaussianMixtureSampler, splits: dict[str, Split], n: int, seed: int,
+                  classifier: Classifier, device: torch.device) -> dict[str, dict]:
+    """Per split: the Frechet distance of ``n`` prior samples, ``n`` GMM samples and the split's
+    first ``n`` reconstructions to the split's images, in ``classifier``'s feature space; for a
+    CVAE, the classifier's accuracy on the prior samples (drawn for classes 0, 1, ... in turn)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % model.num_classes if model.conditional else None
+    prior = _decode(model, torch.randn(n, model.latent_size, generator=g), y, device)
+    from_gmm = _decode(model, gmm.sample(n, g), y, device)
+    stats = {"prior": feature_stats(classifier, prior, device), "gmm": feature_stats(classifier, from_gmm, device)}
+    out = {}
+    for split, data in splits.items():
+        ref = feature_stats(classifier, data.x, device)
+        recon = _reconstruct(model, Split(data.x[:n], data.y[:n]), device)
+        out[split] = {"fid_prior": frechet_distance(*stats["prior"], *ref),
+                      "fid_gmm": frechet_distance(*stats["gmm"], *ref),
+                      "fid_recon": frechet_distance(*feature_stats(classifier, recon, device), *ref),
+                      "fid_samples": n}
+        if model.conditional:
+            out[split]["class_sample_accuracy"] = classifier_accuracy(classifier, prior, y, device)
+    return out
+
+
+def mixture_for(model: VAE, checkpoint: str, train: Split, args: argparse.Namespace,
+                device: torch.device) -> GaussianMixtureSampler:
+    """The GMM sampler of this checkpoint: saved beside it, or fitted on ``train``'s posterior means."""
+    return fitted_mixture(lambda: posterior_means(model, train, device), checkpoint,
+                          model_fingerprint(model.state_dict()), args.gmm_components, model.latent_size, args.seed)
 
 
 def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -> dict:
@@ -32,6 +133,7 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
     ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
     train, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
     test = load_split(args.dataset_type, args.data_root, train=False)
+    gmm = mixture_for(model, args.resume, train, args, device) if args.fid or args.sampler == "gmm" else None
     summary: dict = {}
     if args.evaluate:
         results = {"val": evaluate(model, val, device, args.ssim_window_size),
@@ -44,6 +146,12 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
                 results[split]["iw_samples"] = args.iw_samples
             print(f"IWAE bound (-log p(x), nats/image), K={args.iw_samples}: {len(val) + len(test)} images "
                   f"in {time.perf_counter() - t0:.1f} s")
+        if args.fid:
+            classifier, accuracy = load_or_train_classifier(args.dataset_type, args.data_root, args.weights_dir,
+                                                            device)
+            scores = sample_scores(model, gmm, {"val": val, "test": test}, args.fid, args.seed, classifier, device)
+            for split in results:
+                results[split].update(scores[split], fid_classifier_test_accuracy=accuracy)
         print_eval_table(results)
         path = os.path.join(args.weights_dir, f"{args.lognumber}_eval.json")
         try:
@@ -57,7 +165,9 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
         out = os.path.join(args.results_dir, args.lognumber)
         try:
             summary["predict"] = write_predictions(model, val, test, out, device, args.seed,
-                                                   train if args.predict_train else None)
+                                                   train if args.predict_train else None,
+                                                   gmm=gmm if args.sampler == "gmm" else None,
+                                                   class_names=CLASS_NAMES.get(args.dataset_type))
         except OSError as e:
             raise VaeLabError(f"could not write the predictions in {out!r} ({e.strerror or e})") from None
         print(f"wrote predictions to {out}/")

@@ -1,5 +1,5 @@
-"""Pictures of what a VAE does (one builder for TensorBoard and ``--predict``), and the
-``--predict`` outputs: those pictures as PNG files and the posterior means as .npy files."""
+"""Pictures of what a VAE does (one grid builder for TensorBoard and ``--predict``), and the
+``--predict`` outputs: those pictures, the latent-space pictures, and the posterior means."""
 from __future__ import annotations
 
 import io
@@ -9,15 +9,17 @@ import numpy as np
 import torch
 
 from datasets import Split
+from evaluation.latent_pictures import write_latent_map, write_traversals
 from evaluation.metrics import posterior_means
+from evaluation.samplers import GaussianMixtureSampler
 from models import VAE
 from runtime.files import atomic_write
 
 SAMPLES_PER_ROW = 8  # prior samples: an 8 x 8 grid of 64 codes
 INTERPOLATION_STEPS = 10
 # --predict's file name of each grid; TensorBoard keeps the 2018 tag "panno" for reconstructions.
-FILE_NAMES = {"panno": "reconstructions", "samples": "samples", "class_samples": "class_samples",
-              "interpolations": "interpolations"}
+FILE_NAMES = {"panno": "reconstructions", "samples": "samples", "samples_gmm": "samples_gmm",
+              "class_samples": "class_samples", "interpolations": "interpolations"}
 
 
 def class_grid_codes(z: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +32,12 @@ def class_grid_codes(z: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, t
 
 @torch.no_grad()
 def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-                interpolations: bool = False) -> dict[str, torch.Tensor]:
+                interpolations: bool = False, z_gmm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Image grids (CHW tensors in [0, 1], on the CPU) of ``model`` in eval mode.
 
     - ``panno``: the images ``x`` over their reconstructions (posterior mean decoded);
     - ``samples``: the prior codes ``z`` decoded, 8 per row (a CVAE's row r gets class r);
+    - ``samples_gmm`` (when ``z_gmm`` is given): the same for codes of the GMM sampler;
     - ``class_samples`` (CVAE): one row per class, the first 8 codes of ``z`` in each;
     - ``interpolations`` (when asked): linear paths in latent space between the posterior
       means of pairs of ``x`` (a CVAE's row keeps the class of its first image).
@@ -49,6 +52,8 @@ def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     rows = SAMPLES_PER_ROW
     y_rows = torch.arange(z.shape[0], device=z.device) // rows % model.num_classes if model.conditional else None
     grids["samples"] = make_grid(model.decode(z, y_rows).cpu(), nrow=rows, padding=2)
+    if z_gmm is not None:
+        grids["samples_gmm"] = make_grid(model.decode(z_gmm, y_rows).cpu(), nrow=rows, padding=2)
     if model.conditional:
         zc, yc = class_grid_codes(z[:rows], model.num_classes)
         grids["class_samples"] = make_grid(model.decode(zc, yc).cpu(), nrow=rows, padding=2)
@@ -62,9 +67,13 @@ def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     return grids
 
 
-def fixed_codes(seed: int, latent_size: int, device: torch.device, n: int = 64) -> torch.Tensor:
-    """The prior codes every picture of a run decodes (TensorBoard each epoch, ``--predict``)."""
-    return torch.randn(n, latent_size, generator=torch.Generator().manual_seed(seed)).to(device)
+def fixed_codes(seed: int, latent_size: int, device: torch.device, n: int = 64,
+                gmm: GaussianMixtureSampler | None = None) -> torch.Tensor:
+    """The codes every picture of a run decodes (TensorBoard each epoch, ``--predict``): from
+    the prior, or from ``gmm``, drawn with a generator seeded by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, latent_size, generator=g) if gmm is None else gmm.sample(n, g)
+    return z.to(device)
 
 
 def _save_png(grid: torch.Tensor, path: str) -> None:
@@ -81,17 +90,25 @@ def _save_npy(array: np.ndarray, path: str) -> None:
 
 @torch.no_grad()
 def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device: torch.device,
-                      seed: int = 42, train: Split | None = None, n_show: int = 16) -> dict[str, str]:
-    """Write reconstructions.png, samples.png, interpolations.png (class_samples.png for a CVAE)
-    and the posterior means *_mu.npy with their labels *_y.npy; returns name -> path."""
+                      seed: int = 42, train: Split | None = None, n_show: int = 16,
+                      gmm: GaussianMixtureSampler | None = None, class_names: list[str] | None = None
+                      ) -> dict[str, str]:
+    """Write reconstructions.png, samples.png (and samples_gmm.png with ``gmm``),
+    interpolations.png, class_samples.png (CVAE), traversals.png, latent_map.png and the
+    posterior means *_mu.npy with their labels *_y.npy; returns name -> path."""
     os.makedirs(out_dir, exist_ok=True)
+    z_gmm = fixed_codes(seed, model.latent_size, device, gmm=gmm) if gmm is not None else None
     grids = image_grids(model, val.x[:n_show].to(device), val.y[:n_show].to(device),
-                        fixed_codes(seed, model.latent_size, device), interpolations=True)
+                        fixed_codes(seed, model.latent_size, device), interpolations=True, z_gmm=z_gmm)
     paths = {}
     for tag, grid in grids.items():
         name = FILE_NAMES[tag]
         paths[name] = os.path.join(out_dir, f"{name}.png")
         _save_png(grid, paths[name])
+    paths["traversals"] = os.path.join(out_dir, "traversals.png")
+    write_traversals(model, val, device, paths["traversals"])
+    paths["latent_map"] = os.path.join(out_dir, "latent_map.png")
+    write_latent_map(model, val, device, paths["latent_map"], class_names, seed)
     splits = {"val": val, "test": test, **({"train": train} if train is not None else {})}
     for name, split in splits.items():
         paths[f"{name}_mu"] = os.path.join(out_dir, f"{name}_mu.npy")

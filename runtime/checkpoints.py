@@ -52,30 +52,37 @@ def copy_checkpoint(src: str, dst: str) -> None:
         raise VaeLabError(f"could not write {dst!r} ({e.strerror or e}); the previous file is intact") from None
 
 
-def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint on the CPU with ``weights_only=True``; any problem is a VaeLabError.
+def load_checkpoint_file(path: str, what: str = "checkpoint"):
+    """Load a file of ours (a checkpoint, a saved mixture, a classifier) on the CPU with
+    ``weights_only=True``; any problem is a one-line VaeLabError naming ``what`` it is.
 
     Loading never runs code from the file: ``weights_only`` unpickles tensors and plain
     containers only, and refuses anything else before it is built.
     """
     if not os.path.isfile(path):
-        raise VaeLabError(f"checkpoint {path!r} does not exist")
+        raise VaeLabError(f"{what} {path!r} does not exist")
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise VaeLabError(f"refusing to load {path!r}: it holds objects that could run code "
                               f"when unpickled (weights_only loading refused them)") from None
-        raise VaeLabError(f"checkpoint {path!r} is corrupt or truncated ({first[:120]})") from None
+        raise VaeLabError(f"{what} {path!r} is corrupt or truncated ({first[:120]})") from None
     except MemoryError:
-        raise VaeLabError(f"checkpoint {path!r} is corrupt: it asks for more memory than there is") from None
+        raise VaeLabError(f"{what} {path!r} is corrupt: it asks for more memory than there is") from None
     except Exception as e:  # a damaged file fails in many ways: zip, pickle, storage, struct, type errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VaeLabError(f"checkpoint {path!r} is corrupt, truncated or not a PyTorch file "
+        raise VaeLabError(f"{what} {path!r} is corrupt, truncated or not a PyTorch file "
                           f"({first[:120]})") from None
+    return state
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint (ours or 2018's), loaded safely and checked key by key; one line if unusable."""
+    ckpt = load_checkpoint_file(path)
     check_checkpoint(ckpt, path)
     return ckpt
 

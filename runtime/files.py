@@ -6,6 +6,7 @@ so a crash or kill at any moment leaves either the old file or the new one, neve
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -105,3 +106,10 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj: Any, indent: int = 2, **kwargs: Any) -> None:
     """Atomically write ``obj`` as JSON."""
     write_text(path, json.dumps(obj, indent=indent, **kwargs))
+
+
+def write_figure(fig: Any, path: str, dpi: int = 100) -> None:
+    """Atomically write a matplotlib figure as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))

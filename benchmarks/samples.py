@@ -1,0 +1,141 @@
+"""Which samples look like the data? FID of prior vs GMM samples, and a CVAE's class accuracy.
+
+Each configuration is a train.py command line, trained once per ``--seeds`` by
+benchmarks/sweep.py; its best checkpoint is scored on the official test set by the offline
+Frechet distance of ``train.py --evaluate --fid`` (features of a small classifier trained once
+on Fashion-MNIST's training images, evaluation/sample_quality.py): ``--fid`` prior samples,
+as many samples of the GMM sampler fitted on the training fold's posterior means
+(``--gmm_components``), and the first ``--fid`` test reconstructions; for the CVAE also the
+classifier's accuracy on its class-conditional prior samples. Writes ``benchmarks/samples.md``
+and ``.json`` after every run.
+
+    python3 benchmarks/samples.py                        # seeds 42,1,2
+    python3 benchmarks/samples.py --only 2018 --seeds 42 --fid 2000
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sweep import add_sweep_args, cell, command_line, mean_std, official_split, parse_seeds, run_scored  # noqa: E402
+import torch  # noqa: E402
+
+from datasets import Split, kfold_indices  # noqa: E402
+from evaluation.modes import sample_scores  # noqa: E402
+from evaluation.metrics import posterior_means  # noqa: E402
+from evaluation.sample_quality import COMPARABILITY, load_or_train_classifier  # noqa: E402
+from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
+from models import ModelConfig  # noqa: E402
+from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
+from runtime.files import write_json, write_text  # noqa: E402
+from utils import OneLineParser, VaeLabError, positive_int, run_cli, select_device  # noqa: E402
+
+CONFIGS: dict[str, tuple[list[str], str]] = {
+    "2018": ([], "the 2018 best command (fc_conv, 30 epochs)"),
+    "best": (["--preset", "best"], "`--preset best` (resconv, 18 epochs)"),
+    "best_cvae": (["--preset", "best", "--conditional", "True"], "`--preset best` as a conditional VAE"),
+}
+METRICS = (("fid_prior", ".2f"), ("fid_gmm", ".2f"), ("gmm_vs_prior", ".3f"), ("fid_recon", ".2f"),
+           ("class_sample_accuracy", ".4f"), ("train_seconds", ".0f"))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="samples.py", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override every configuration's epochs")
+    p.add_argument("--fid", type=positive_int, default=10_000, help="generated images per score")
+    p.add_argument("--gmm_components", type=positive_int, default=10, help="components of the GMM sampler")
+    add_sweep_args(p, "samples")
+    return p
+
+
+@functools.lru_cache(maxsize=1)
+def _classifier(data_root: str, weights_dir: str, device_name: str):
+    return load_or_train_classifier("fmnist", data_root, weights_dir, select_device(device_name))
+
+
+def score_samples(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
+    """FIDs (test set) of one checkpoint's prior and GMM samples and reconstructions."""
+    ckpt = load_checkpoint(best_ckpt)
+    run, device = ckpt["args"], select_device(args.device)
+    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
+    full_train = official_split("fmnist", os.path.abspath(args.data_root), True)
+    test = official_split("fmnist", os.path.abspath(args.data_root), False)
+    tr, _ = kfold_indices(full_train.y, run["fold"], run["num_folds"], run["seed"])  # the run's training fold
+    train = Split(full_train.x[torch.from_numpy(tr)], full_train.y[torch.from_numpy(tr)])
+    t0 = time.perf_counter()
+    gmm = GaussianMixtureSampler.fit(posterior_means(model, train, device), args.gmm_components, seed)
+    classifier, accuracy = _classifier(os.path.abspath(args.data_root), args.work_dir, args.device)
+    out = sample_scores(model, gmm, {"test": test}, args.fid, seed, classifier, device)["test"]
+    return {**out, "gmm_vs_prior": out["fid_gmm"] / out["fid_prior"], "classifier_test_accuracy": accuracy,
+            "score_seconds": time.perf_counter() - t0}
+
+
+def summarise(runs: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for name, results in runs.items():
+        if results:
+            row = {"config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)", "about": CONFIGS[name][1],
+                   "seeds": [r["seed"] for r in results]}
+            for key, _ in METRICS:
+                values = [r[key] for r in results if r.get(key) is not None]
+                row[key] = mean_std(values) if values else None
+            rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: float) -> str:
+    lines = ["# Sample quality: prior vs GMM samples (Fashion-MNIST, offline FID)", "",
+             f"`{command_line('samples.py')}`; torch {torch.__version__}, {platform.machine()}, "
+             f"{torch.get_num_threads()} threads; wall time {wall:.0f} s. Mean ± std over seeds, best checkpoint "
+             f"of each run. FID: Frechet distance between classifier features of {args.fid:,} generated images "
+             f"and of the 10,000 test images; the classifier (evaluation/sample_quality.py) reaches test "
+             f"accuracy {accuracy:.4f}. Its scores are {COMPARABILITY}. GMM: {args.gmm_components} full-"
+             "covariance components fitted on the training fold's posterior means (Ghosh et al. 2020). "
+             "gmm/prior: the ratio of the two FIDs per run (target: at most 0.70). recon: the first "
+             f"{args.fid:,} test images reconstructed (posterior mean decoded), a floor for what the decoder "
+             "can draw. class acc: the classifier's accuracy on the CVAE's prior samples drawn for each "
+             "class in turn (target: at least 0.90).", "",
+             "| config | flags | seeds | FID prior | FID GMM | gmm/prior | FID recon | class acc | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = " | ".join(cell(r[key], fmt) for key, fmt in METRICS)
+        lines.append(f"| {r['config']} | `{r['flags']}` | {len(r['seeds'])} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    seeds = parse_seeds(args.seeds)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise VaeLabError(f"unknown configuration {unknown[0]!r} for --only; choose from {', '.join(CONFIGS)}")
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    settings = {"fid": args.fid, "gmm_components": args.gmm_components, "score": "samples"}
+    t0, rows = time.perf_counter(), []
+    for seed in seeds:  # every configuration once before any gets a second seed
+        for name in names:
+            flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
+            runs[name].append(run_scored("samples", name, seed, flags, args,
+                                         score=lambda ckpt, s: score_samples(ckpt, s, args), score_settings=settings))
+            rows = summarise(runs)
+            wall = time.perf_counter() - t0
+            accuracy = runs[name][-1]["classifier_test_accuracy"]
+            write_text(args.out + ".md", markdown(rows, args, wall, accuracy))
+            write_json(args.out + ".json", {"seeds": seeds, "fid": args.fid, "gmm_components": args.gmm_components,
+                                            "epochs_override": args.epochs, "wall_seconds": wall, "rows": rows})
+    print(open(args.out + ".md").read())
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))
