@@ -29,7 +29,8 @@ import torch  # noqa: E402
 from datasets import Split, kfold_indices  # noqa: E402
 from evaluation.modes import sample_scores  # noqa: E402
 from evaluation.metrics import posterior_means  # noqa: E402
-from evaluation.sample_quality import COMPARABILITY, load_or_train_classifier  # noqa: E402
+from evaluation.sample_quality import (COMPARABILITY, feature_stats, frechet_distance,  # noqa: E402
+                                       load_or_train_classifier)
 from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
@@ -78,6 +79,16 @@ def score_samples(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
             "score_seconds": time.perf_counter() - t0}
 
 
+def real_images_score(args: argparse.Namespace) -> float:
+    """The same distance for ``--fid`` real training images: what a perfect sampler would score."""
+    classifier, _ = _classifier(os.path.abspath(args.data_root), args.work_dir, args.device)
+    device = select_device(args.device)
+    full_train = official_split("fmnist", os.path.abspath(args.data_root), True)
+    test = official_split("fmnist", os.path.abspath(args.data_root), False)
+    return frechet_distance(*feature_stats(classifier, full_train.x[:args.fid], device),
+                            *feature_stats(classifier, test.x, device))
+
+
 def summarise(runs: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for name, results in runs.items():
@@ -91,7 +102,7 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: float) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: float, real: float) -> str:
     lines = ["# Sample quality: prior vs GMM samples (Fashion-MNIST, offline FID)", "",
              f"`{command_line('samples.py')}`; torch {torch.__version__}, {platform.machine()}, "
              f"{torch.get_num_threads()} threads; wall time {wall:.0f} s. Mean ± std over seeds, best checkpoint "
@@ -108,6 +119,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: 
     for r in rows:
         cells = " | ".join(cell(r[key], fmt) for key, fmt in METRICS)
         lines.append(f"| {r['config']} | `{r['flags']}` | {len(r['seeds'])} | {cells} |")
+    lines += ["", f"The floor: {args.fid:,} real training images score {real:.2f} against the test images."]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +133,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     settings = {"fid": args.fid, "gmm_components": args.gmm_components, "score": "samples"}
-    t0, rows = time.perf_counter(), []
+    t0, rows, real = time.perf_counter(), [], real_images_score(args)
     for seed in seeds:  # every configuration once before any gets a second seed
         for name in names:
             flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
@@ -130,9 +142,10 @@ def main(args: argparse.Namespace) -> list[dict]:
             rows = summarise(runs)
             wall = time.perf_counter() - t0
             accuracy = runs[name][-1]["classifier_test_accuracy"]
-            write_text(args.out + ".md", markdown(rows, args, wall, accuracy))
+            write_text(args.out + ".md", markdown(rows, args, wall, accuracy, real))
             write_json(args.out + ".json", {"seeds": seeds, "fid": args.fid, "gmm_components": args.gmm_components,
-                                            "epochs_override": args.epochs, "wall_seconds": wall, "rows": rows})
+                                            "epochs_override": args.epochs, "wall_seconds": wall,
+                                            "real_training_images_fid": real, "rows": rows})
     print(open(args.out + ".md").read())
     return rows
 
