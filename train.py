@@ -18,7 +18,9 @@ from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
 from evaluation.pictures import fixed_codes
 from losses import IMAGE_LOSSES
-from models import MODELS, ModelConfig, build_model
+from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
+from models.conv1xn import KERNELS
+from models.unet import skips_flag
 from runtime import accelerators, distributed
 from runtime.checkpoints import check_dataset, load_checkpoint, model_from_checkpoint, sync_best
 from runtime.nonfinite import check_epoch_finite
@@ -66,13 +68,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); "
                         "fcn: configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch "
                         "normalisation, the quality model (benchmarks/quality.md; --model_multiplier scales its "
-                        "16/32 channels)")
+                        "16/32 channels); unet: fcn with skips across the bottleneck; conv1xn: fcn of 1xN/Nx1 pairs")
     g.add_argument("--latent_space_size", type=int_in(1, MAX_LATENT), default=10,
                    help="dimension z of the latent code")
     g.add_argument("--model_multiplier", type=int_in(1, MAX_MULTIPLIER), default=1,
                    help="fcn, resconv: channel width multiplier")
     g.add_argument("--split_filter", type=non_negative_int, default=2,
                    help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
+    g.add_argument("--unet_skips", type=skips_flag, default="all",
+                   help="unet: the resolutions (7, 14, 28 pixels) whose encoder maps the decoder also gets: none, "
+                        "coarsest (7), all, or a list such as 7,14")
+    g.add_argument("--conv_n", type=int, choices=KERNELS, default=3, help="conv1xn: N of the 1xN / Nx1 pairs")
     g.add_argument("--conditional", type=str2bool, default=False,
                    help="conditional VAE (CVAE): the class, one-hot, goes into the encoder (added to its first "
                         "hidden layer) and the decoder (concatenated to z); TensorBoard and --predict draw a "
@@ -169,6 +175,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise VaeLabError(f"--split_filter must be in [0, 3] for fcn, got {args.split_filter}")
     if args.model_type == "fcn" and args.conditional and args.split_filter == 0:
         raise VaeLabError("--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)")
+    if args.model_type in PLAIN_ONLY and (args.conditional or args.normalize or args.model_multiplier > 1):
+        raise VaeLabError(f"--model_type {args.model_type} supports neither --conditional, --normalize nor "
+                          f"--model_multiplier above 1")
     if args.kl_warmup_epochs and args.do_running_mean:
         raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
                           "use one of them")
@@ -182,7 +191,8 @@ def model_config(args: argparse.Namespace, train_x: torch.Tensor | None = None) 
     mean, std = pixel_mean_std(train_x) if args.normalize and train_x is not None else (0.0, 1.0)
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
                        model_multiplier=args.model_multiplier, split_filter=args.split_filter,
-                       input_mean=mean, input_std=std, conditional=args.conditional)
+                       input_mean=mean, input_std=std, conditional=args.conditional, unet_skips=args.unet_skips,
+                       conv_n=args.conv_n)
 
 
 def main(args: argparse.Namespace) -> dict:

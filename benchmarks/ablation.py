@@ -58,8 +58,15 @@ ROWS: dict[str, Callable[[int], Flags]] = {
     "rmsprop": lambda e: ["--optimizer", "rmsprop"],
     "sgd": lambda e: ["--optimizer", "sgd"],
     "model_fcn": lambda e: ["--model_type", "fcn"],
+    # the 2018 failures: skips across the bottleneck, and 1xN / Nx1 convolution pairs
+    "unet_skips_all": lambda e: ["--model_type", "unet", "--unet_skips", "all"],
+    "unet_skips_coarsest": lambda e: ["--model_type", "unet", "--unet_skips", "coarsest"],
+    "unet_skips_none": lambda e: ["--model_type", "unet", "--unet_skips", "none"],
+    "conv1xn_3": lambda e: ["--model_type", "conv1xn", "--conv_n", "3"],
+    "conv1xn_7": lambda e: ["--model_type", "conv1xn", "--conv_n", "7"],
 }
-SLOW_ROWS = ("model_fcn",)  # ~25x an fc_conv epoch: run after every other row's seeds
+# ~25x an fc_conv epoch: run after every other row's seeds
+SLOW_ROWS = ("model_fcn", "unet_skips_all", "unet_skips_coarsest", "unet_skips_none", "conv1xn_3", "conv1xn_7")
 METRICS = (("val_bce_kl", ".2f"), ("val_ssim", ".4f"), ("knn_acc", ".4f"), ("train_seconds", ".1f"))
 
 

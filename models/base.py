@@ -24,6 +24,10 @@ class ModelConfig:
     # --conditional: a CVAE whose encoder and decoder both see the class as a one-hot vector.
     conditional: bool = False
     num_classes: int = 10
+    # `unet`: the resolutions whose encoder maps the decoder also gets ("none", "all", "7,14", ...)
+    unet_skips: str = "all"
+    # `conv1xn`: N of the 1xN / Nx1 convolution pairs
+    conv_n: int = 3
 
     @property
     def decoder_input_size(self) -> int:
@@ -58,6 +62,10 @@ class VAE(nn.Module):
     input_std: float = 1.0
     conditional: bool = False
     num_classes: int = 10
+    # `unet`: the resolutions whose encoder maps the decoder also gets ("none", "all", "7,14", ...)
+    unet_skips: str = "all"
+    # `conv1xn`: N of the 1xN / Nx1 convolution pairs
+    conv_n: int = 3
 
     def _setup_conditioning(self, cfg: ModelConfig, first_hidden: int) -> None:
         """Call from ``__init__``: the encoder's label input, of width ``first_hidden``."""
@@ -110,8 +118,11 @@ class VAE(nn.Module):
         """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
         their rows of the whole minibatch's noise, see runtime/distributed.py)."""
         mu, logvar = self.posterior(x, y)
-        if self.training:
-            z = mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
-        else:
-            z = mu
-        return self.decode_logits(z, y), mu, logvar
+        return self.decode_logits(self.reparameterize(mu, logvar, eps), y), mu, logvar
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """z = mu + eps * sigma in training mode (eps drawn when not given), the mean in eval mode."""
+        if not self.training:
+            return mu
+        return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models import MODELS, ModelConfig
+from models.unet import parse_skips
 from utils import MAX_LATENT, MAX_MULTIPLIER, VaeLabError
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
@@ -82,6 +83,11 @@ def _check_model_config(cfg: Any) -> None:
     if not isinstance(cfg.get("conditional", False), bool):
         raise _Bad("'model_config' conditional must be True or False")
     _int(cfg.get("num_classes", 10), "'model_config' num_classes (MNIST classes)", 10, 10)
+    _int(cfg.get("conv_n", 3), "'model_config' conv_n", 3, 7)
+    try:
+        parse_skips(cfg.get("unet_skips", "all"))
+    except (ValueError, TypeError, AttributeError):
+        raise _Bad(f"'model_config' unet_skips is not a list of resolutions: {cfg.get('unet_skips')!r:.40}") from None
 
 
 def _check_scheduler(sched: Any) -> None:
