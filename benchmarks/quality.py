@@ -21,12 +21,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, parse_seeds,  # noqa: E402
-                   run_scored)
+from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std,  # noqa: E402
+                   run_scored, start)
 import torch  # noqa: E402
 
 from runtime.files import write_json, write_text  # noqa: E402
-from utils import OneLineParser, VaeLabError, non_negative_int, positive_int, run_cli  # noqa: E402
+from utils import OneLineParser, non_negative_int, positive_int, run_cli  # noqa: E402
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {
@@ -100,18 +100,11 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    seeds = parse_seeds(args.seeds)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(CONFIGS)
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        raise VaeLabError(f"unknown configuration {unknown[0]!r} for --only; choose from {', '.join(CONFIGS)}")
-    os.makedirs(args.work_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    runs: dict[str, list[dict]] = {n: [] for n in names}
+    seeds, runs = start(args, list(CONFIGS))
     t0 = time.perf_counter()
     rows: list[dict] = []
     for seed in seeds:  # every configuration once before any gets a second seed
-        for name in names:
+        for name in runs:
             runs[name].append(run_one(name, seed, args))
             rows = summarise(runs)
             wall = time.perf_counter() - t0

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import add_sweep_args, cell, command_line, mean_std, official_split, parse_seeds, run_scored  # noqa: E402
+from sweep import add_sweep_args, cell, command_line, mean_std, official_split, run_scored, start  # noqa: E402
 import torch  # noqa: E402
 
 from datasets import Split, kfold_indices  # noqa: E402
@@ -35,7 +35,7 @@ from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
 from runtime.files import write_json, write_text  # noqa: E402
-from utils import OneLineParser, VaeLabError, positive_int, run_cli, select_device  # noqa: E402
+from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
 
 CONFIGS: dict[str, tuple[list[str], str]] = {
     "2018": ([], "the 2018 best command (fc_conv, 30 epochs)"),
@@ -124,18 +124,11 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: 
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    seeds = parse_seeds(args.seeds)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(CONFIGS)
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        raise VaeLabError(f"unknown configuration {unknown[0]!r} for --only; choose from {', '.join(CONFIGS)}")
-    os.makedirs(args.work_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    runs: dict[str, list[dict]] = {n: [] for n in names}
+    seeds, runs = start(args, list(CONFIGS))
     settings = {"fid": args.fid, "gmm_components": args.gmm_components, "score": "samples"}
     t0, rows, real = time.perf_counter(), [], real_images_score(args)
     for seed in seeds:  # every configuration once before any gets a second seed
-        for name in names:
+        for name in runs:
             flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
             runs[name].append(run_scored("samples", name, seed, flags, args,
                                          score=lambda ckpt, s: score_samples(ckpt, s, args), score_settings=settings))

@@ -153,6 +153,19 @@ def add_sweep_args(p: argparse.ArgumentParser, name: str) -> None:
                    help="output path without extension (.md and .json are written)")
 
 
+def start(args: argparse.Namespace, configs: list[str]) -> tuple[list[int], dict[str, list[dict]]]:
+    """A sweep's seeds (``--seeds``) and, per configuration picked by ``--only`` (all of
+    ``configs`` when empty; one line if unknown), an empty list of runs; makes the output folders."""
+    seeds = parse_seeds(args.seeds)
+    picked = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(configs)
+    unknown = [n for n in picked if n not in configs]
+    if unknown:
+        raise VaeLabError(f"unknown configuration {unknown[0]!r} for --only; choose from {', '.join(configs)}")
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    return seeds, {n: [] for n in picked}
+
+
 def parse_seeds(text: str) -> list[int]:
     """``--seeds`` "42,1,2" -> [42, 1, 2]; a one-line VaeLabError otherwise."""
     try:

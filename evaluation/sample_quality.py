@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from datasets import FOLDERS, Split, load_split
-from runtime.files import atomic_write
+from runtime.checkpoints import save_checkpoint
 from utils import VaeLabError, ensure_writable_dir
 
 COMPARABILITY = (
@@ -164,19 +164,7 @@ def _refuse(path: str, why: str) -> VaeLabError:
 
 
 def _save(state: dict, path: str) -> None:
-    def write(f) -> None:
-        try:
-            torch.save(state, f)
-        except RuntimeError as e:
-            # torch reports a failed write() (e.g. ENOSPC) as a RuntimeError whose context is the OSError
-            if isinstance(e.__context__, OSError):
-                raise e.__context__ from None
-            raise
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise VaeLabError(f"could not write the FID classifier cache {path!r} ({e.strerror or e})") from None
+    save_checkpoint(state, path, "FID classifier cache")
 
 
 def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.device

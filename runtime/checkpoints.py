@@ -34,13 +34,14 @@ def _torch_save(state: dict, f) -> None:
         raise
 
 
-def save_checkpoint(state: dict, path: str) -> None:
-    """Atomically save ``state``; a failed write leaves the previous file intact."""
+def save_checkpoint(state: dict, path: str, what: str = "checkpoint") -> None:
+    """Atomically save ``state`` (a checkpoint, or ``what`` else of ours); a failed write leaves
+    the previous file intact."""
     try:
         atomic_write(path, lambda f: _torch_save(state, f))
     except OSError as e:
-        raise VaeLabError(f"could not write checkpoint {path!r} ({e.strerror or e}); "
-                          f"the previous checkpoint there is intact") from None
+        raise VaeLabError(f"could not write {what} {path!r} ({e.strerror or e}); "
+                          f"the previous {what} there is intact") from None
 
 
 def copy_checkpoint(src: str, dst: str) -> None:

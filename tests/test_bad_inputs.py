@@ -134,7 +134,7 @@ def _mutations():
         "best_loss is text": setter(["best_loss"], "low"),
         "32x32 model": setter(["model_config", "image_size"], 32),
         "huge model": setter(["model_config", "model_multiplier"], 10**9),
-        "unknown model": setter(["model_config", "model_type"], "unet"),
+        "unknown model": setter(["model_config", "model_type"], "transformer"),
         "model_config is a list": setter(["model_config"], []),
         "scheduler overrides its optimizer": setter(["scheduler", "optimizer"], {}),
         "scheduler gamma is text": setter(["scheduler", "gamma"], "x"),

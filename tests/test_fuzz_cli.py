@@ -77,7 +77,7 @@ def flag_values(env: dict) -> dict[str, tuple[st.SearchStrategy, st.SearchStrate
         "--batch-size": (of(1, 7, 16, 64, 10**6), of(0, -3, "x", "1.5", "", 10**30)),
         "--seed": (of(0, 1, 42, 2**32 - 1), of(-1, 2**32, "x", 10**30)),
         "--do_augs": (bools, bad_bools),
-        "--model_type": (of("fc", "fc_conv", "fcn"), of("unet", "FC", "")),
+        "--model_type": (of("fc", "fc_conv", "fcn"), of("transformer", "FC", "")),
         "--latent_space_size": (of(1, 2, 10, 64), of(0, -1, 4097, 10**30, "z")),
         "--model_multiplier": (of(1, 2), of(0, 65, 10**30, "m")),
         "--split_filter": (of(0, 1, 2, 3, 7), of(-1, "a")),

@@ -132,7 +132,7 @@ def test_same_seed_same_losses(fmnist_small, workdir):
 # ------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize("argv", [
-    ["--model_type", "unet"], ["--image_loss_type", "l1"], ["--dataset_type", "cifar"],
+    ["--model_type", "transformer"], ["--image_loss_type", "l1"], ["--dataset_type", "cifar"],
     ["--optimizer", "lbfgs"], ["--do_augs", "Flase"], ["--tensorboard", "maybe"],
     ["--epochs", "0"], ["--batch-size", "-1"], ["--latent_space_size", "0"], ["--lr", "0"],
     ["--lr", "nan"], ["--ssim_window_size", "4"], ["--ssim_window_size", "29"],
