@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +76,16 @@ def _copy_debian_fmnist(root: str, source_dir: str = DEBIAN_FMNIST_DIR) -> bool:
     raw = _raw_folder("fmnist", root)
     os.makedirs(raw, exist_ok=True)
     for f in IDX_FILES:
-        tmp = os.path.join(raw, f + ".part")
-        with gzip.open(os.path.join(source_dir, f + ".gz"), "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, os.path.join(raw, f))  # atomic: never a half-written IDX file
+        # a temporary file of its own: two runs unpacking into one --data_root at once must not
+        # rename each other's half-written file
+        tmp = os.path.join(raw, f"{f}.{os.getpid()}.{threading.get_ident()}.part")
+        try:
+            with gzip.open(os.path.join(source_dir, f + ".gz"), "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, os.path.join(raw, f))  # atomic: never a half-written IDX file
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return True
 
 

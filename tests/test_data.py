@@ -2,6 +2,7 @@ import gzip
 import os
 import shutil
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -31,8 +32,8 @@ def test_split_reproduces_the_2018_indices(fmnist_root):
     assert len(tr) == 48000 and len(va) == 12000 and not set(tr) & set(va)
 
 
-def test_debian_copy_is_used_offline(tmp_path):
-    # A fake Debian folder with gzipped IDX files; the data root starts empty.
+def _fake_debian(tmp_path) -> str:
+    """A fake Debian folder with gzipped IDX files (20 training and 10 test images)."""
     deb = tmp_path / "deb"
     deb.mkdir()
     rng = np.random.default_rng(0)
@@ -43,10 +44,27 @@ def test_debian_copy_is_used_offline(tmp_path):
         write_idx(str(tmp_path / name), arr)
         with open(tmp_path / name, "rb") as src, gzip.open(deb / (name + ".gz"), "wb") as dst:
             shutil.copyfileobj(src, dst)
+    return str(deb)
+
+
+def test_debian_copy_is_used_offline(tmp_path):
+    deb = _fake_debian(tmp_path)  # the data root starts empty
     root = tmp_path / "data"
-    ensure_raw_files("fmnist", str(root), debian_dir=str(deb))
+    ensure_raw_files("fmnist", str(root), debian_dir=deb)
     assert sorted(os.listdir(root / "FashionMNIST" / "raw")) == sorted(datasets.IDX_FILES)
     assert len(load_split("fmnist", str(root), train=False)) == 10
+
+
+def test_runs_unpacking_into_one_root_at_once_do_not_collide(tmp_path):
+    # Two sweeps started together both unpack Debian's files into the same --data_root: each
+    # writes a temporary file of its own, so neither renames the other's away mid-copy.
+    deb = _fake_debian(tmp_path)
+    root = str(tmp_path / "data")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: datasets._copy_debian_fmnist(root, deb), range(8)))
+    assert results == [True] * 8
+    assert sorted(os.listdir(os.path.join(root, "FashionMNIST", "raw"))) == sorted(datasets.IDX_FILES)
+    assert len(load_split("fmnist", root, train=True)) == 20
 
 
 def test_no_data_and_no_network_says_what_to_do(tmp_path, monkeypatch):
