@@ -23,12 +23,11 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, parse_seeds,  # noqa: E402
-                   run_scored)
+from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start  # noqa: E402
 import torch  # noqa: E402
 
 from runtime.files import write_json, write_text  # noqa: E402
-from utils import OneLineParser, VaeLabError, positive_int, run_cli  # noqa: E402
+from utils import OneLineParser, positive_int, run_cli  # noqa: E402
 
 Flags = list[str]
 
@@ -118,17 +117,10 @@ def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> Non
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    seeds = parse_seeds(args.seeds)
-    names = [n for n in args.only.split(",") if n] or list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
-    if unknown:
-        raise VaeLabError(f"unknown row {unknown[0]!r} for --only; choose from {', '.join(ROWS)}")
-    os.makedirs(args.work_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    seeds, runs = start(args, list(ROWS))
     # Cheap rows for every seed first, so a cut-short sweep still has every cheap row.
-    order = ([(r, s) for s in seeds for r in names if r not in SLOW_ROWS]
-             + [(r, s) for s in seeds for r in names if r in SLOW_ROWS])
-    runs: dict[str, list[dict]] = {r: [] for r in names}
+    order = ([(r, s) for s in seeds for r in runs if r not in SLOW_ROWS]
+             + [(r, s) for s in seeds for r in runs if r in SLOW_ROWS])
     t0 = time.perf_counter()
     rows: list[dict] = []
     for row, seed in order:

@@ -13,7 +13,6 @@ the latent map of a model with a 2-d code (``--map_checkpoint``).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 
@@ -22,18 +21,15 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
 
 import train  # noqa: E402
 from datasets import CLASS_NAMES, train_val_split  # noqa: E402
 from evaluation.latent_pictures import write_latent_map, write_traversals  # noqa: E402
 from evaluation.metrics import posterior_means  # noqa: E402
-from evaluation.pictures import fixed_codes, image_grids  # noqa: E402
+from evaluation.pictures import fixed_codes, image_grids, save_png  # noqa: E402
 from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import atomic_write  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
 
 DEFAULT_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_resconv_l10_best_best.pth.tar")
@@ -64,11 +60,8 @@ def _load(path: str, data_root: str, device: torch.device):
 
 
 def _save_upscaled(grid: torch.Tensor, path: str, scale: int) -> None:
-    big = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    buf = io.BytesIO()
-    save_image(big, buf, format="png")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    print(f"wrote {path} ({big.shape[2]}x{big.shape[1]})")
+    save_png(grid, path, scale)
+    print(f"wrote {path} ({grid.shape[2] * scale}x{grid.shape[1] * scale})")
 
 
 def main(args: argparse.Namespace) -> dict[str, str]:

@@ -76,9 +76,13 @@ def fixed_codes(seed: int, latent_size: int, device: torch.device, n: int = 64,
     return z.to(device)
 
 
-def _save_png(grid: torch.Tensor, path: str) -> None:
+def save_png(grid: torch.Tensor, path: str, scale: int = 1) -> None:
+    """An image grid (C, H, W) in [0, 1] as a PNG, written atomically; ``scale`` > 1 upscales it
+    (nearest neighbour) so that 28-pixel images can be seen on a page."""
     from torchvision.utils import save_image  # here: importing torchvision takes seconds, --help needs none
 
+    if scale > 1:
+        grid = torch.nn.functional.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
     buf = io.BytesIO()
     save_image(grid, buf, format="png")
     atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -104,7 +108,7 @@ def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device:
     for tag, grid in grids.items():
         name = FILE_NAMES[tag]
         paths[name] = os.path.join(out_dir, f"{name}.png")
-        _save_png(grid, paths[name])
+        save_png(grid, paths[name])
     paths["traversals"] = os.path.join(out_dir, "traversals.png")
     write_traversals(model, val, device, paths["traversals"])
     paths["latent_map"] = os.path.join(out_dir, "latent_map.png")

@@ -90,6 +90,11 @@ class UNetVAE(VAE):
     def _decode(self, z):
         return self._decode_from(z, None)  # a code alone: no encoder maps
 
+    def decode_with_skips(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixel logits of codes ``z`` decoded with the encoder maps of images ``x``: with z
+        swapped for a prior draw or zeros, this measures what reaches the output by the skips."""
+        return self._decode_from(z, self._features(x))
+
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As ``VAE.forward``, with the decoder also given this input's encoder maps."""

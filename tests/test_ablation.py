@@ -71,7 +71,7 @@ def test_lr_decay_row_scales_the_2018_milestones():
     assert ablation.ROWS["lr_decay"](2) == ["--m1", "1", "--m2", "2"]
 
 
-@pytest.mark.parametrize("argv, needle", [(["--only", "nope"], "unknown row"), (["--seeds", "a,b"], "--seeds")])
+@pytest.mark.parametrize("argv, needle", [(["--only", "nope"], "unknown configuration"), (["--seeds", "a,b"], "--seeds")])
 def test_bad_input_is_one_line(argv, needle, workdir):
     code, _, err = ablation_cli(argv + ["--work_dir", "runs", "--out", "out/abl"])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

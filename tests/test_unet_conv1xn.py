@@ -43,8 +43,10 @@ def test_skips_carry_the_input_past_the_code():
         assert not torch.allclose(skip(x)[0], skip.decode_logits(skip(x)[1]))
         # the same code with another input's maps gives another picture: the skips carry the input
         mu = skip(x)[1]
-        other = skip._features(torch.rand(4, 1, 28, 28))
-        assert not torch.allclose(skip._decode_from(mu, skip._features(x)), skip._decode_from(mu, other))
+        torch.testing.assert_close(skip.decode_with_skips(x, mu), skip(x)[0])
+        assert not torch.allclose(skip.decode_with_skips(x, mu), skip.decode_with_skips(torch.rand(4, 1, 28, 28), mu))
+        # and without skips the maps change nothing
+        torch.testing.assert_close(plain.decode_with_skips(x, mu), plain.decode_logits(mu))
 
 
 def test_bad_skips_are_refused():
@@ -91,3 +93,37 @@ def test_bad_flag_values_are_one_line(tiny_mnist, workdir):
     for argv in (["--unet_skips", "9"], ["--conv_n", "4"]):
         code, _, err = run_cli(tiny_args(tiny_mnist, *argv))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_the_skip_measurement_reads_the_ablation_checkpoints(tiny_mnist, workdir):
+    """benchmarks/unet_skips.py on two 1-epoch unet runs: the numbers are consistent with the model."""
+    import json
+    import os
+    import sys
+
+    from helpers import ROOT, run_module_cli
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import unet_skips
+
+    for skips in ("all", "none"):
+        code, _, err = run_cli(tiny_args(tiny_mnist, "--model_type", "unet", "--unet_skips", skips,
+                                         "--weights_dir", "abl", name=f"unet_skips_{skips}_s42"))
+        assert code == 0, err
+    code, out, err = run_module_cli(unet_skips, ["--work_dir", "abl", "--seeds", "42,1", "--data_root", tiny_mnist,
+                                                 "--device", "cpu", "--out", "out/u", "--picture", "out/u.png"])
+    assert code == 0, err
+    rows = {r["row"]: r for r in json.load(open("out/u.json"))["rows"]}
+    assert set(rows) == {"unet_skips_all", "unet_skips_none"}  # coarsest was not run; seed 1 neither
+    none, every = rows["unet_skips_none"], rows["unet_skips_all"]
+    assert none["seeds"] == [42] and every["skips"] == [7, 14, 28] and none["skips"] == []
+    # without skips the maps change nothing: the normal decode is the code decoded alone
+    assert none["bce"]["mean"] == pytest.approx(none["bce_no_maps"]["mean"], rel=1e-6)
+    assert every["bce"]["mean"] != pytest.approx(every["bce_no_maps"]["mean"], rel=1e-3)
+    for r in rows.values():
+        assert sum(r["kl_per_dim_first_seed"]) == pytest.approx(r["kl"]["mean"], rel=1e-5)
+        assert min(r["kl_per_dim_first_seed"]) >= 0 and 0 <= r["active_units"]["mean"] <= 10
+    assert "| unet_skips_all | 1 |" in open("out/u.md").read()
+    assert os.path.getsize("out/u.png") > 0
+    code, _, err = run_module_cli(unet_skips, ["--work_dir", "nowhere", "--data_root", tiny_mnist])
+    assert code == 2 and err.count("\n") == 1 and "no unet checkpoints in nowhere" in err, err
