@@ -1,8 +1,10 @@
-"""MNIST / Fashion-MNIST as whole tensors, the 2018 validation split, and batch augmentations.
+"""The datasets as whole tensors, the 2018 validation split, and batch augmentations.
 
-Images are read once through torchvision's dataset classes (its folder layout under
-``--data_root``) and kept as one float tensor in [0, 1] on the training device; a batch is
-an index slice, so the training loop never touches PIL or per-sample Python.
+MNIST / Fashion-MNIST are read through torchvision's dataset classes (its folder layout under
+``--data_root``); ``folder`` is a folder of the user's own images (decoded once, then cached).
+Any of them can be resized (``image_size``) and converted to grey or colour (``channels``).
+Images are kept as one float tensor in [0, 1] on the training device; a batch is an index
+slice, so the training loop never touches PIL or per-sample Python.
 """
 from __future__ import annotations
 
@@ -11,17 +13,25 @@ import math
 import os
 import shutil
 import socket
+import sys
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils import VaeLabError
+from models import shape_problem
+from utils import MAX_IMAGE_SIZE, VaeLabError, fraction, int_in
 
 # torchvision's class (and so folder) name of each dataset
 FOLDERS = {"mnist": "MNIST", "fmnist": "FashionMNIST"}
+FOLDER = "folder"  # --dataset_type folder: the user's own images under --data_root
+DATASET_TYPES = ("fmnist", "mnist", FOLDER)
+# a folder without train/ and test/ sub-folders: this fraction is held out as the test set
+# (1/7, as 10k of MNIST's 70k images)
+TEST_FRACTION = 1 / 7
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -51,10 +61,12 @@ def __getattr__(name: str):
 
 @dataclass
 class Split:
-    """One labelled set of images: ``x`` float (N, 1, 28, 28) in [0, 1], ``y`` int64 (N,)."""
+    """One set of images: ``x`` float (N, C, H, W) in [0, 1], ``y`` int64 (N,) class indices;
+    ``classes``: the class names, None for a folder without class sub-folders (y all 0)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    classes: list[str] | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -90,7 +102,10 @@ def _copy_debian_fmnist(root: str, source_dir: str = DEBIAN_FMNIST_DIR) -> bool:
 
 
 def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) -> None:
-    """Make sure the IDX files are under ``root``: local copy, then Debian's, then download."""
+    """Make sure the IDX files are under ``root``: local copy, then Debian's, then download
+    (nothing to fetch for a folder of one's own images)."""
+    if name == FOLDER:
+        return
     if name not in FOLDERS:
         raise VaeLabError(f"unknown dataset {name!r}; choose from {sorted(FOLDERS)}")
     if _has_raw(name, root):
@@ -117,17 +132,28 @@ def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) 
         socket.setdefaulttimeout(old_timeout)
 
 
-def load_split(name: str, root: str, train: bool) -> Split:
-    """The official training (60k) or test (10k) set as tensors on the CPU."""
-    images, labels = _load_bytes(name, root, train)
-    return _as_split(images, labels)
+def load_split(name: str, root: str, train: bool, image_size: int | None = None, channels: int | None = None,
+               test_fraction: float = TEST_FRACTION) -> Split:
+    """The training or test set as tensors on the CPU (for MNIST / Fashion-MNIST the official
+    60k / 10k), resized to ``image_size`` and converted to ``channels`` when given."""
+    images, labels, classes = _load_bytes(name, root, train, image_size, channels, test_fraction)
+    return _as_split(images, labels, classes)
 
 
-def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-    return Split(x=images.to(torch.float32).div_(255.0).unsqueeze(1), y=labels.to(torch.int64))
+def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None) -> Split:
+    return Split(x=images.to(torch.float32).div_(255.0), y=labels.to(torch.int64), classes=classes)
 
 
-def _load_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_bytes(name: str, root: str, train: bool, image_size: int | None, channels: int | None,
+                test_fraction: float) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """Images (N, C, H, W) and labels (N,) as uint8 / int64, and the class names."""
+    if name == FOLDER:
+        return _folder_bytes(root, train, image_size, channels, test_fraction)
+    images, labels = _idx_bytes(name, root, train)
+    return reshape_images(images.unsqueeze(1), image_size, channels), labels, CLASS_NAMES[name]
+
+
+def _idx_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 28, 28) and labels (N,) as stored (uint8), read by torchvision's class."""
     ensure_raw_files(name, root)
     try:
@@ -168,15 +194,65 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
     raise AssertionError("unreachable")
 
 
-def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int) -> tuple[Split, Split]:
-    """The 2018 split of the 60k training images into train and validation folds.
+def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, image_size: int | None = None,
+                    channels: int | None = None, test_fraction: float = TEST_FRACTION) -> tuple[Split, Split]:
+    """The 2018 split of the training images (60k for MNIST / Fashion-MNIST) into train and
+    validation folds.
 
     Indexed as bytes, then converted: a quarter of the memory traffic, the same floats.
     """
-    images, labels = _load_bytes(name, root, train=True)
+    images, labels, classes = _load_bytes(name, root, True, image_size, channels, test_fraction)
     tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
-    return _as_split(images[tr_t], labels[tr_t]), _as_split(images[va_t], labels[va_t])
+    return _as_split(images[tr_t], labels[tr_t], classes), _as_split(images[va_t], labels[va_t], classes)
+
+
+def add_data_args(g: Any) -> None:
+    """The data flags (``g``: a parser or an argument group): which images, and their shape."""
+    g.add_argument("--dataset_type", choices=DATASET_TYPES, default="fmnist",
+                   help="fmnist: Fashion-MNIST; mnist: MNIST (auto-downloaded; Debian's Fashion-MNIST used offline); "
+                        "folder: the images (png, jpg, bmp, webp) under --data_root, labelled by their class "
+                        "sub-folders if any, split by train/ and test/ sub-folders if any")
+    g.add_argument("--data_root", default="data", help="dataset folder (torchvision layout, or your images)")
+    g.add_argument("--image_size", type=int_in(4, MAX_IMAGE_SIZE), default=None,
+                   help="centre-crop to a square and resize every image to N x N (default: the data's own size)")
+    g.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="convert the images to grey (1) or colour (3) (default: the data's own)")
+    g.add_argument("--test_fraction", type=fraction, default=TEST_FRACTION,
+                   help="folder without train/ and test/: the fraction held out (seeded, stratified) as the test "
+                        "set, the same images whatever --seed")
+
+
+def check_fits_model(train: Split, model_type: str, conditional: bool, data_root: str) -> None:
+    """One line when the loaded images do not suit the model: their shape, or no classes for a CVAE."""
+    problem = shape_problem(model_type, *train.x.shape[1:3])
+    if problem:
+        raise VaeLabError(problem)
+    if conditional and len(train.classes or []) < 2:
+        raise VaeLabError(f"--conditional True needs images of two classes or more; {data_root!r} has "
+                          f"{'no class sub-folders' if train.classes is None else 'one class'}")
+
+
+def data_options(args: Any) -> dict:
+    """The data flags of a run (a namespace or a checkpoint's saved args) as keyword arguments
+    of :func:`load_split` / :func:`train_val_split`; runs from before these flags get the defaults."""
+    get = args.get if isinstance(args, dict) else lambda key, default: getattr(args, key, default)
+    return {"image_size": get("image_size", None), "channels": get("channels", None),
+            "test_fraction": get("test_fraction", TEST_FRACTION)}
+
+
+def reshape_images(images: torch.Tensor, image_size: int | None, channels: int | None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) centre-cropped to a square and resized to ``image_size`` (when
+    given and not already that size), then converted to ``channels`` (grey: ITU-R 601 luma, as PIL's
+    "L"; colour: the grey plane three times)."""
+    from torchvision.transforms.v2 import functional as TF  # here: seconds, and --help needs none of it
+
+    if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
+        side = min(images.shape[-2:])
+        images = TF.resize(TF.center_crop(images, [side, side]), [image_size, image_size], antialias=True)
+    if channels is not None and images.shape[1] != channels:
+        images = (TF.rgb_to_grayscale(images) if channels == 1 else images.expand(-1, 3, -1, -1)).contiguous()
+    return images
 
 
 def pixel_mean_std(x: torch.Tensor) -> tuple[float, float]:
@@ -212,3 +288,192 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# --- --dataset_type folder: a folder of the user's own images -------------------------------------
+# Hand-written rather than torchvision's ImageFolder: that class needs class sub-folders, returns
+# one PIL image per __getitem__, and has no cache; here a folder may be flat (no labels), has
+# optional train/ and test/ splits, and is decoded once into one uint8 tensor, cached on disk.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CACHE_DIR = ".vae_lab_cache"  # under --data_root
+CACHE_FORMAT = 1
+HOLDOUT_SEED = 0  # the held-out test set does not move with --seed: every run is tested on the same images
+
+
+@dataclass
+class _FolderImages:
+    x: torch.Tensor  # uint8 (N, C, H, W)
+    y: torch.Tensor  # int64 (N,), 0 without classes
+    is_test: torch.Tensor  # bool (N,): from a test/ sub-folder
+    classes: list[str] | None
+    has_splits: bool  # train/ and test/ sub-folders
+
+
+def _image_files(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden folders skipped), as sorted relative paths."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(dirpath, f), folder) for f in filenames
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    return sorted(found)
+
+
+def _scan_folder(root: str) -> tuple[list[str], bool]:
+    """The image files (relative to ``root``) and whether ``root`` has train/ and test/ splits."""
+    if not os.path.isdir(root):
+        raise VaeLabError(f"--data_root {root!r} is not a folder; --dataset_type folder reads the images in it")
+    has_splits = all(os.path.isdir(os.path.join(root, d)) for d in ("train", "test"))
+    files = ([os.path.join(d, f) for d in ("train", "test") for f in _image_files(os.path.join(root, d))]
+             if has_splits else _image_files(root))
+    if not files:
+        raise VaeLabError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}")
+    return files, has_splits
+
+
+def _labels(files: list[str], has_splits: bool) -> tuple[list[int], list[str] | None]:
+    """Class index per file from its first sub-folder (ImageFolder's convention), or all 0 with
+    no classes when some image lies outside a class folder."""
+    within = [f.split(os.sep, 1)[1] if has_splits else f for f in files]
+    if any(os.sep not in f for f in within):
+        return [0] * len(files), None
+    classes = sorted({f.split(os.sep, 1)[0] for f in within})
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[f.split(os.sep, 1)[0]] for f in within], classes
+
+
+def _decode(path: str, channels: int | None) -> torch.Tensor:
+    """One image file as uint8 (C, H, W): grey or RGB as stored (``channels`` when given)."""
+    from PIL import Image  # here: only folders decode images
+
+    with Image.open(path) as im:
+        mode = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+        array = np.asarray(im.convert(mode))
+    return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+
+
+def _decode_all(root: str, files: list[str], image_size: int | None, channels: int | None) -> torch.Tensor:
+    """Every file decoded (threads: PIL releases the GIL while decoding), resized, stacked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(f: str) -> torch.Tensor | Exception:
+        try:
+            return _decode(os.path.join(root, f), channels)
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on damaged files
+            return e
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(one, files))
+    bad = [f for f, im in zip(files, images) if isinstance(im, Exception)]
+    if bad:
+        raise VaeLabError(f"{len(bad)} of {len(files)} image files under {root!r} cannot be read: "
+                          f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove or repair them")
+    if channels is None and len({im.shape[0] for im in images}) > 1:
+        images = [im.expand(3, -1, -1) for im in images]  # grey and colour mixed: all colour
+    if image_size is None:
+        sizes = sorted({tuple(im.shape[1:]) for im in images})
+        if len(sizes) > 1:
+            raise VaeLabError(f"the images under {root!r} have {len(sizes)} different sizes (e.g. "
+                              f"{sizes[0][1]}x{sizes[0][0]} and {sizes[-1][1]}x{sizes[-1][0]}); pass --image_size N "
+                              "to centre-crop and resize them all to N x N")
+        if sizes[0][0] != sizes[0][1]:
+            raise VaeLabError(f"the images under {root!r} are {sizes[0][1]}x{sizes[0][0]}, not square; pass "
+                              "--image_size N to centre-crop and resize them to N x N")
+        return torch.stack(images)
+    return torch.cat([reshape_images(im[None], image_size, channels) for im in images])
+
+
+def _cache_key(root: str, files: list[str], image_size: int | None, channels: int | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr((CACHE_FORMAT, image_size, channels)).encode())
+    for f in files:
+        st = os.stat(os.path.join(root, f))
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _read_cache(path: str, n: int) -> _FolderImages | None:
+    """The cached images, or None when absent, unreadable or not what the key promises."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y, is_test = z["x"], z["y"], z["is_test"]
+            classes = [str(c) for c in z["classes"]] if z["labelled"] else None
+            has_splits = bool(z["has_splits"])
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != n or len(y) != n or len(is_test) != n:
+            raise ValueError("shapes")
+    except Exception as e:  # a damaged cache is rebuilt, never trusted
+        print(f"vae-lab: the image cache {path!r} is unreadable ({type(e).__name__}); decoding the images again",
+              file=sys.stderr)
+        return None
+    return _FolderImages(torch.from_numpy(x), torch.from_numpy(y).long(), torch.from_numpy(is_test), classes,
+                         has_splits)
+
+
+def _write_cache(path: str, images: _FolderImages) -> None:
+    """Written atomically; older caches of this folder (other files, sizes) are removed."""
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.getpid()}.{threading.get_ident()}.part")
+        with open(tmp, "wb") as f:
+            np.savez(f, x=images.x.numpy(), y=images.y.numpy(), is_test=images.is_test.numpy(),
+                     classes=np.array(images.classes or [], dtype=str), labelled=images.classes is not None,
+                     has_splits=images.has_splits)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only data folder: the run goes on, the next one decodes again
+        print(f"vae-lab: could not cache the decoded images in {folder!r} ({e.strerror or e})", file=sys.stderr)
+        return
+    for old in os.listdir(folder):
+        if old.endswith(".npz") and old != os.path.basename(path):
+            os.remove(os.path.join(folder, old))
+
+
+def _folder_images(root: str, image_size: int | None, channels: int | None) -> _FolderImages:
+    """Every image of the folder, from the cache when the file list, sizes and mtimes match."""
+    files, has_splits = _scan_folder(root)
+    path = os.path.join(root, CACHE_DIR, _cache_key(root, files, image_size, channels) + ".npz")
+    cached = _read_cache(path, len(files))
+    if cached is not None:
+        return cached
+    labels, classes = _labels(files, has_splits)
+    images = _FolderImages(_decode_all(root, files, image_size, channels), torch.tensor(labels, dtype=torch.int64),
+                           torch.tensor([has_splits and f.startswith("test" + os.sep) for f in files]), classes,
+                           has_splits)
+    _write_cache(path, images)
+    return images
+
+
+def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int | None, test_fraction: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """The training or test images of a folder: its train/ or test/ sub-folder, or else the
+    rest or the seeded, stratified (by class, when there are classes) hold-out of ``test_fraction``."""
+    images = _folder_images(root, image_size, channels)
+    if images.has_splits:
+        keep = images.is_test if not train else ~images.is_test
+    else:
+        from sklearn.model_selection import train_test_split  # imported here: ~1 s, needed once
+
+        n = len(images.y)
+        if n < 2:
+            raise VaeLabError(f"{root!r} holds {n} image; a training and a test set need at least 2")
+        y = images.y.numpy()
+        # stratified where it can be: every class twice or more, and a test set as large as the classes
+        stratify = (y if images.classes is not None and np.bincount(y).min() >= 2
+                    and math.ceil(n * test_fraction) >= len(images.classes) else None)
+        try:
+            _, test_idx = train_test_split(np.arange(n), test_size=test_fraction, random_state=HOLDOUT_SEED,
+                                           stratify=stratify)
+        except ValueError as e:  # e.g. fewer test images than classes
+            raise VaeLabError(f"cannot hold out --test_fraction {test_fraction:g} of the {n} images under {root!r} "
+                              f"({str(e).splitlines()[0]})") from None
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[torch.from_numpy(test_idx)] = True
+        keep = keep if not train else ~keep
+    if not keep.any():
+        raise VaeLabError(f"the {'training' if train else 'test'} set of {root!r} is empty")
+    idx = keep.nonzero().squeeze(1)
+    return images.x[idx], images.y[idx], images.classes

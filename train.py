@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from datasets import ensure_raw_files, pixel_mean_std, train_val_split
+from datasets import (Split, add_data_args, check_fits_model, data_options, ensure_raw_files, pixel_mean_std,
+                      train_val_split)
 from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer, run_footer, run_header,
                     train_one_epoch, validate)
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
@@ -22,7 +23,7 @@ from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
 from runtime import accelerators, distributed
-from runtime.checkpoints import check_dataset, load_checkpoint, model_from_checkpoint, sync_best
+from runtime.checkpoints import check_data_shape, check_dataset, load_checkpoint, model_from_checkpoint, sync_best
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
 from runtime.training_state import (checkpoint_paths, checkpoint_state, interrupted_message, restore_training_state,
@@ -85,9 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "grid of samples per class")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset_type", choices=["fmnist", "mnist"], default="fmnist",
-                   help="fmnist: Fashion-MNIST; mnist: MNIST (auto-downloaded; Debian's Fashion-MNIST used offline)")
-    g.add_argument("--data_root", default="data", help="dataset folder (torchvision layout)")
+    add_data_args(g)
     g.add_argument("--fold", type=non_negative_int, default=0, help="validation fold of the 60k training images")
     g.add_argument("--num_folds", type=positive_int, default=5,
                    help="StratifiedKFold splits (shuffled, random_state=--seed); 5 gives 48k train / 12k val")
@@ -186,13 +185,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise VaeLabError(f"--lognumber must be a plain file name, got {args.lognumber!r}")
 
 
-def model_config(args: argparse.Namespace, train_x: torch.Tensor | None = None) -> ModelConfig:
-    """The model the flags describe; with --normalize, ``train_x``'s pixel statistics."""
-    mean, std = pixel_mean_std(train_x) if args.normalize and train_x is not None else (0.0, 1.0)
+def model_config(args: argparse.Namespace, train: Split | None = None, statistics: bool = True) -> ModelConfig:
+    """The model the flags describe, for ``train``'s image shape and classes; with --normalize
+    (and ``statistics``), its pixel statistics."""
+    mean, std = pixel_mean_std(train.x) if args.normalize and statistics and train is not None else (0.0, 1.0)
+    data = {} if train is None else {"image_channels": train.x.shape[1], "image_size": train.x.shape[2],
+                                     "num_classes": len(train.classes or [None])}
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
                        model_multiplier=args.model_multiplier, split_filter=args.split_filter,
                        input_mean=mean, input_std=std, conditional=args.conditional, unet_skips=args.unet_skips,
-                       conv_n=args.conv_n)
+                       conv_n=args.conv_n, **data)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -206,7 +208,7 @@ def main(args: argparse.Namespace) -> dict:
         seed_everything(args.seed)
         ckpt = load_checkpoint(args.resume) if args.resume else None
         if ckpt is not None:
-            check_dataset(ckpt, args.dataset_type, args.resume)
+            check_dataset(ckpt, args, args.resume)
         if args.evaluate or args.predict:
             model = model_from_checkpoint(ckpt, model_config(args), args.resume).to(world.device)
             return run_eval_modes(model, args, world.device) if world.is_main else {}  # torchrun: rank 0 alone
@@ -221,9 +223,13 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
     if world.is_main:  # only rank 0 writes files
         check_outputs(args)  # before spending time on data
     world.rank0_first(ensure_raw_files, args.dataset_type, args.data_root)  # one writer in --data_root
-    train_set, val_set = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
+    train_set, val_set = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed,
+                                         **data_options(args))
+    check_fits_model(train_set, args.model_type, args.conditional, args.data_root)
+    if ckpt is not None:
+        check_data_shape(ckpt, tuple(train_set.x.shape[1:]), args.resume)
     world.check_batches(args.batch_size, len(train_set), len(val_set))
-    cfg = model_config(args, train_set.x if ckpt is None else None)  # a checkpoint has its own statistics
+    cfg = model_config(args, train_set, statistics=ckpt is None)  # a checkpoint has its own statistics
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
     train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -105,11 +106,26 @@ non_negative_int = _bounded(int, 0, False, "an integer >= 0")
 positive_float = _bounded(float, 0.0, True, "a positive finite number")
 non_negative_float = _bounded(float, 0.0, False, "a finite number >= 0")
 
+
+
+def fraction(value: str) -> float:
+    """Flag type: a number strictly between 0 and 1."""
+    try:
+        v = float(value)
+    except ValueError:
+        v = math.nan
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value!r}")
+    return v
+
+
 # Sanity limits: larger values are typos, and would otherwise fail deep inside torch
 # (an allocation of terabytes, an int64 overflow) instead of with one line.
 MAX_LATENT = 4096
 MAX_MULTIPLIER = 64
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
+MAX_IMAGE_SIZE = 1024  # pixels a side
+MAX_CLASSES = 100_000  # class sub-folders of a --dataset_type folder
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:

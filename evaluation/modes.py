@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from datasets import CLASS_NAMES, Split, load_split, train_val_split
+from datasets import Split, data_options, load_split, train_val_split
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
@@ -131,8 +131,9 @@ def mixture_for(model: VAE, checkpoint: str, train: Split, args: argparse.Namesp
 def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -> dict:
     """``--evaluate`` (table + weights/{lognumber}_eval.json) and ``--predict`` (results/{lognumber}/)."""
     ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
-    train, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed)
-    test = load_split(args.dataset_type, args.data_root, train=False)
+    train, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed,
+                                 **data_options(args))
+    test = load_split(args.dataset_type, args.data_root, train=False, **data_options(args))
     gmm = mixture_for(model, args.resume, train, args, device) if args.fid or args.sampler == "gmm" else None
     summary: dict = {}
     if args.evaluate:
@@ -167,7 +168,7 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
             summary["predict"] = write_predictions(model, val, test, out, device, args.seed,
                                                    train if args.predict_train else None,
                                                    gmm=gmm if args.sampler == "gmm" else None,
-                                                   class_names=CLASS_NAMES.get(args.dataset_type))
+                                                   class_names=train.classes)
         except OSError as e:
             raise VaeLabError(f"could not write the predictions in {out!r} ({e.strerror or e})") from None
         print(f"wrote predictions to {out}/")

@@ -7,7 +7,7 @@ from models.base import ModelConfig, VAE
 from models.conv1xn import build_conv1xn
 from models.fc import build_fc, build_fc_conv
 from models.fcn import build_fcn
-from models.resconv import build_resconv
+from models.resconv import build_resconv, stages
 from models.unet import build_unet
 
 MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
@@ -23,6 +23,21 @@ MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
 PLAIN_ONLY = ("unet", "conv1xn")
 
 
+# Built for any (C, H, W); the others are the 2018 models of 28x28 grey images.
+ANY_SHAPE = ("fc", "resconv")
+
+
+def shape_problem(model_type: str, channels: int, size: int) -> str | None:
+    """Why ``model_type`` cannot be built for (channels, size, size) images, or None if it can."""
+    if model_type not in ANY_SHAPE and (channels, size) != (1, 28):
+        return (f"--model_type {model_type} is a 2018 model of 28x28 grey images, not {channels}x{size}x{size}; "
+                f"{' and '.join(ANY_SHAPE)} build for any size and channel count")
+    if model_type == "resconv" and (size < 8 or stages(size) is None):
+        return (f"--model_type resconv cannot be built for {size}x{size} images (its stride-2 stages need a size "
+                "that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); pass --image_size")
+    return None
+
+
 def build_model(cfg: ModelConfig) -> VAE:
     """Build the model named by ``cfg.model_type``."""
     if cfg.model_type not in MODELS:
@@ -32,4 +47,4 @@ def build_model(cfg: ModelConfig) -> VAE:
     return model
 
 
-__all__ = ["MODELS", "PLAIN_ONLY", "ModelConfig", "VAE", "build_model"]
+__all__ = ["ANY_SHAPE", "MODELS", "PLAIN_ONLY", "ModelConfig", "VAE", "build_model", "shape_problem"]

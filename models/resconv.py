@@ -3,7 +3,9 @@
 Encoder: two stride-2 convs (28 -> 14 -> 7 pixels), a residual block at 7x7 and an MLP
 head to (mu, logvar). Decoder: an MLP from z to a 7x7 feature map, then residual blocks
 and transposed convs back up to 28x28, and a 3x3 conv to pixel logits. Channels are
-16 and 32 times ``model_multiplier``.
+16 and 32 times ``model_multiplier``. Other sizes get as many stride-2 stages as bring them
+to 8 pixels or fewer (32 -> 8 in two, 64 -> 8 in three, 128 -> 8 in four); the extra stages
+are 32-channel convs (and transposed convs) next to the others. Any channel count.
 
 Why this shape: on a 2-core CPU the cost of a conv layer grows with its resolution, so
 the full-resolution work is one cheap conv at each end, and the capacity sits in the MLP
@@ -44,22 +46,39 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.SiLU())
 
 
+def stages(image_size: int) -> int | None:
+    """Stride-2 stages that take ``image_size`` to 8 pixels or fewer (at least 2), or None when
+    a stage would meet an odd size (the transposed convs could not give it back)."""
+    k = 2
+    while image_size / 2 ** k > 8:
+        k += 1
+    return k if image_size % 2 ** k == 0 else None
+
+
+def buildable_sizes(up_to: int = 128) -> list[int]:
+    """The image sizes resconv builds for, from 8 up to ``up_to``."""
+    return [n for n in range(8, up_to + 1) if stages(n) is not None]
+
+
 class ResConvVAE(VAE):
     def __init__(self, cfg: ModelConfig, hidden: int = 512):
         super().__init__()
-        if cfg.image_size != 28:
-            raise ValueError("resconv is built for 28x28 images")
+        k = stages(cfg.image_size)
+        if k is None or cfg.image_size < 8:
+            raise ValueError(f"resconv cannot be built for {cfg.image_size}x{cfg.image_size} images: its stride-2 "
+                             "stages need a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 128")
         self.latent_size = z = cfg.latent_space_size
         c1, c2 = 16 * cfg.model_multiplier, 32 * cfg.model_multiplier
-        self.c2 = c2
+        self.c2, self.side = c2, cfg.image_size // 2 ** k
         self.enc_conv = nn.Sequential(
             nn.Conv2d(cfg.image_channels, c1, 4, stride=2, padding=1, bias=False),  # 28 -> 14
         )
         self.enc_body = nn.Sequential(
             nn.BatchNorm2d(c1), nn.SiLU(),
             _down(c1, c2),  # 14 -> 7
+            *[_down(c2, c2) for _ in range(k - 2)],  # larger images: down to 8 or fewer
             ResidualBlock(c2),
-            nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.SiLU(),
+            nn.Flatten(), nn.Linear(c2 * self.side ** 2, hidden), nn.SiLU(),
         )
         self.mu = nn.Linear(hidden, z)
         self.logvar = nn.Linear(hidden, z)
@@ -68,10 +87,11 @@ class ResConvVAE(VAE):
         nn.init.zeros_(self.logvar.bias)
         self.dec_fc = nn.Sequential(
             nn.Linear(cfg.decoder_input_size, hidden), nn.SiLU(),
-            nn.Linear(hidden, c2 * 49), nn.SiLU(),
+            nn.Linear(hidden, c2 * self.side ** 2), nn.SiLU(),
         )
         self.dec_conv = nn.Sequential(
             ResidualBlock(c2),
+            *[_up(c2, c2) for _ in range(k - 2)],
             _up(c2, c1),  # 7 -> 14
             ResidualBlock(c1),
             _up(c1, c1),  # 14 -> 28
@@ -84,7 +104,7 @@ class ResConvVAE(VAE):
         return self.mu(h), self.logvar(h)
 
     def _decode(self, z):
-        return self.dec_conv(self.dec_fc(z).view(-1, self.c2, 7, 7))
+        return self.dec_conv(self.dec_fc(z).view(-1, self.c2, self.side, self.side))
 
 
 def build_resconv(cfg: ModelConfig) -> VAE:

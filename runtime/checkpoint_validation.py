@@ -18,7 +18,7 @@ import torch
 
 from models import MODELS, ModelConfig
 from models.unet import parse_skips
-from utils import MAX_LATENT, MAX_MULTIPLIER, VaeLabError
+from utils import MAX_CLASSES, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, VaeLabError
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
 
@@ -78,11 +78,11 @@ def _check_model_config(cfg: Any) -> None:
     _int(cfg.get("latent_space_size"), "'model_config' latent_space_size", 1, MAX_LATENT)
     _int(cfg.get("model_multiplier", 1), "'model_config' model_multiplier", 1, MAX_MULTIPLIER)
     _int(cfg.get("split_filter", 2), "'model_config' split_filter", 0, 3)
-    _int(cfg.get("image_channels", 1), "'model_config' image_channels (MNIST images)", 1, 1)
-    _int(cfg.get("image_size", 28), "'model_config' image_size (MNIST images)", 28, 28)
+    _int(cfg.get("image_channels", 1), "'model_config' image_channels", 1, 3)
+    _int(cfg.get("image_size", 28), "'model_config' image_size", 4, MAX_IMAGE_SIZE)
     if not isinstance(cfg.get("conditional", False), bool):
         raise _Bad("'model_config' conditional must be True or False")
-    _int(cfg.get("num_classes", 10), "'model_config' num_classes (MNIST classes)", 10, 10)
+    _int(cfg.get("num_classes", 10), "'model_config' num_classes", 1, MAX_CLASSES)
     _int(cfg.get("conv_n", 3), "'model_config' conv_n", 3, 7)
     try:
         parse_skips(cfg.get("unet_skips", "all"))

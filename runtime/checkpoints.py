@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import pickle
@@ -15,6 +16,7 @@ import warnings
 
 import torch
 
+from datasets import TEST_FRACTION
 from models import ModelConfig, VAE, build_model
 from runtime.checkpoint_validation import check_checkpoint
 from runtime.files import atomic_write
@@ -115,12 +117,35 @@ def is_legacy(ckpt: dict) -> bool:
     return "model_config" not in ckpt
 
 
-def check_dataset(ckpt: dict, dataset_type: str, path: str) -> None:
-    """Refuse to go on with a checkpoint of ours that was trained on another dataset."""
-    saved = (ckpt.get("args") or {}).get("dataset_type")
-    if saved and saved != dataset_type:
-        raise VaeLabError(f"{path!r} was trained on {saved} but --dataset_type is {dataset_type}; "
+def check_dataset(ckpt: dict, args: argparse.Namespace, path: str) -> None:
+    """Refuse to go on with a checkpoint of ours that was trained on another dataset; the data
+    flags not given (``--image_size``, ``--channels``, ``--test_fraction`` at its default) take
+    the checkpoint's values, so that resuming and evaluating need no shape flags."""
+    saved_args = ckpt.get("args") or {}
+    saved = saved_args.get("dataset_type")
+    if saved and saved != args.dataset_type:
+        raise VaeLabError(f"{path!r} was trained on {saved} but --dataset_type is {args.dataset_type}; "
                           f"pass --dataset_type {saved}")
+    cfg = ckpt.get("model_config") or {}  # a 2018 checkpoint: 28x28 grey
+    for key, built_for in (("image_size", cfg.get("image_size", 28)), ("channels", cfg.get("image_channels", 1))):
+        if getattr(args, key) is None:
+            setattr(args, key, saved_args.get(key))
+        elif getattr(args, key) != built_for:
+            raise VaeLabError(f"{path!r} was trained on images of --{key} {built_for} but the flags say "
+                              f"{getattr(args, key)}; leave --{key} out")
+    if args.test_fraction == TEST_FRACTION and saved_args.get("test_fraction") is not None:
+        args.test_fraction = saved_args["test_fraction"]
+
+
+def check_data_shape(ckpt: dict, shape: tuple[int, ...], path: str) -> None:
+    """Refuse data whose (C, H, W) is not what the checkpoint's model was built for."""
+    cfg = ckpt.get("model_config")
+    if cfg is None:  # a 2018 checkpoint: 28x28 grey
+        cfg = {}
+    want = (cfg.get("image_channels", 1), cfg.get("image_size", 28), cfg.get("image_size", 28))
+    if tuple(shape) != want:
+        raise VaeLabError(f"{path!r} was trained on {'x'.join(map(str, want))} images but the data are "
+                          f"{'x'.join(map(str, shape))}; pass --image_size {want[1]} --channels {want[0]}")
 
 
 def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint") -> VAE:

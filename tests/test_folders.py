@@ -1,0 +1,155 @@
+"""--dataset_type folder: your own images, in class sub-folders or not, grey or colour, any size."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+from datasets import load_split, reshape_images, train_val_split
+from helpers import assert_cli_error, load_ckpt, run_cli
+from models import ModelConfig, build_model, shape_problem
+from tools.image_folders import write_image_folder
+from utils import VaeLabError
+
+
+def folder_args(root: str, *extra: str, epochs: int = 1) -> list[str]:
+    return ["--dataset_type", "folder", "--data_root", root, "--epochs", str(epochs), "--batch-size", "16",
+            "--print-freq", "100", "--lognumber", "f", "--no_cuda", "True", "--num_folds", "4", *extra]
+
+
+def test_class_folders_give_labels_and_a_stratified_seeded_holdout(tmp_path):
+    root = write_image_folder(str(tmp_path / "d"), n=70, classes=3)
+    train, test = load_split("folder", root, True), load_split("folder", root, False)
+    assert train.classes == test.classes == ["c0", "c1", "c2"]
+    assert len(test) == 10 and len(train) == 60  # 1/7 held out
+    assert train.x.shape[1:] == (1, 16, 16) and train.x.dtype == torch.float32 and train.x.max() <= 1
+    assert np.bincount(test.y.numpy()).tolist() in ([4, 3, 3], [3, 4, 3], [3, 3, 4])  # stratified
+    # the same hold-out every time, and disjoint from the training images
+    assert torch.equal(load_split("folder", root, False).x, test.x)
+    flat = lambda s: {tuple(r) for r in (s.x.flatten(1) * 255).round().int().tolist()}  # noqa: E731
+    assert not flat(train) & flat(test)
+    tr, va = train_val_split("folder", root, 0, 4, 42)
+    assert len(tr) + len(va) == 60 and len(va) == 15
+
+
+def test_train_and_test_sub_folders_are_the_splits(tmp_path):
+    root = write_image_folder(str(tmp_path / "d"), n=50, layout="splits", channels=3, size=(12, 12))
+    train, test = load_split("folder", root, True), load_split("folder", root, False)
+    assert len(train) == 40 and len(test) == 10 and train.x.shape[1:] == (3, 12, 12)
+    assert train.classes == ["c0", "c1", "c2"]
+
+
+def test_a_flat_folder_has_no_labels(tmp_path):
+    root = write_image_folder(str(tmp_path / "d"), n=30, layout="flat", ext="jpg")
+    train = load_split("folder", root, True)
+    assert train.classes is None and set(train.y.tolist()) == {0}
+
+
+def test_decoded_images_are_cached_and_a_changed_or_damaged_cache_is_not_trusted(tmp_path, monkeypatch, capsys):
+    root = write_image_folder(str(tmp_path / "d"), n=21)
+    first = load_split("folder", root, True)
+    real_decode, decoded = datasets._decode, []
+    monkeypatch.setattr(datasets, "_decode", lambda *a: decoded.append(a) or real_decode(*a))
+    assert torch.equal(load_split("folder", root, True).x, first.x) and not decoded  # from the cache
+    # a file rewritten (new size and mtime): decoded again, and the old cache is removed
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(os.path.join(root, "c0", "im0000.png"))
+    again = load_split("folder", root, True)
+    assert len(decoded) == 21 and not torch.equal(again.x, first.x)
+    assert len(os.listdir(os.path.join(root, datasets.CACHE_DIR))) == 1
+    # a damaged cache: one note on stderr, rebuilt
+    cache = os.path.join(root, datasets.CACHE_DIR, os.listdir(os.path.join(root, datasets.CACHE_DIR))[0])
+    with open(cache, "r+b") as f:
+        f.truncate(100)
+    decoded.clear()
+    assert torch.equal(load_split("folder", root, True).x, again.x) and len(decoded) == 21
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_sizes_and_channels_convert(tmp_path):
+    root = write_image_folder(str(tmp_path / "d"), n=14, size=(20, 30), channels=3)  # not square
+    with pytest.raises(VaeLabError, match="not square; pass --image_size"):
+        load_split("folder", root, True)
+    grey = load_split("folder", root, True, image_size=16, channels=1)
+    assert grey.x.shape[1:] == (1, 16, 16)
+    colour = load_split("folder", root, True, image_size=8, channels=3)
+    assert colour.x.shape[1:] == (3, 8, 8)
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    assert reshape_images(x, 32, 3).shape == (2, 3, 32, 32)
+    assert reshape_images(x, None, None) is x  # nothing asked, nothing done: the 2018 data stay exact
+
+
+def test_bad_folders_get_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VaeLabError, match="no image files"):
+        load_split("folder", str(empty), True)
+    mixed = write_image_folder(str(tmp_path / "mixed"), n=6)
+    write_image_folder(str(tmp_path / "mixed"), n=3, size=(20, 20), seed=1)  # overwrites 3 with another size
+    with pytest.raises(VaeLabError, match="2 different sizes.*--image_size"):
+        load_split("folder", mixed, True)
+    broken = write_image_folder(str(tmp_path / "broken"), n=12)
+    for name in ("im0003.png", "im0006.png"):
+        path = os.path.join(broken, "c0", name)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])  # truncated
+    with pytest.raises(VaeLabError, match=r"2 of 12 image files .* cannot be read: c0/im0003.png, c0/im0006.png"):
+        load_split("folder", broken, True)
+    with pytest.raises(VaeLabError, match="is not a folder"):
+        load_split("folder", str(tmp_path / "nowhere"), True)
+
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 1), (16, 3)])
+def test_resconv_and_fc_build_for_any_shape(size, channels):
+    for model_type in ("resconv", "fc"):
+        model = build_model(ModelConfig(model_type=model_type, image_size=size, image_channels=channels))
+        logits, mu, _ = model(torch.rand(2, channels, size, size))
+        assert logits.shape == (2, channels, size, size) and mu.shape == (2, 10)
+    assert "fc and resconv" in shape_problem("fc_conv", channels, size) if (size, channels) != (28, 1) else True
+
+
+def test_resconv_at_28_is_unchanged():
+    # the --preset best checkpoints of earlier versions must still load: same names and shapes
+    model = build_model(ModelConfig(model_type="resconv"))
+    assert sum(p.numel() for p in model.parameters()) == 1686437  # as before sizes other than 28 were built
+    assert model.state_dict()["enc_body.5.weight"].shape == (512, 32 * 49)
+    assert shape_problem("resconv", 1, 30) and shape_problem("resconv", 1, 28) is None
+
+
+def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
+    root = write_image_folder(str(tmp_path / "d"), n=96, size=(16, 16), channels=3)
+    code, out, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", epochs=3))
+    assert code == 0, err
+    ckpt = load_ckpt("weights/f_checkpoint.pth.tar")
+    assert ckpt["model_config"]["image_channels"] == 3 and ckpt["model_config"]["num_classes"] == 3
+    losses = [h["train_loss"] for h in ckpt["history"]]
+    assert losses[-1] < losses[0]
+    # resume, evaluate and predict with no shape flags: the checkpoint has them
+    code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
+                                       "weights/f_checkpoint.pth.tar", epochs=4))
+    assert code == 0, err
+    assert load_ckpt("weights/f_checkpoint.pth.tar")["epoch"] == 4
+    code, out, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
+                                         "weights/f_best.pth.tar", "--evaluate", "True", "--iw_samples", "3",
+                                         "--predict", "True"))
+    assert code == 0, err
+    results = json.load(open("weights/f_eval.json"))
+    assert results["test"]["n"] == 14 and results["val"]["iwae_nll"] > 0
+    assert Image.open("results/f/class_samples.png").mode == "RGB"
+    # the shape flags of another size are refused against the checkpoint
+    code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
+                                       "weights/f_best.pth.tar", "--evaluate", "True", "--image_size", "32"))
+    assert_cli_error(code, err, "--image_size 16 but the flags say 32", "leave --image_size out")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--model_type", "fc_conv"], ("fc_conv is a 2018 model of 28x28 grey images", "fc and resconv")),
+    (["--model_type", "resconv", "--image_size", "30"], ("cannot be built for 30x30",)),
+    (["--model_type", "fc", "--conditional", "True"], ("--conditional True needs", "no class sub-folders")),
+])
+def test_folder_runs_that_cannot_work_get_one_line(tmp_path, workdir, argv, needles):
+    root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), channels=3, layout="flat")
+    code, _, err = run_cli(folder_args(root, *argv))
+    assert_cli_error(code, err, *needles)
