@@ -27,7 +27,7 @@ if ROOT not in sys.path:  # the benchmarks import the project's modules
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from datasets import Split, kfold_indices, load_split  # noqa: E402
+from datasets import TEST_FRACTION, Split, data_options, kfold_indices, load_split  # noqa: E402
 from evaluation.knn import sampled_test_accuracy  # noqa: E402
 from evaluation.likelihood import iwae_evaluate  # noqa: E402
 from evaluation.metrics import evaluate, posterior_means  # noqa: E402
@@ -59,9 +59,10 @@ def code_version(root: str = ROOT) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def official_split(dataset: str, data_root: str, train_set: bool) -> Split:
-    """The official training or test set, read once per sweep."""
-    return load_split(dataset, data_root, train=train_set)
+def official_split(dataset: str, data_root: str, train_set: bool, image_size: int | None = None,
+                   channels: int | None = None, test_fraction: float = TEST_FRACTION) -> Split:
+    """The official training or test set (a folder's: see datasets.load_split), read once per sweep."""
+    return load_split(dataset, data_root, train_set, image_size, channels, test_fraction)
 
 
 def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str, knn_per_class: int,
@@ -72,8 +73,9 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     saved = ckpt["args"]
     device = select_device(device_name)
     model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
-    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True)
-    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False)
+    options = data_options(saved)
+    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True, **options)
+    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False, **options)
     _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])  # the run's own fold
     va_t = torch.from_numpy(va)
     val = Split(full_train.x[va_t], full_train.y[va_t])
