@@ -20,7 +20,7 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
-from datasets import CLASS_NAMES, load_split
+from datasets import add_data_args, data_options, load_split
 from evaluation import embedding_report as report
 from evaluation import knn
 from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
@@ -31,7 +31,7 @@ from utils import (MAX_SEED, OneLineParser, VaeLabError, ensure_writable_dir, in
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
 PLOT_POINTS = 8000  # training points per panel of embeddings_2d.png: enough to see the clusters
-DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST"}
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST", "folder": "image folder"}
 
 
 def int_list(value: str) -> list[int]:
@@ -67,9 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", default=DEFAULT_CHECKPOINT, metavar="CKPT",
                    help="the VAE checkpoint (ours or the 2018 one); model type and latent size are read from it")
-    p.add_argument("--dataset_type", choices=sorted(DATASET_NAMES), default="fmnist",
-                   help="dataset; must be the one the checkpoint was trained on")
-    p.add_argument("--data_root", default="data", help="dataset folder (torchvision layout)")
+    add_data_args(p)  # the checkpoint's dataset; with a VAE, its image size and channels by default
     p.add_argument("--methods", type=method_list, default="pca,umap,vae",
                    help="comma-separated, from pca,umap,vae,vae+umap,pixels (vae+umap: UMAP fitted on the VAE's "
                         "posterior means; pixels: the raw 784 pixels, a baseline)")
@@ -114,6 +112,8 @@ def main(args: argparse.Namespace) -> dict:
         model, cfg, vae_info = load_vae(args.resume, args.dataset_type, args.n_components)
         vae = VaeEncoder(model, select_device(args.device), (cfg.image_channels, cfg.image_size, cfg.image_size))
         n_components = cfg.latent_space_size
+        # the images as the VAE saw them (a no-op for data already of that shape)
+        args.image_size, args.channels = args.image_size or cfg.image_size, args.channels or cfg.image_channels
     else:
         n_components = args.n_components or 10
     out = out_dir(args.out, args)
@@ -123,7 +123,11 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{time.perf_counter() - t_start:6.1f} s  {msg}", flush=True)
 
     log(f"loading {args.dataset_type} from {args.data_root!r}")
-    train, test = load_split(args.dataset_type, args.data_root, True), load_split(args.dataset_type, args.data_root, False)
+    train = load_split(args.dataset_type, args.data_root, True, **data_options(args))
+    test = load_split(args.dataset_type, args.data_root, False, **data_options(args))
+    if len(train.classes or []) < 2:
+        raise VaeLabError(f"the embeddings are scored by how well KNN recovers the classes, and {args.data_root!r} "
+                          f"has {'no class sub-folders' if train.classes is None else 'one class'}")
     y_train, y_test = train.y.numpy(), test.y.numpy()
     try:
         knn.check_protocol(y_train, args.samples_per_class, args.n_neighbours,
@@ -187,7 +191,7 @@ def main(args: argparse.Namespace) -> dict:
     report.plot_knn_accuracy(results, os.path.join(out, "knn_accuracy.png"))
     show = np.sort(np.random.default_rng(args.seed).choice(len(y_train), min(PLOT_POINTS, len(y_train)), replace=False))
     views = {name: view_2d(e.train, args.seed)[show] for name, e in embeddings.items()}
-    report.plot_embeddings_2d(views, y_train[show], CLASS_NAMES[args.dataset_type],
+    report.plot_embeddings_2d(views, y_train[show], train.classes,
                               os.path.join(out, "embeddings_2d.png"),
                               f"{DATASET_NAMES[args.dataset_type]} training set: first two principal axes "
                               f"of each embedding ({len(show):,} points)")

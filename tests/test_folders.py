@@ -153,3 +153,26 @@ def test_folder_runs_that_cannot_work_get_one_line(tmp_path, workdir, argv, need
     root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), channels=3, layout="flat")
     code, _, err = run_cli(folder_args(root, *argv))
     assert_cli_error(code, err, *needles)
+
+
+def test_compare_embeddings_on_a_folder(tmp_path, workdir):
+    import compare_embeddings
+    from helpers import run_module_cli
+
+    root = write_image_folder(str(tmp_path / "d"), n=140, size=(16, 16), channels=3, layout="splits")
+    code, _, err = run_cli(folder_args(root, "--model_type", "fc", "--latent_space_size", "4"))
+    assert code == 0, err
+    argv = ["--dataset_type", "folder", "--data_root", root, "--resume", "weights/f_best.pth.tar",
+            "--methods", "pca,vae", "--samples_per_class", "5,10", "--n_neighbours", "1,3",
+            "--test_samples_per_class", "10", "--draws", "2", "--out", "cmp", "--device", "cpu"]
+    code, out, err = run_module_cli(compare_embeddings, argv)
+    assert code == 0, err
+    results = json.load(open("cmp/results.json"))
+    assert results["protocol"]["n_train"] == 112 and results["protocol"]["n_components"] == 4
+    assert set(results["methods"]) == {"pca", "vae"} and results["methods"]["vae"]["dimensions"] == 4
+    assert results["methods"]["pca"]["test_acc_full_k5"] > 0.9  # three bands at three heights: chance is 1/3
+    assert os.path.getsize("cmp/embeddings_2d.png") > 0
+    flat = write_image_folder(str(tmp_path / "flat"), n=20, size=(16, 16), channels=3, layout="flat")
+    code, _, err = run_module_cli(compare_embeddings, ["--dataset_type", "folder", "--data_root", flat,
+                                                       "--methods", "pca", "--out", "cmp2"])
+    assert code == 2 and "no class sub-folders" in err and err.count("\n") == 1, err
