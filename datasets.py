@@ -25,16 +25,26 @@ import torch.nn.functional as F
 from models import shape_problem
 from utils import MAX_IMAGE_SIZE, VaeLabError, fraction, int_in
 
-# torchvision's class (and so folder) name of each dataset
-FOLDERS = {"mnist": "MNIST", "fmnist": "FashionMNIST"}
+# the IDX datasets: torchvision's class (and so folder) name of each
+FOLDERS = {"mnist": "MNIST", "fmnist": "FashionMNIST", "kmnist": "KMNIST"}
+# the other torchvision datasets: where their files must be (under --data_root), for the offline message
+OTHER_TORCHVISION = {
+    "cifar10": "cifar-10-batches-py/ (data_batch_1 ... data_batch_5, test_batch, batches.meta: cifar-10-python.tar.gz "
+               "unpacked)",
+    "svhn": "train_32x32.mat and test_32x32.mat",
+    "celeba": "celeba/ (img_align_celeba/ with the 202,599 JPEGs, list_eval_partition.txt, list_attr_celeba.txt, "
+              "identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt)",
+}
 FOLDER = "folder"  # --dataset_type folder: the user's own images under --data_root
-DATASET_TYPES = ("fmnist", "mnist", FOLDER)
+DATASET_TYPES = ("fmnist", "mnist", "kmnist", "cifar10", "svhn", "celeba", FOLDER)
 # a folder without train/ and test/ sub-folders: this fraction is held out as the test set
 # (1/7, as 10k of MNIST's 70k images)
 TEST_FRACTION = 1 / 7
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],  # Kuzushiji-MNIST's hiragana
+    "svhn": [str(i) for i in range(10)],  # torchvision maps SVHN's label 10 to the digit 0
     "fmnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
@@ -48,7 +58,8 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def _torchvision_datasets() -> dict:
     from torchvision import datasets as tv_datasets  # here: seconds, and --help needs none of it
 
-    return {"mnist": tv_datasets.MNIST, "fmnist": tv_datasets.FashionMNIST}
+    return {"mnist": tv_datasets.MNIST, "fmnist": tv_datasets.FashionMNIST, "kmnist": tv_datasets.KMNIST,
+            "cifar10": tv_datasets.CIFAR10, "svhn": tv_datasets.SVHN, "celeba": tv_datasets.CelebA}
 
 
 def __getattr__(name: str):
@@ -106,8 +117,12 @@ def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) 
     (nothing to fetch for a folder of one's own images)."""
     if name == FOLDER:
         return
+    if name in OTHER_TORCHVISION:
+        for train in (True, False):
+            _open_torchvision(name, root, train)
+        return
     if name not in FOLDERS:
-        raise VaeLabError(f"unknown dataset {name!r}; choose from {sorted(FOLDERS)}")
+        raise VaeLabError(f"unknown dataset {name!r}; choose from {sorted(DATASET_TYPES)}")
     if _has_raw(name, root):
         return
     if name == "fmnist" and _copy_debian_fmnist(root, debian_dir):
@@ -149,8 +164,49 @@ def _load_bytes(name: str, root: str, train: bool, image_size: int | None, chann
     """Images (N, C, H, W) and labels (N,) as uint8 / int64, and the class names."""
     if name == FOLDER:
         return _folder_bytes(root, train, image_size, channels, test_fraction)
+    if name in OTHER_TORCHVISION:
+        return _torchvision_bytes(name, root, train, image_size, channels)
     images, labels = _idx_bytes(name, root, train)
     return reshape_images(images.unsqueeze(1), image_size, channels), labels, CLASS_NAMES[name]
+
+
+def _open_torchvision(name: str, root: str, train: bool, split: str | None = None) -> Any:
+    """torchvision's dataset object of CIFAR-10, SVHN or CelebA (``split``: its own split name): the
+    files under ``root``, else downloaded; offline, one line naming the files and where they must be."""
+    kwargs = {"train": train} if name == "cifar10" else {"split": split or ("train" if train else "test")}
+    cls = _torchvision_datasets()[name]
+    try:
+        return cls(root, download=False, **kwargs)
+    except Exception:  # RuntimeError "not found or corrupted" (torchvision checks the files' md5)
+        pass
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a dead network should fail in seconds, not hang
+    try:
+        os.makedirs(root, exist_ok=True)
+        return cls(root, download=True, **kwargs)
+    except Exception as e:  # URLError, OSError, RuntimeError (Google Drive quota for CelebA), ...
+        raise VaeLabError(f"{name} is not under {root!r} and downloading it failed ({type(e).__name__}); connect to "
+                          f"the internet, or put {OTHER_TORCHVISION[name]} in {root!r}") from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _torchvision_bytes(name: str, root: str, train: bool, image_size: int | None, channels: int | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """CIFAR-10 and SVHN as torchvision holds them (uint8 arrays); CelebA's aligned JPEGs (no
+    labels: its 40 attributes are not classes) decoded once and cached beside them."""
+    if name == "celeba":  # training: CelebA's train and valid partitions (the folds are ours)
+        parts = [_open_torchvision(name, root, train, split) for split in (("train", "valid") if train else ("test",))]
+        base = os.path.join(parts[0].root, parts[0].base_folder, "img_align_celeba")
+        files = [f for ds in parts for f in ds.filename]
+        x = decoded_images(base, files, image_size, channels, tag="train" if train else "test")
+        return x, torch.zeros(len(x), dtype=torch.int64), None
+    ds = _open_torchvision(name, root, train)
+    if name == "cifar10":
+        x, y, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets), list(ds.classes)
+    else:  # svhn: stored (N, 3, 32, 32)
+        x, y, classes = torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long(), CLASS_NAMES["svhn"]
+    return reshape_images(x.contiguous(), image_size, channels), y, classes
 
 
 def _idx_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,15 +357,6 @@ CACHE_FORMAT = 1
 HOLDOUT_SEED = 0  # the held-out test set does not move with --seed: every run is tested on the same images
 
 
-@dataclass
-class _FolderImages:
-    x: torch.Tensor  # uint8 (N, C, H, W)
-    y: torch.Tensor  # int64 (N,), 0 without classes
-    is_test: torch.Tensor  # bool (N,): from a test/ sub-folder
-    classes: list[str] | None
-    has_splits: bool  # train/ and test/ sub-folders
-
-
 def _image_files(folder: str) -> list[str]:
     """Image files under ``folder`` (recursively, hidden folders skipped), as sorted relative paths."""
     found = []
@@ -384,86 +431,82 @@ def _decode_all(root: str, files: list[str], image_size: int | None, channels: i
     return torch.cat([reshape_images(im[None], image_size, channels) for im in images])
 
 
-def _cache_key(root: str, files: list[str], image_size: int | None, channels: int | None) -> str:
+def _cache_key(base: str, files: list[str], image_size: int | None, channels: int | None) -> str:
     import hashlib
 
     h = hashlib.sha256(repr((CACHE_FORMAT, image_size, channels)).encode())
     for f in files:
-        st = os.stat(os.path.join(root, f))
+        st = os.stat(os.path.join(base, f))
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 
-def _read_cache(path: str, n: int) -> _FolderImages | None:
+def _read_cache(path: str, n: int) -> torch.Tensor | None:
     """The cached images, or None when absent, unreadable or not what the key promises."""
     if not os.path.isfile(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            x, y, is_test = z["x"], z["y"], z["is_test"]
-            classes = [str(c) for c in z["classes"]] if z["labelled"] else None
-            has_splits = bool(z["has_splits"])
-        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != n or len(y) != n or len(is_test) != n:
+            x = z["x"]
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != n:
             raise ValueError("shapes")
     except Exception as e:  # a damaged cache is rebuilt, never trusted
         print(f"vae-lab: the image cache {path!r} is unreadable ({type(e).__name__}); decoding the images again",
               file=sys.stderr)
         return None
-    return _FolderImages(torch.from_numpy(x), torch.from_numpy(y).long(), torch.from_numpy(is_test), classes,
-                         has_splits)
+    return torch.from_numpy(x)
 
 
-def _write_cache(path: str, images: _FolderImages) -> None:
-    """Written atomically; older caches of this folder (other files, sizes) are removed."""
+def _write_cache(path: str, x: torch.Tensor, tag: str) -> None:
+    """Written atomically; older caches of the same ``tag`` (other files, sizes) are removed."""
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{os.getpid()}.{threading.get_ident()}.part")
         with open(tmp, "wb") as f:
-            np.savez(f, x=images.x.numpy(), y=images.y.numpy(), is_test=images.is_test.numpy(),
-                     classes=np.array(images.classes or [], dtype=str), labelled=images.classes is not None,
-                     has_splits=images.has_splits)
+            np.savez(f, x=x.numpy())
         os.replace(tmp, path)
     except OSError as e:  # a read-only data folder: the run goes on, the next one decodes again
         print(f"vae-lab: could not cache the decoded images in {folder!r} ({e.strerror or e})", file=sys.stderr)
         return
     for old in os.listdir(folder):
-        if old.endswith(".npz") and old != os.path.basename(path):
+        if old.startswith(tag + "-") and old.endswith(".npz") and old != os.path.basename(path):
             os.remove(os.path.join(folder, old))
 
 
-def _folder_images(root: str, image_size: int | None, channels: int | None) -> _FolderImages:
-    """Every image of the folder, from the cache when the file list, sizes and mtimes match."""
-    files, has_splits = _scan_folder(root)
-    path = os.path.join(root, CACHE_DIR, _cache_key(root, files, image_size, channels) + ".npz")
-    cached = _read_cache(path, len(files))
-    if cached is not None:
-        return cached
-    labels, classes = _labels(files, has_splits)
-    images = _FolderImages(_decode_all(root, files, image_size, channels), torch.tensor(labels, dtype=torch.int64),
-                           torch.tensor([has_splits and f.startswith("test" + os.sep) for f in files]), classes,
-                           has_splits)
-    _write_cache(path, images)
-    return images
+def decoded_images(base: str, files: list[str], image_size: int | None, channels: int | None,
+                   tag: str = "all") -> torch.Tensor:
+    """The image files (relative to ``base``) as one uint8 tensor (N, C, H, W), decoded once and
+    cached in ``base``/.vae_lab_cache/ under a key of the file list, sizes, mtimes and the shape
+    asked for; ``tag`` names a set of files whose older caches a new one replaces."""
+    path = os.path.join(base, CACHE_DIR, f"{tag}-{_cache_key(base, files, image_size, channels)}.npz")
+    x = _read_cache(path, len(files))
+    if x is None:
+        x = _decode_all(base, files, image_size, channels)
+        _write_cache(path, x, tag)
+    return x
 
 
 def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int | None, test_fraction: float
                   ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """The training or test images of a folder: its train/ or test/ sub-folder, or else the
     rest or the seeded, stratified (by class, when there are classes) hold-out of ``test_fraction``."""
-    images = _folder_images(root, image_size, channels)
-    if images.has_splits:
-        keep = images.is_test if not train else ~images.is_test
+    files, has_splits = _scan_folder(root)
+    labels, classes = _labels(files, has_splits)
+    x, y = decoded_images(root, files, image_size, channels), torch.tensor(labels, dtype=torch.int64)
+    if has_splits:
+        is_test = torch.tensor([f.startswith("test" + os.sep) for f in files])
+        keep = is_test if not train else ~is_test
     else:
         from sklearn.model_selection import train_test_split  # imported here: ~1 s, needed once
 
-        n = len(images.y)
+        n = len(y)
         if n < 2:
             raise VaeLabError(f"{root!r} holds {n} image; a training and a test set need at least 2")
-        y = images.y.numpy()
+        y_np = y.numpy()
         # stratified where it can be: every class twice or more, and a test set as large as the classes
-        stratify = (y if images.classes is not None and np.bincount(y).min() >= 2
-                    and math.ceil(n * test_fraction) >= len(images.classes) else None)
+        stratify = (y_np if classes is not None and np.bincount(y_np).min() >= 2
+                    and math.ceil(n * test_fraction) >= len(classes) else None)
         try:
             _, test_idx = train_test_split(np.arange(n), test_size=test_fraction, random_state=HOLDOUT_SEED,
                                            stratify=stratify)
@@ -476,4 +519,4 @@ def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int 
     if not keep.any():
         raise VaeLabError(f"the {'training' if train else 'test'} set of {root!r} is empty")
     idx = keep.nonzero().squeeze(1)
-    return images.x[idx], images.y[idx], images.classes
+    return x[idx], y[idx], classes
