@@ -191,11 +191,12 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
     return log.averages()
 
 
-def make_loss(args: argparse.Namespace, world: World) -> VAELoss:
+def make_loss(args: argparse.Namespace, world: World, model: VAE) -> VAELoss:
     """The training objective the flags describe (under torchrun its running means follow the
-    whole minibatch)."""
+    whole minibatch; a logistic or Gaussian likelihood uses ``model``'s learnt scale)."""
     loss_fn = VAELoss(args.image_loss_type, args.img_loss_weight, args.kl_loss_weight, args.do_running_mean, 0.9,
                       args.ssim_window_size, args.free_bits, args.ssim_weight)
+    loss_fn.log_scale = model.log_scale
     if world.distributed:
         loss_fn.sync = world.weighted_mean
     return loss_fn

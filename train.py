@@ -18,7 +18,7 @@ from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer
                     train_one_epoch, validate)
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
 from evaluation.pictures import fixed_codes
-from losses import IMAGE_LOSSES
+from losses import IMAGE_LOSSES, likelihood_of
 from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
@@ -194,7 +194,7 @@ def model_config(args: argparse.Namespace, train: Split | None = None, statistic
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
                        model_multiplier=args.model_multiplier, split_filter=args.split_filter,
                        input_mean=mean, input_std=std, conditional=args.conditional, unet_skips=args.unet_skips,
-                       conv_n=args.conv_n, **data)
+                       conv_n=args.conv_n, likelihood=likelihood_of(args.image_loss_type), **data)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -231,10 +231,13 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
     world.check_batches(args.batch_size, len(train_set), len(val_set))
     cfg = model_config(args, train_set, statistics=ckpt is None)  # a checkpoint has its own statistics
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
+    if model.likelihood != cfg.likelihood:
+        raise VaeLabError(f"{args.resume!r} has a {model.likelihood} likelihood; --image_loss_type {args.image_loss_type} "
+                          f"trains a {cfg.likelihood} one")
     train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = make_scheduler(optimizer, args)
-    loss_fn = make_loss(args, world)
+    loss_fn = make_loss(args, world, model)
     generator = torch.Generator().manual_seed(args.seed)  # data order and augmentations
     n_batches, val_batches = math.ceil(len(train_set) / args.batch_size), math.ceil(len(val_set) / args.batch_size)
 

@@ -7,20 +7,22 @@ For K samples z_k ~ q(z|x) = N(mu, exp(logvar)) and the prior p(z) = N(0, I),
 in nats per image. K = 1 is a one-sample estimate of the negative ELBO (BCE + KL); the
 bound tightens (decreases) towards -log p(x) as K grows (Theorem 1 of the paper).
 
-log p(x|z) is the "Bernoulli likelihood" the training loss uses: minus the BCE from the
-decoder's logits, summed over pixels. The pixels x are grey levels in [0, 1], not binary,
-so this is the continuous Bernoulli density without its normalising constant, not a
-normalised density of x; the bound is therefore on the same scale as the ELBO (BCE + KL)
-and comparable with it, not with log-likelihoods of binarised or 8-bit-discretised data.
+log p(x|z) is the model's likelihood (losses/likelihoods.py). For the 2018 Bernoulli one it is
+minus the BCE from the decoder's logits, summed over pixels. The pixels x are grey levels in
+[0, 1], not binary, so this is the continuous Bernoulli density without its normalising
+constant, not a normalised density of x; the bound is therefore on the same scale as the ELBO
+(BCE + KL) and comparable with it, not with log-likelihoods of binarised or 8-bit-discretised
+data. With the discretised logistic it is a true bound on -log P(x) of the 8-bit image, and
+comparable with the literature in bits per dimension.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 
 from datasets import Split
+from losses import pixel_nll
 from evaluation.metrics import batches
 from models import VAE
 
@@ -68,10 +70,9 @@ def iwae_nll(model: VAE, x: torch.Tensor, k: int, chunk: int | None = None,
         else:
             logits = model.decode_logits(zf)
         logits = logits.view(c, *x.shape)
-        # log p(x|z) = -BCE(logits, x) summed over pixels (the training loss's term); the
-        # expanded x is a view, not c copies.
-        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand(c, *x.shape),
-                                                       reduction="none").flatten(2).sum(-1)  # (c, B)
+        # log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
+        # the expanded x is a view, not c copies.
+        log_px_z = -pixel_nll(model.likelihood, logits, x.expand(c, *x.shape), model.log_scale).flatten(2).sum(-1)
         lse = torch.logaddexp(lse, torch.logsumexp(log_px_z + log_prior_ratio, dim=0))
     return -(lse - math.log(k))
 

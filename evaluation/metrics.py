@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from datasets import Split
-from losses import bce_loss, kl_divergence, mse_loss, reconstruction_loss, ssim
+from losses import bce_loss, bits_per_dim, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
 from models import VAE
 
-# What --evaluate reports per split (plus bce_kl = bce + kl, and n).
-EVAL_METRICS = ("bce", "mse", "kl", "ssim")
+# What --evaluate reports per split (plus bce_kl = bce + kl, nll_kl = nll + kl, n, and for the
+# discretised logistic, bits per dimension).
+EVAL_METRICS = ("bce", "mse", "kl", "ssim", "nll")
 
 
 def batches(data: Split, batch_size: int, device: torch.device, labels: bool = False,
@@ -40,8 +41,9 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
                   ) -> dict[str, torch.Tensor]:
     """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
 
-    ``names`` from: bce, mse, kl, ssim (window ``window_size``), img_loss (the training
-    reconstruction term ``image_loss_type``).
+    ``names`` from: bce, mse, kl, ssim (window ``window_size``), nll (-log p(x|z) under the
+    model's likelihood: the BCE for a Bernoulli one), img_loss (the training reconstruction term
+    ``image_loss_type``).
     """
     logits, mu, logvar = model(x, y=y)
     measure: dict[str, Callable[[], torch.Tensor]] = {
@@ -49,7 +51,9 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
         "mse": lambda: mse_loss(logits, x),
         "kl": lambda: kl_divergence(mu, logvar),
         "ssim": lambda: ssim(torch.sigmoid(logits), x, window_size).mean(),
-        "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight),
+        "nll": lambda: pixel_nll(model.likelihood, logits, x, model.log_scale).sum() / x.shape[0],
+        "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
+                                                model.log_scale),
     }
     return {name: measure[name]() for name in names}
 
@@ -57,15 +61,21 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
 @torch.no_grad()
 def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5, batch_size: int = 1000
              ) -> dict[str, float]:
-    """Per-image BCE, MSE, KL, BCE+KL and SSIM of ``data``, decoding the posterior mean."""
+    """Per-image BCE, MSE, KL, BCE+KL and SSIM of ``data``, decoding the posterior mean; the
+    model's likelihood (NLL, NLL+KL: the negative ELBO) and, for the discretised logistic, the
+    negative ELBO in bits per dimension."""
     model.eval()
     sums = dict.fromkeys(EVAL_METRICS, 0.0)
     for x, y in batches(data, batch_size, device, model.conditional):
         for name, value in batch_metrics(model, x, y, EVAL_METRICS, window_size).items():
             sums[name] += value.item() * x.shape[0]
     out = {k: v / len(data) for k, v in sums.items()}
-    return {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
-            "ssim": out["ssim"], "n": len(data)}
+    result = {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
+              "ssim": out["ssim"], "n": len(data), "likelihood": model.likelihood, "nll": out["nll"],
+              "nll_kl": out["nll"] + out["kl"]}
+    if model.likelihood == "logistic":
+        result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())
+    return result
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from evaluation.pictures import write_predictions
 from evaluation.samplers import SAMPLERS, GaussianMixtureSampler, fitted_mixture, model_fingerprint
 from evaluation.sample_quality import (COMPARABILITY, Classifier, classifier_accuracy, feature_stats,
                                        frechet_distance, load_or_train_classifier)
+from losses import bits_per_dim
 from models import VAE
 from runtime.files import write_json
 from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bool
@@ -22,7 +23,8 @@ from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bo
 # --iw_samples: at most this many importance samples per image (cost grows linearly).
 MAX_IW_SAMPLES = 100_000
 MAX_FID_SAMPLES = 1_000_000
-SCORE_COLUMNS = (("fid_prior", "FID prior", ".2f"), ("fid_gmm", "FID GMM", ".2f"),
+SCORE_COLUMNS = (("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
+                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"), ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
 
 
@@ -72,7 +74,9 @@ def check_mode_args(args: argparse.Namespace) -> None:
 def print_eval_table(results: dict[str, dict]) -> None:
     """One row per split; IWAE and sample-score columns when they were computed."""
     iw = [r["iw_samples"] for r in results.values() if "iwae_nll" in r]
-    extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())]
+    # NLL+KL: only when the likelihood is not the Bernoulli one (else it is BCE+KL)
+    extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())
+             and (key != "nll_kl" or any(r.get("likelihood", "bernoulli") != "bernoulli" for r in results.values()))]
     head = (f" {f'IWAE K={iw[0]}':>12}" if iw else "") + "".join(f" {name:>10}" for _, name, _ in extra)
     print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
     for split, r in results.items():
@@ -145,6 +149,8 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
                 results[split]["iwae_nll"] = iwae_evaluate(model, data, device, args.iw_samples, seed=args.seed,
                                                           labels=model.conditional)
                 results[split]["iw_samples"] = args.iw_samples
+                if model.likelihood == "logistic":  # a bound on -log P(x) of the 8-bit image
+                    results[split]["iwae_bits_per_dim"] = bits_per_dim(results[split]["iwae_nll"], data.x[0].numel())
             print(f"IWAE bound (-log p(x), nats/image), K={args.iw_samples}: {len(val) + len(test)} images "
                   f"in {time.perf_counter() - t0:.1f} s")
         if args.fid:

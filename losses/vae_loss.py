@@ -8,9 +8,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from losses.likelihoods import pixel_nll
 from losses.ssim import ssim_map
 
-IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim")
+# logistic / gaussian: the likelihoods of losses/likelihoods.py, with the model's learnt scale
+IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim", "logistic", "gaussian")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -48,9 +50,12 @@ def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor, ssim_window_size: int = 5,
-                        ssim_weight: float = 1.0) -> torch.Tensor:
+                        ssim_weight: float = 1.0, log_scale: torch.Tensor | None = None) -> torch.Tensor:
     """``bce_ssim`` is BCE + ssim_weight x the ssim loss: the likelihood keeps every pixel's
-    grey level honest, the SSIM term rewards local structure (edges, texture)."""
+    grey level honest, the SSIM term rewards local structure (edges, texture). ``logistic`` and
+    ``gaussian``: their NLL with the model's learnt ``log_scale`` per channel."""
+    if kind in ("logistic", "gaussian"):
+        return pixel_nll(kind, logits, x, log_scale).sum() / x.shape[0]
     if kind == "bce":
         return bce_loss(logits, x)
     if kind == "mse":
@@ -87,6 +92,8 @@ class VAELoss:
         self.ssim_window_size, self.ssim_weight = ssim_window_size, ssim_weight
         self.free_bits = free_bits
         self.kl_scale = 1.0
+        # logistic / gaussian: the model's learnt log-scale per channel (a parameter the optimizer trains)
+        self.log_scale: torch.Tensor | None = None
         self.img_rm: torch.Tensor | None = None
         self.kl_rm: torch.Tensor | None = None
         # Under torchrun: (per-image means, images) -> global means, so the running means
@@ -95,7 +102,8 @@ class VAELoss:
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
                  ) -> dict[str, torch.Tensor]:
-        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight)
+        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight,
+                                  self.log_scale)
         kl_dims = kl_per_dimension(mu, logvar)
         kl = kl_dims.sum()
         penalty = kl_dims.clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl

@@ -1,7 +1,11 @@
 """Model registry: ``--model_type`` name -> builder taking a :class:`ModelConfig`."""
 from __future__ import annotations
 
+import math
 from typing import Callable
+
+import torch
+from torch import nn
 
 from models.base import ModelConfig, VAE
 from models.conv1xn import build_conv1xn
@@ -44,6 +48,10 @@ def build_model(cfg: ModelConfig) -> VAE:
         raise KeyError(f"unknown model type {cfg.model_type!r}; choose from {sorted(MODELS)}")
     model = MODELS[cfg.model_type](cfg)
     model.input_mean, model.input_std = float(cfg.input_mean), float(cfg.input_std)
+    if cfg.likelihood != "bernoulli":
+        # one learnt log-scale per channel, starting at 0.1 of the [0, 1] range
+        model.likelihood = cfg.likelihood
+        model.log_scale = nn.Parameter(torch.full((cfg.image_channels,), math.log(0.1)))
     return model
 
 

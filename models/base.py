@@ -28,6 +28,9 @@ class ModelConfig:
     unet_skips: str = "all"
     # `conv1xn`: N of the 1xN / Nx1 convolution pairs
     conv_n: int = 3
+    # p(x|z): bernoulli (the 2018 BCE), or logistic / gaussian with a learnt scale per channel
+    # (losses/likelihoods.py), held by the model as ``log_scale``
+    likelihood: str = "bernoulli"
 
     @property
     def decoder_input_size(self) -> int:
@@ -58,6 +61,7 @@ class VAE(nn.Module):
     """
 
     latent_size: int
+    likelihood: str = "bernoulli"  # see ModelConfig.likelihood; set by models.build_model
     input_mean: float = 0.0
     input_std: float = 1.0
     conditional: bool = False
@@ -66,6 +70,12 @@ class VAE(nn.Module):
     unet_skips: str = "all"
     # `conv1xn`: N of the 1xN / Nx1 convolution pairs
     conv_n: int = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        # the learnt log-scale per channel of a logistic or Gaussian likelihood (models.build_model
+        # sets it); None for the Bernoulli one, and then not in the state dict
+        self.register_parameter("log_scale", None)
 
     def _setup_conditioning(self, cfg: ModelConfig, first_hidden: int) -> None:
         """Call from ``__init__``: the encoder's label input, of width ``first_hidden``."""

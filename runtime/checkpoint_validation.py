@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from losses import LIKELIHOODS
 from models import MODELS, ModelConfig
 from models.unet import parse_skips
 from utils import MAX_CLASSES, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, VaeLabError
@@ -84,6 +85,8 @@ def _check_model_config(cfg: Any) -> None:
         raise _Bad("'model_config' conditional must be True or False")
     _int(cfg.get("num_classes", 10), "'model_config' num_classes", 1, MAX_CLASSES)
     _int(cfg.get("conv_n", 3), "'model_config' conv_n", 3, 7)
+    if cfg.get("likelihood", "bernoulli") not in LIKELIHOODS:
+        raise _Bad(f"'model_config' names an unknown likelihood {cfg.get('likelihood')!r:.40}")
     try:
         parse_skips(cfg.get("unet_skips", "all"))
     except (ValueError, TypeError, AttributeError):
