@@ -1,7 +1,8 @@
 """Where a UNet VAE's reconstructions come from: its latent code, or the skips across the bottleneck.
 
 For each `unet` checkpoint of the ablation (rows unet_skips_all / _coarsest / _none, every seed
-of ``--seeds`` found in ``--work_dir``), on the run's own validation fold, per image:
+of ``--seeds`` found in ``--work_dir``), on the run's own validation fold, per image
+(evaluation/skips.py):
 
 - BCE of the normal decode: the posterior mean with the input's encoder maps (the ablation's BCE);
 - BCE with the code swapped for a draw from the prior, and for zeros, the input's maps kept:
@@ -30,18 +31,14 @@ from sweep import ROOT, cell, command_line, mean_std, parse_seeds  # noqa: E402
 import torch  # noqa: E402
 
 from datasets import train_val_split  # noqa: E402
-from evaluation.latent_pictures import posterior_stats  # noqa: E402
-from evaluation.metrics import batches  # noqa: E402
 from evaluation.pictures import save_png  # noqa: E402
-from losses import bce_loss  # noqa: E402
+from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage  # noqa: E402
 from models import ModelConfig  # noqa: E402
-from models.unet import UNetVAE  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
 from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, VaeLabError, run_cli, select_device  # noqa: E402
 
 ROWS = ("unet_skips_all", "unet_skips_coarsest", "unet_skips_none")
-ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
 PICTURE_IMAGES = 8
 METRICS = (("bce", ".2f"), ("bce_prior_code", ".2f"), ("bce_zero_code", ".2f"), ("bce_no_maps", ".2f"),
            ("kl", ".2f"), ("active_units", ".1f"), ("kl_top_dim", ".2f"))
@@ -60,39 +57,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="output path without extension (.md and .json are written)")
     p.add_argument("--picture", default=os.path.join(ROOT, "docs", "img", "unet_skips.png"))
     return p
-
-
-@torch.no_grad()
-def measure(model: UNetVAE, val, device: torch.device, seed: int) -> dict:
-    """The BCEs (per image, nats) of the four decodes, the KL and its split over dimensions."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    sums = dict.fromkeys(("bce", "bce_prior_code", "bce_zero_code", "bce_no_maps"), 0.0)
-    for x, _ in batches(val, 500, device):
-        mu, _ = model.posterior(x)
-        prior = torch.randn(mu.shape, generator=gen).to(device)
-        for key, logits in (("bce", model.decode_with_skips(x, mu)),
-                            ("bce_prior_code", model.decode_with_skips(x, prior)),
-                            ("bce_zero_code", model.decode_with_skips(x, torch.zeros_like(mu))),
-                            ("bce_no_maps", model.decode_logits(mu))):
-            sums[key] += bce_loss(logits, x).item() * len(x)
-    means, _, _, kl_dims = posterior_stats(model, val, device)
-    out = {key: total / len(val) for key, total in sums.items()}
-    out.update(kl=kl_dims.sum().item(), kl_per_dim=sorted(kl_dims.tolist(), reverse=True),
-               kl_top_dim=kl_dims.max().item(),
-               active_units=int((means.var(0, unbiased=False) > ACTIVE_UNIT_VARIANCE).sum()))
-    return out
-
-
-@torch.no_grad()
-def picture_rows(model: UNetVAE, x: torch.Tensor, seed: int) -> list[torch.Tensor]:
-    """Four rows of images: reconstructions, reconstructions from a prior-drawn code (the input's
-    maps kept), the posterior mean decoded without the maps, prior samples."""
-    model.eval()
-    mu, _ = model.posterior(x)
-    prior = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
-    return [torch.sigmoid(t) for t in (model.decode_with_skips(x, mu), model.decode_with_skips(x, prior),
-                                       model.decode_logits(mu), model.decode_logits(prior))]
 
 
 def write_report(rows: list[dict], args: argparse.Namespace) -> None:
@@ -130,12 +94,12 @@ def main(args: argparse.Namespace) -> list[dict]:
             run = ckpt["args"]
             model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path).to(device)
             _, val = train_val_split(run["dataset_type"], args.data_root, run["fold"], run["num_folds"], run["seed"])
-            runs.append({"seed": seed, "skips": model.skips, **measure(model, val, device, seed)})
+            runs.append({"seed": seed, "skips": model.skips, **skip_usage(model, val, device, seed)})
             print(f"[unet_skips] {name} seed {seed}: BCE {runs[-1]['bce']:.2f}, with a prior code "
                   f"{runs[-1]['bce_prior_code']:.2f}, KL {runs[-1]['kl']:.2f}", flush=True)
             if len(runs) == 1:
                 x = val.x[:PICTURE_IMAGES].to(device)
-                picture += ([x] if not picture else []) + picture_rows(model, x, seed)
+                picture += ([x] if not picture else []) + skip_picture_rows(model, x, seed)
         if runs:
             rows.append({"row": name, "seeds": [r["seed"] for r in runs], "skips": runs[0]["skips"],
                          "kl_per_dim_first_seed": runs[0]["kl_per_dim"],

@@ -140,6 +140,7 @@ class Conditional(torch.nn.Module):
     def __init__(self, model, labels):
         super().__init__()
         self.model, self.labels = model, labels
+        self.likelihood, self.log_scale = model.likelihood, model.log_scale  # the wrapped model's p(x|z)
 
     def posterior(self, x, y):
         assert torch.equal(y, self.labels)
