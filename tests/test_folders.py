@@ -1,5 +1,6 @@
 """--dataset_type folder: your own images, in class sub-folders or not, grey or colour, any size."""
 import json
+import math
 import os
 
 import numpy as np
@@ -120,15 +121,16 @@ def test_resconv_at_28_is_unchanged():
 
 def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
     root = write_image_folder(str(tmp_path / "d"), n=96, size=(16, 16), channels=3)
-    code, out, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", epochs=3))
+    logistic = ("--image_loss_type", "logistic")
+    code, out, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", *logistic, epochs=3))
     assert code == 0, err
     ckpt = load_ckpt("weights/f_checkpoint.pth.tar")
     assert ckpt["model_config"]["image_channels"] == 3 and ckpt["model_config"]["num_classes"] == 3
     losses = [h["train_loss"] for h in ckpt["history"]]
     assert losses[-1] < losses[0]
     # resume, evaluate and predict with no shape flags: the checkpoint has them
-    code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
-                                       "weights/f_checkpoint.pth.tar", epochs=4))
+    code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", *logistic,
+                                       "--resume", "weights/f_checkpoint.pth.tar", epochs=4))
     assert code == 0, err
     assert load_ckpt("weights/f_checkpoint.pth.tar")["epoch"] == 4
     code, out, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
@@ -137,6 +139,7 @@ def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
     assert code == 0, err
     results = json.load(open("weights/f_eval.json"))
     assert results["test"]["n"] == 14 and results["val"]["iwae_nll"] > 0
+    assert results["test"]["bits_per_dim"] == pytest.approx(results["test"]["nll_kl"] / (3 * 16 * 16 * math.log(2)))
     assert Image.open("results/f/class_samples.png").mode == "RGB"
     # the shape flags of another size are refused against the checkpoint
     code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",
@@ -148,6 +151,7 @@ def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
     (["--model_type", "fc_conv"], ("fc_conv is a 2018 model of 28x28 grey images", "fc and resconv")),
     (["--model_type", "resconv", "--image_size", "30"], ("cannot be built for 30x30",)),
     (["--model_type", "fc", "--conditional", "True"], ("--conditional True needs", "no class sub-folders")),
+    (["--model_type", "resconv", "--image_size", "6"], ("cannot be built for 6x6",)),
 ])
 def test_folder_runs_that_cannot_work_get_one_line(tmp_path, workdir, argv, needles):
     root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), channels=3, layout="flat")
@@ -176,3 +180,10 @@ def test_compare_embeddings_on_a_folder(tmp_path, workdir):
     code, _, err = run_module_cli(compare_embeddings, ["--dataset_type", "folder", "--data_root", flat,
                                                        "--methods", "pca", "--out", "cmp2"])
     assert code == 2 and "no class sub-folders" in err and err.count("\n") == 1, err
+
+
+def test_amp_trains_on_a_colour_folder(tmp_path, workdir):
+    root = write_image_folder(str(tmp_path / "d"), n=42, size=(16, 16), channels=3)
+    code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--amp", "True", epochs=2))
+    assert code == 0, err
+    assert all(math.isfinite(h["val_loss"]) for h in load_ckpt("weights/f_checkpoint.pth.tar")["history"])
