@@ -15,7 +15,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from datasets import Split, augment_batch
+from datasets import Split, as_float, augment_batch
 from evaluation.metrics import batch_metrics, batches, posterior_means
 from evaluation.pictures import fixed_codes, image_grids
 from evaluation.samplers import GaussianMixtureSampler, check_components
@@ -132,9 +132,10 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     model.train()
     n = len(data)
     n_batches = math.ceil(n / args.batch_size)
+    device = next(model.parameters()).device  # data.x may stay on the host (datasets.place_images)
     perm = torch.randperm(n, generator=generator).to(data.x.device)
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
-    world = world or World(device=data.x.device)
+    world = world or World(device=device)
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
                      names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty"), reduce=world.reduce_rows)
@@ -143,8 +144,8 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
         for i in range(n_batches):
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
             rows = world.shard(len(idx))  # the whole minibatch in a single process
-            x = data.x[idx[rows]]
-            y = data.y[idx[rows]] if conditional else None
+            x = as_float(data.x[idx[rows]].to(device, non_blocking=True))
+            y = data.y[idx[rows].to(data.y.device)].to(device) if conditional else None
             if args.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
             with accelerators.autocast(x.device, args.amp):
@@ -179,10 +180,11 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
     """
     model.eval()
     n_batches = math.ceil(len(data) / args.batch_size)
-    world = world or World(device=data.x.device)
+    device = next(model.parameters()).device
+    world = world or World(device=device)
     log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, reduce=world.reduce_rows)
     labels = getattr(args, "conditional", False)
-    for i, (x, y) in enumerate(batches(data, args.batch_size, data.x.device, labels, world.shard)):
+    for i, (x, y) in enumerate(batches(data, args.batch_size, device, labels, world.shard)):
         m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim"), args.ssim_window_size, args.image_loss_type,
                           getattr(args, "ssim_weight", 1.0))
         terms = {"loss": loss_fn.objective(m["img_loss"], m["kl"]), "img_loss": m["img_loss"], "kl_loss": m["kl"],
@@ -203,11 +205,11 @@ def make_loss(args: argparse.Namespace, world: World, model: VAE) -> VAELoss:
 
 
 def run_header(args: argparse.Namespace, model: VAE, device: torch.device, n_train: int, n_val: int,
-               start_epoch: int) -> str:
-    """The console line that opens a training run."""
+               start_epoch: int, placement: str = "") -> str:
+    """The console line that opens a training run (``placement``: where the images are kept)."""
     return (f"{args.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
-            f"{model.latent_size}, {device}; {args.dataset_type}: {n_train} train / {n_val} val images; "
-            f"epochs {start_epoch + 1}-{args.epochs}")
+            f"{model.latent_size}, {device}; {args.dataset_type}: {n_train} train / {n_val} val images"
+            f"{f' ({placement})' if placement else ''}; epochs {start_epoch + 1}-{args.epochs}")
 
 
 def run_footer(args: argparse.Namespace, seconds: float, best_loss: float, ckpt_path: str, best_path: str,
@@ -256,10 +258,10 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
         z_gmm = None
         if args.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
             keep = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[:GMM_FIT_IMAGES]
-            codes = posterior_means(model, Split(train_set.x[keep.to(train_set.x.device)], train_set.y[keep]),
-                                    train_set.x.device)
+            device = next(model.parameters()).device
+            codes = posterior_means(model, Split(train_set.x[keep.to(train_set.x.device)], train_set.y[keep]), device)
             gmm = GaussianMixtureSampler.fit(codes, args.gmm_components, args.seed)
-            z_gmm = fixed_codes(args.seed, model.latent_size, train_set.x.device, gmm=gmm)
+            z_gmm = fixed_codes(args.seed, model.latent_size, device, gmm=gmm)
         for tag, grid in image_grids(model, *pictures, z_gmm=z_gmm).items():
             writer.add_image(tag, grid, epoch + 1)
     writer.flush()

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from datasets import (Split, add_data_args, check_fits_model, data_options, ensure_raw_files, pixel_mean_std,
-                      train_val_split)
+from datasets import (Split, add_data_args, as_float, check_fits_model, data_options, ensure_raw_files,
+                      pixel_mean_std, place_images, train_val_split)
 from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer, run_footer, run_header,
                     train_one_epoch, validate)
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
@@ -23,7 +23,7 @@ from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
 from runtime import accelerators, distributed
-from runtime.checkpoints import check_data_shape, check_dataset, load_checkpoint, model_from_checkpoint, sync_best
+from runtime.checkpoints import check_dataset, check_fits_checkpoint, load_checkpoint, model_from_checkpoint, sync_best
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
 from runtime.training_state import (checkpoint_paths, checkpoint_state, interrupted_message, restore_training_state,
@@ -227,14 +227,11 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
                                          **data_options(args))
     check_fits_model(train_set, args.model_type, args.conditional, args.data_root)
     if ckpt is not None:
-        check_data_shape(ckpt, tuple(train_set.x.shape[1:]), args.resume)
+        check_fits_checkpoint(ckpt, tuple(train_set.x.shape[1:]), args.image_loss_type, args.resume)
     world.check_batches(args.batch_size, len(train_set), len(val_set))
     cfg = model_config(args, train_set, statistics=ckpt is None)  # a checkpoint has its own statistics
     model = (model_from_checkpoint(ckpt, cfg, args.resume) if ckpt else build_model(cfg)).to(device)
-    if model.likelihood != cfg.likelihood:
-        raise VaeLabError(f"{args.resume!r} has a {model.likelihood} likelihood; --image_loss_type {args.image_loss_type} "
-                          f"trains a {cfg.likelihood} one")
-    train_set.x, val_set.x = train_set.x.to(device), val_set.x.to(device)
+    (train_set.x, placement), (val_set.x, _) = place_images(train_set.x, device), place_images(val_set.x, device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = make_scheduler(optimizer, args)
     loss_fn = make_loss(args, world, model)
@@ -257,11 +254,12 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
     writer = (open_writer(args, ckpt is not None, start_epoch, global_step, val_batches, len(train_set))
               if world.is_main else None)
     scalar_writer = writer if args.tensorboard else None
-    pictures = (val_set.x[:16], val_set.y[:16].to(device), fixed_codes(args.seed, cfg.latent_space_size, device))
+    pictures = (as_float(val_set.x[:16].to(device)), val_set.y[:16].to(device),
+                fixed_codes(args.seed, cfg.latent_space_size, device))
     ckpt_path, best_path = checkpoint_paths(args.weights_dir, args.lognumber)
     if world.is_main and ckpt is not None and os.path.abspath(args.resume) == os.path.abspath(ckpt_path):
         sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
-    print(run_header(args, model, device, len(train_set), len(val_set), start_epoch))
+    print(run_header(args, model, device, len(train_set), len(val_set), start_epoch, placement))
 
     t_start, epoch = time.perf_counter(), start_epoch
     try:

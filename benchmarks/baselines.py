@@ -35,7 +35,7 @@ if ROOT not in sys.path:  # the benchmarks import the project's modules
 import torch  # noqa: E402
 
 import engine  # noqa: E402
-from datasets import Split, ensure_raw_files, kfold_indices, load_split  # noqa: E402
+from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_split  # noqa: E402
 from evaluation.metrics import batch_metrics  # noqa: E402
 from losses import VAELoss  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
@@ -62,7 +62,9 @@ def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
     ensure_raw_files("fmnist", root)
     full = load_split("fmnist", root, train=True)
     tr, va = kfold_indices(full.y, 0, 5, seed)
-    return Data(root, full.x[torch.from_numpy(tr)].to(device), full.x[torch.from_numpy(va)].to(device),
+    # float32 as the bare loops index it; train.py keeps uint8 and converts each batch (engine.train_one_epoch)
+    x = as_float(full.x)
+    return Data(root, x[torch.from_numpy(tr)].to(device), x[torch.from_numpy(va)].to(device),
                 tr.tolist(), va.tolist())
 
 

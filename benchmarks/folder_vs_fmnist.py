@@ -62,7 +62,7 @@ def export_pngs(data_root: str, png_root: str) -> dict:
     shutil.rmtree(png_root, ignore_errors=True)
     t0 = time.perf_counter()
     for split, data in splits.items():
-        images = (data.x[:, 0] * 255).round().to(torch.uint8).numpy()
+        images = data.x[:, 0].numpy()  # uint8, as stored
         for i, (img, y) in enumerate(zip(images, data.y.tolist())):
             folder = os.path.join(png_root, split, names[y])
             os.makedirs(folder, exist_ok=True)

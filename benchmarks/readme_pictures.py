@@ -23,7 +23,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from datasets import CLASS_NAMES, train_val_split  # noqa: E402
+from datasets import CLASS_NAMES, as_float, train_val_split  # noqa: E402
 from evaluation.latent_pictures import write_latent_map, write_traversals  # noqa: E402
 from evaluation.metrics import posterior_means  # noqa: E402
 from evaluation.pictures import fixed_codes, image_grids, save_png  # noqa: E402
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> dict[str, str]:
     device = select_device("auto")
     model, run, train_set, val = _load(args.checkpoint, args.data_root, device)
     gmm = GaussianMixtureSampler.fit(posterior_means(model, train_set, device), args.gmm_components, run["seed"])
-    grids = image_grids(model, val.x[:16].to(device), val.y[:16].to(device),
+    grids = image_grids(model, as_float(val.x[:16].to(device)), val.y[:16].to(device),
                         fixed_codes(run["seed"], model.latent_size, device), interpolations=True,
                         z_gmm=fixed_codes(run["seed"], model.latent_size, device, gmm=gmm))
     os.makedirs(args.out, exist_ok=True)

@@ -12,7 +12,6 @@ Writes benchmarks/results.md (and results.json beside it).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import math
 import os

@@ -85,7 +85,7 @@ def real_images_score(args: argparse.Namespace) -> float:
     device = select_device(args.device)
     full_train = official_split("fmnist", os.path.abspath(args.data_root), True)
     test = official_split("fmnist", os.path.abspath(args.data_root), False)
-    return frechet_distance(*feature_stats(classifier, full_train.x[:args.fid], device),
+    return frechet_distance(*feature_stats(classifier, full_train.x[:args.fid], device),  # uint8: converted per batch
                             *feature_stats(classifier, test.x, device))
 
 

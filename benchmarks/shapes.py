@@ -81,7 +81,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> Non
     lines = [f"# Image size and colour: Fashion-MNIST resized and coloured ({args.epochs} epochs)", "",
              f"`{command_line('shapes.py')}`; torch {torch.__version__}, {platform.machine()}, device "
              f"{select_device(args.device).type}, {os.environ.get('OMP_NUM_THREADS', 'all')} threads; wall time "
-             f"{wall:.0f} s; seed {args.seed}, one run per row. `--image_size S --channels C --image_loss_type logistic`; "
+             f"{wall:.0f} s; seed {args.seed}, one run per row. "
+             "`--image_size S --channels C --image_loss_type logistic`; "
              "colour = the grey image in three channels. Validation fold 0 (12,000 images): the negative ELBO in "
              "bits per dimension (discretised logistic), SSIM (window 5, averaged over channels). Peak memory: the "
              "row's process's maximum resident set size.", "",

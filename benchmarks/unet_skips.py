@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sweep import ROOT, cell, command_line, mean_std, parse_seeds  # noqa: E402
 import torch  # noqa: E402
 
-from datasets import train_val_split  # noqa: E402
+from datasets import as_float, train_val_split  # noqa: E402
 from evaluation.pictures import save_png  # noqa: E402
 from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage  # noqa: E402
 from models import ModelConfig  # noqa: E402
@@ -90,7 +90,8 @@ def main(args: argparse.Namespace) -> list[dict]:
                 continue
             ckpt = load_checkpoint(path)
             if ckpt["model_config"].get("model_type") != "unet":
-                raise VaeLabError(f"{path} is not a unet checkpoint (model_type {ckpt['model_config'].get('model_type')})")
+                kind = ckpt["model_config"].get("model_type")
+                raise VaeLabError(f"{path} is not a unet checkpoint (model_type {kind})")
             run = ckpt["args"]
             model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path).to(device)
             _, val = train_val_split(run["dataset_type"], args.data_root, run["fold"], run["num_folds"], run["seed"])
@@ -98,7 +99,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             print(f"[unet_skips] {name} seed {seed}: BCE {runs[-1]['bce']:.2f}, with a prior code "
                   f"{runs[-1]['bce_prior_code']:.2f}, KL {runs[-1]['kl']:.2f}", flush=True)
             if len(runs) == 1:
-                x = val.x[:PICTURE_IMAGES].to(device)
+                x = as_float(val.x[:PICTURE_IMAGES].to(device))
                 picture += ([x] if not picture else []) + skip_picture_rows(model, x, seed)
         if runs:
             rows.append({"row": name, "seeds": [r["seed"] for r in runs], "skips": runs[0]["skips"],

@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from datasets import Split
+from datasets import Split, as_float
 from evaluation.metrics import posterior_means
 from models import ModelConfig, VAE
 from runtime.checkpoints import is_legacy, load_checkpoint, model_from_checkpoint
@@ -47,7 +47,7 @@ class Embedding:
 
 def flatten(split: Split) -> np.ndarray:
     """Images of a Split as a float32 array (N, pixels), the input every method takes."""
-    return split.x.flatten(1).numpy()
+    return as_float(split.x).flatten(1).numpy()
 
 
 class VaeEncoder:

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from datasets import Split
+from datasets import Split, as_float
 from losses import bce_loss, bits_per_dim, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
 from models import VAE
 
@@ -32,7 +32,7 @@ def batches(data: Split, batch_size: int, device: torch.device, labels: bool = F
         x = data.x[start:start + batch_size]
         keep = rows(x.shape[0]) if rows is not None else slice(None)
         y = data.y[start:start + batch_size][keep] if labels else None
-        x = x[keep].to(device)
+        x = as_float(x[keep].to(device))
         yield x, (y.to(device) if y is not None else None)
 
 

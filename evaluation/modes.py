@@ -24,7 +24,8 @@ from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bo
 MAX_IW_SAMPLES = 100_000
 MAX_FID_SAMPLES = 1_000_000
 SCORE_COLUMNS = (("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
-                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"), ("fid_gmm", "FID GMM", ".2f"),
+                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
+                 ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
 
 

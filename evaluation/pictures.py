@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from datasets import Split
+from datasets import Split, as_float
 from evaluation.latent_pictures import write_latent_map, write_traversals
 from evaluation.metrics import posterior_means
 from evaluation.samplers import GaussianMixtureSampler
@@ -102,7 +102,7 @@ def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device:
     posterior means *_mu.npy with their labels *_y.npy; returns name -> path."""
     os.makedirs(out_dir, exist_ok=True)
     z_gmm = fixed_codes(seed, model.latent_size, device, gmm=gmm) if gmm is not None else None
-    grids = image_grids(model, val.x[:n_show].to(device), val.y[:n_show].to(device),
+    grids = image_grids(model, as_float(val.x[:n_show].to(device)), val.y[:n_show].to(device),
                         fixed_codes(seed, model.latent_size, device), interpolations=True, z_gmm=z_gmm)
     paths = {}
     for tag, grid in grids.items():

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets import FOLDERS, Split, load_split
+from datasets import FOLDERS, Split, as_float, load_split
 from runtime.checkpoints import save_checkpoint
 from utils import VaeLabError, ensure_writable_dir
 
@@ -99,7 +99,7 @@ def _predict(classifier: Classifier, images: torch.Tensor, device: torch.device,
              batch_size: int) -> torch.Tensor:
     """Predicted classes (N,) on the CPU."""
     classifier.eval()
-    return torch.cat([classifier(images[i:i + batch_size].to(device)).argmax(1).cpu()
+    return torch.cat([classifier(as_float(images[i:i + batch_size].to(device))).argmax(1).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -145,7 +145,7 @@ def train_classifier(train: Split, test: Split, device: torch.device, seed: int 
             perm = torch.randperm(len(x), generator=order).to(device)
             for start in range(0, len(x), batch_size):
                 idx = perm[start:start + batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(as_float(x[idx])), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -267,7 +267,7 @@ def feature_stats(classifier: Classifier, images: torch.Tensor, device: torch.de
         raise ValueError(f"need at least 2 images for a covariance, got {len(images)}")
     classifier.eval()
     feats = np.concatenate([
-        classifier.features(images[i:i + batch_size].to(device)).double().cpu().numpy()
+        classifier.features(as_float(images[i:i + batch_size].to(device))).double().cpu().numpy()
         for i in range(0, len(images), batch_size)])
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 

@@ -66,7 +66,8 @@ class ResConvVAE(VAE):
         k = stages(cfg.image_size)
         if k is None or cfg.image_size < 8:
             raise ValueError(f"resconv cannot be built for {cfg.image_size}x{cfg.image_size} images: its stride-2 "
-                             "stages need a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 128")
+                             "stages need a size that halves evenly down to 8 pixels or fewer "
+                             "(e.g. 28, 32, 48, 64, 128)")
         self.latent_size = z = cfg.latent_space_size
         c1, c2 = 16 * cfg.model_multiplier, 32 * cfg.model_multiplier
         self.c2, self.side = c2, cfg.image_size // 2 ** k

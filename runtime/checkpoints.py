@@ -17,6 +17,7 @@ import warnings
 import torch
 
 from datasets import TEST_FRACTION
+from losses import likelihood_of
 from models import ModelConfig, VAE, build_model
 from runtime.checkpoint_validation import check_checkpoint
 from runtime.files import atomic_write
@@ -137,15 +138,18 @@ def check_dataset(ckpt: dict, args: argparse.Namespace, path: str) -> None:
         args.test_fraction = saved_args["test_fraction"]
 
 
-def check_data_shape(ckpt: dict, shape: tuple[int, ...], path: str) -> None:
-    """Refuse data whose (C, H, W) is not what the checkpoint's model was built for."""
-    cfg = ckpt.get("model_config")
-    if cfg is None:  # a 2018 checkpoint: 28x28 grey
-        cfg = {}
+def check_fits_checkpoint(ckpt: dict, shape: tuple[int, ...], image_loss_type: str, path: str) -> None:
+    """Refuse to resume with data whose (C, H, W), or a loss whose likelihood, is not what the
+    checkpoint's model was built for."""
+    cfg = ckpt.get("model_config") or {}  # a 2018 checkpoint: 28x28 grey, Bernoulli
     want = (cfg.get("image_channels", 1), cfg.get("image_size", 28), cfg.get("image_size", 28))
     if tuple(shape) != want:
         raise VaeLabError(f"{path!r} was trained on {'x'.join(map(str, want))} images but the data are "
                           f"{'x'.join(map(str, shape))}; pass --image_size {want[1]} --channels {want[0]}")
+    saved, asked = cfg.get("likelihood", "bernoulli"), likelihood_of(image_loss_type)
+    if saved != asked:
+        raise VaeLabError(f"{path!r} has a {saved} likelihood; --image_loss_type {image_loss_type} trains a "
+                          f"{asked} one")
 
 
 def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint") -> VAE:

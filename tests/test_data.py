@@ -18,7 +18,9 @@ def test_mnist_idx_files_load_through_torchvision(tiny_mnist):
     tr = load_split("mnist", tiny_mnist, train=True)
     te = load_split("mnist", tiny_mnist, train=False)
     assert tr.x.shape == (500, 1, 28, 28) and te.x.shape == (100, 1, 28, 28)
-    assert tr.x.dtype == torch.float32 and 0.0 <= tr.x.min() and tr.x.max() <= 1.0
+    assert tr.x.dtype == torch.uint8  # as stored: a quarter of float32's memory
+    x = datasets.as_float(tr.x)  # per batch: k / 255, what torchvision's ToTensor gives
+    assert x.dtype == torch.float32 and torch.equal(x * 255, tr.x.float()) and x.max() <= 1.0
     assert tr.y.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     train, val = train_val_split("mnist", tiny_mnist, fold=0, num_folds=5, seed=42)
     assert len(train) == 400 and len(val) == 100

@@ -26,11 +26,11 @@ def test_class_folders_give_labels_and_a_stratified_seeded_holdout(tmp_path):
     train, test = load_split("folder", root, True), load_split("folder", root, False)
     assert train.classes == test.classes == ["c0", "c1", "c2"]
     assert len(test) == 10 and len(train) == 60  # 1/7 held out
-    assert train.x.shape[1:] == (1, 16, 16) and train.x.dtype == torch.float32 and train.x.max() <= 1
+    assert train.x.shape[1:] == (1, 16, 16) and train.x.dtype == torch.uint8  # as stored; as_float per batch
     assert np.bincount(test.y.numpy()).tolist() in ([4, 3, 3], [3, 4, 3], [3, 3, 4])  # stratified
     # the same hold-out every time, and disjoint from the training images
     assert torch.equal(load_split("folder", root, False).x, test.x)
-    flat = lambda s: {tuple(r) for r in (s.x.flatten(1) * 255).round().int().tolist()}  # noqa: E731
+    flat = lambda s: {tuple(r) for r in s.x.flatten(1).tolist()}  # noqa: E731
     assert not flat(train) & flat(test)
     tr, va = train_val_split("folder", root, 0, 4, 42)
     assert len(tr) + len(va) == 60 and len(va) == 15
@@ -187,3 +187,31 @@ def test_amp_trains_on_a_colour_folder(tmp_path, workdir):
     code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--amp", "True", epochs=2))
     assert code == 0, err
     assert all(math.isfinite(h["val_loss"]) for h in load_ckpt("weights/f_checkpoint.pth.tar")["history"])
+
+
+def test_images_kept_as_uint8_train_bit_identically_to_float32(tiny_mnist, tmp_path, monkeypatch):
+    """Data too large for a float32 copy stay uint8 and are converted per batch: same numbers."""
+    from helpers import tiny_args
+
+    weights = {}
+    for placement, free in (("float32 in memory", None), ("uint8 in memory", 1000)):
+        run_dir = tmp_path / placement.split()[0]
+        run_dir.mkdir()
+        monkeypatch.chdir(run_dir)
+        monkeypatch.setattr(datasets, "_free_bytes", lambda device, free=free: free)
+        code, out, err = run_cli(tiny_args(tiny_mnist, "--do_augs", "True", "--conditional", "True", epochs=2))
+        assert code == 0, err
+        assert f"({placement}" in out.splitlines()[0]
+        weights[placement] = load_ckpt("weights/r_checkpoint.pth.tar")["state_dict"]
+    a, b = weights.values()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_where_images_are_kept(monkeypatch):
+    x = torch.zeros(10, 1, 4, 4, dtype=torch.uint8)
+    monkeypatch.setattr(datasets, "_free_bytes", lambda device: 10**9)
+    kept, words = datasets.place_images(x, torch.device("cpu"))
+    assert kept.dtype == torch.float32 and words.startswith("float32 in memory")
+    monkeypatch.setattr(datasets, "_free_bytes", lambda device: 100)
+    kept, words = datasets.place_images(x, torch.device("cpu"))
+    assert kept is x and "uint8 in memory" in words
