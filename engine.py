@@ -209,7 +209,7 @@ def run_header(args: argparse.Namespace, model: VAE, device: torch.device, n_tra
     """The console line that opens a training run (``placement``: where the images are kept)."""
     return (f"{args.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
             f"{model.latent_size}, {device}; {args.dataset_type}: {n_train} train / {n_val} val images"
-            f"{f' ({placement})' if placement else ''}; epochs {start_epoch + 1}-{args.epochs}")
+            f"{f', {placement}' if placement else ''}; epochs {start_epoch + 1}-{args.epochs}")
 
 
 def run_footer(args: argparse.Namespace, seconds: float, best_loss: float, ckpt_path: str, best_path: str,

@@ -201,7 +201,7 @@ def test_images_kept_as_uint8_train_bit_identically_to_float32(tiny_mnist, tmp_p
         monkeypatch.setattr(datasets, "_free_bytes", lambda device, free=free: free)
         code, out, err = run_cli(tiny_args(tiny_mnist, "--do_augs", "True", "--conditional", "True", epochs=2))
         assert code == 0, err
-        assert f"({placement}" in out.splitlines()[0]
+        assert f"val images, {placement}" in out.splitlines()[0]
         weights[placement] = load_ckpt("weights/r_checkpoint.pth.tar")["state_dict"]
     a, b = weights.values()
     assert all(torch.equal(a[k], b[k]) for k in a)
