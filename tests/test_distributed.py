@@ -84,3 +84,17 @@ def test_torchrun_with_too_many_processes_says_so_once(tiny_mnist, workdir):
     ours = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error:")]
     assert len(ours) == 1 and "2 processes need at least 2 images" in ours[0], proc.stderr[-2000:]
     assert not os.path.exists("weights/bad_checkpoint.pth.tar")
+
+
+def test_two_gloo_processes_on_a_colour_folder_equal_one(tmp_path, workdir):
+    from tools.image_folders import write_image_folder
+
+    root = write_image_folder(str(tmp_path / "d"), n=120, size=(16, 16), channels=3)
+    argv = ["--dataset_type", "folder", "--data_root", root, "--model_type", "fc", "--image_loss_type", "logistic",
+            "--batch-size", "26", "--no_cuda", "True", "--epochs", "1", "--num_folds", "4", "--conditional", "True"]
+    proc = torchrun(argv + ["--lognumber", "two"], workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_cli(argv + ["--lognumber", "one"])[0] == 0
+    two, one = load("weights/two_checkpoint.pth.tar"), load("weights/one_checkpoint.pth.tar")
+    for k, v in one["state_dict"].items():  # log_scale too: the likelihood's scale is all-reduced like any weight
+        torch.testing.assert_close(two["state_dict"][k], v, atol=1e-5, rtol=0)
