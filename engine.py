@@ -16,17 +16,18 @@ import torch
 from tqdm import tqdm
 
 from datasets import Split, as_float, augment_batch
+from evaluation.likelihood import log_weights
 from evaluation.metrics import batch_metrics, batches, posterior_means
 from evaluation.pictures import fixed_codes, image_grids
 from evaluation.samplers import GaussianMixtureSampler, check_components
-from losses import VAELoss, ssim
+from losses import VAELoss, kl_divergence, ssim
 from models import VAE
 from runtime import accelerators
 from runtime.distributed import World, is_main_process
 from runtime.nonfinite import grad_norm_and_clip, non_finite_message
 from runtime.optim import kl_warmup_scale
 from runtime.tensorboard import RunWriter, resume_purge_steps
-from utils import VaeLabError, ensure_writable_dir
+from utils import VaeLabError, ensure_writable_dir, int_in
 
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
 # SSIM always covers every image.
@@ -136,9 +137,11 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     perm = torch.randperm(n, generator=generator).to(data.x.device)
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
     world = world or World(device=device)
+    iw = getattr(args, "iw_train", 1)
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
-                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty"), reduce=world.reduce_rows)
+                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ()),
+                     reduce=world.reduce_rows)
     conditional = getattr(args, "conditional", False)
     try:
         for i in range(n_batches):
@@ -148,12 +151,16 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             y = data.y[idx[rows].to(data.y.device)].to(device) if conditional else None
             if args.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
-            with accelerators.autocast(x.device, args.amp):
-                logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
-            if args.amp:
-                logits, mu, logvar = accelerators.float32(logits, mu, logvar)
-            loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
-            terms = loss_fn(logits, x, mu, logvar)
+            if iw > 1:
+                with accelerators.autocast(x.device, args.amp):
+                    terms, logits = iw_terms(model, x, y, iw)
+            else:
+                with accelerators.autocast(x.device, args.amp):
+                    logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
+                if args.amp:
+                    logits, mu, logvar = accelerators.float32(logits, mu, logvar)
+                loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
+                terms = loss_fn(logits, x, mu, logvar)
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
             loss.backward()
@@ -191,6 +198,45 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
                  "ssim": m["ssim"]}
         log.add(global_step + i, i, x.shape[0], terms)
     return log.averages()
+
+
+def add_iw_args(g: argparse._ArgumentGroup) -> None:
+    """train.py's --iw_train flag (in its loss group)."""
+    g.add_argument("--iw_train", type=int_in(1, 1000), default=1, metavar="K",
+                   help="train on the importance-weighted bound on -log p(x) with K samples per image (IWAE, "
+                        "Burda et al. 2016) instead of the ELBO; 1 = the ELBO. Logged beside it: the ELBO of the "
+                        "same samples (train_elbo). Single process, eager, with a likelihood loss (bce, logistic, "
+                        "gaussian), unweighted terms and no KL controls")
+
+
+def check_iw_args(args: argparse.Namespace) -> None:
+    """One line for what --iw_train K > 1 does not combine with."""
+    if args.iw_train == 1:
+        return
+    bad = [flag for flag, on in (
+        ("--compile", args.compile), ("torchrun", int(os.environ.get("WORLD_SIZE", "1")) > 1),
+        ("--do_running_mean", args.do_running_mean), ("--free_bits", args.free_bits > 0),
+        ("--kl_warmup_epochs", args.kl_warmup_epochs > 0),
+        ("--img_loss_weight / --kl_loss_weight", args.img_loss_weight != 1 or args.kl_loss_weight != 1),
+        (f"--image_loss_type {args.image_loss_type}", args.image_loss_type not in ("bce", "logistic", "gaussian")),
+        ("--model_type unet (its decoder needs the input's maps)", args.model_type == "unet")) if on]
+    if bad:
+        raise VaeLabError(f"--iw_train {args.iw_train} does not combine with {bad[0]}: the IWAE bound is a "
+                          "likelihood bound, trained by one eager process")
+
+
+def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tuple[dict[str, torch.Tensor],
+                                                                                  torch.Tensor]:
+    """``--iw_train K``: the loss is the IWAE bound -(logsumexp_k log w_k - log K) with K codes per
+    image drawn from the global RNG (as the ELBO's one code is), mean over images; ``elbo`` is the
+    same samples' mean -log w_k, the ordinary ELBO (sampled KL). Also the first sample's logits."""
+    mu, logvar = model.posterior(x, y)
+    eps = torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)
+    lw, nll, logits = log_weights(model, x, mu, logvar, eps, y)
+    kl = kl_divergence(mu, logvar)
+    terms = {"loss": -(torch.logsumexp(lw, 0) - math.log(k)).mean(), "img_loss": nll.mean(), "kl_loss": kl,
+             "kl_penalty": kl, "kl_weight": torch.ones((), device=x.device), "elbo": -lw.mean()}
+    return terms, logits[0]
 
 
 def make_loss(args: argparse.Namespace, world: World, model: VAE) -> VAELoss:
@@ -254,6 +300,8 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
     if args.tensorboard:
         for tag, (split, name) in EPOCH_SCALARS.items():
             writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
+        if "elbo" in tr:  # --iw_train: the ELBO beside the bound being trained (eph_tr_loss)
+            writer.add_scalar("eph_tr_elbo", tr["elbo"], epoch + 1)
     if args.tensorboard_images:
         z_gmm = None
         if args.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
@@ -270,6 +318,7 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
 def epoch_line(args: argparse.Namespace, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float,
                seconds: float, is_best: bool) -> str:
     """The console line that closes an epoch."""
-    return (f" * epoch {epoch + 1}/{args.epochs}  train loss {tr['loss']:.2f} ssim {tr['ssim']:.4f} | "
+    elbo = f" (IWAE K={args.iw_train}; ELBO {tr['elbo']:.2f})" if "elbo" in tr else ""
+    return (f" * epoch {epoch + 1}/{args.epochs}  train loss {tr['loss']:.2f}{elbo} ssim {tr['ssim']:.4f} | "
             f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
             f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")

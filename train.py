@@ -14,8 +14,8 @@ import torch
 
 from datasets import (Split, add_data_args, as_float, check_fits_model, data_options, ensure_raw_files,
                       pixel_mean_std, place_images, train_val_split)
-from engine import (check_outputs, epoch_line, log_epoch, make_loss, open_writer, run_footer, run_header,
-                    train_one_epoch, validate)
+from engine import (add_iw_args, check_iw_args, check_outputs, epoch_line, log_epoch, make_loss, open_writer,
+                    run_footer, run_header, train_one_epoch, validate)
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
 from evaluation.pictures import fixed_codes
 from losses import IMAGE_LOSSES, likelihood_of
@@ -114,6 +114,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "pixel mean and std of the training fold (stored in the checkpoint, reused by --resume, "
                         "--evaluate, --predict); the decoder still outputs pixels, so every loss and metric is in "
                         "pixel space and only the encoder's input changes")
+    add_iw_args(g)
     g.add_argument("--ssim_window_size", type=positive_int, default=5,
                    help="odd side of the Gaussian SSIM window (sigma 1.5), used by the metric and the ssim loss")
 
@@ -181,6 +182,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
                           "use one of them")
     check_mode_args(args)
+    check_iw_args(args)
     if not args.lognumber or os.sep in args.lognumber or args.lognumber in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {args.lognumber!r}")
 

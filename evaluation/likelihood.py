@@ -27,6 +27,29 @@ from evaluation.metrics import batches
 from models import VAE
 
 
+def log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x) of the codes
+    z_k = mu + eps_k * sigma, shape (K, B), the reconstruction terms -log p(x|z_k) (K, B), and
+    the decoded pixel logits (K, B, C, H, W).
+
+    ``eps``: (K, B, z). Differentiable: the IWAE bound and the training objective of
+    ``--iw_train`` (engine.iw_terms) are both made of it. ``y``: labels of a conditional model.
+    """
+    k, b = eps.shape[0], x.shape[0]
+    z = mu + torch.exp(0.5 * logvar) * eps
+    # log p(z) - log q(z|x): the Gaussian normalisers (log 2 pi) cancel, and
+    # (z - mu) / std = eps, so it is 1/2 sum(eps^2 - z^2 + logvar) over latent dims.
+    log_prior_ratio = 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1)  # (K, B)
+    zf = z.reshape(k * b, -1)
+    logits = (model.decode_logits(zf, y.repeat(k, *([1] * (y.dim() - 1)))) if y is not None
+              else model.decode_logits(zf)).view(k, *x.shape)
+    # -log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
+    # the expanded x is a view, not K copies.
+    nll = pixel_nll(model.likelihood, logits, x.expand(k, *x.shape), model.log_scale).flatten(2).sum(-1)
+    return log_prior_ratio - nll, nll, logits
+
+
 # With chunk=None, iwae_nll decodes this many images (samples x batch) per pass: ~3 MB of
 # float32 logits, so memory stays bounded whatever K and the batch size are (and the
 # fastest of 256-16,384 on a 2-core CPU, where it stays in cache).
@@ -53,27 +76,13 @@ def iwae_nll(model: VAE, x: torch.Tensor, k: int, chunk: int | None = None,
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     mu, logvar = model.posterior(x, y)
-    std = torch.exp(0.5 * logvar)
     noise_device = generator.device if generator is not None else mu.device
     lse = torch.full((b,), -math.inf, device=mu.device, dtype=mu.dtype)
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         eps = torch.stack([torch.randn(mu.shape, generator=generator, device=noise_device, dtype=mu.dtype)
                            for _ in range(c)]).to(mu.device)  # (c, B, z)
-        z = mu + std * eps
-        # log p(z) - log q(z|x): the Gaussian normalisers (log 2 pi) cancel, and
-        # (z - mu) / std = eps, so it is 1/2 sum(eps^2 - z^2 + logvar) over latent dims.
-        log_prior_ratio = 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1)  # (c, B)
-        zf = z.reshape(c * b, -1)
-        if y is not None:
-            logits = model.decode_logits(zf, y.repeat(c, *([1] * (y.dim() - 1))))
-        else:
-            logits = model.decode_logits(zf)
-        logits = logits.view(c, *x.shape)
-        # log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
-        # the expanded x is a view, not c copies.
-        log_px_z = -pixel_nll(model.likelihood, logits, x.expand(c, *x.shape), model.log_scale).flatten(2).sum(-1)
-        lse = torch.logaddexp(lse, torch.logsumexp(log_px_z + log_prior_ratio, dim=0))
+        lse = torch.logaddexp(lse, torch.logsumexp(log_weights(model, x, mu, logvar, eps, y)[0], dim=0))
     return -(lse - math.log(k))
 
 
