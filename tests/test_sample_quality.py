@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from datasets import load_split
+from datasets import as_float, load_split
 from evaluation import sample_quality as sq
 from utils import VaeLabError
 
@@ -153,7 +153,8 @@ def test_the_classifier_separates_the_tiny_classes(tiny_cached, tiny_mnist):
     assert sq.classifier_accuracy(model, test.x, test.y, CPU) == acc
     assert not model.training
     with torch.no_grad():
-        assert model.features(test.x).shape == (100, sq.FEATURE_DIM) and model(test.x).shape == (100, 10)
+        x = as_float(test.x)  # the classifier itself takes [0, 1] floats; its helpers convert uint8
+        assert model.features(x).shape == (100, sq.FEATURE_DIM) and model(x).shape == (100, 10)
     # a conditional VAE's class samples: right labels score high, wrong ones low
     assert sq.classifier_accuracy(model, test.x, (test.y + 1) % 10, CPU) <= 0.05
 
@@ -179,7 +180,7 @@ def test_load_or_train_trains_once_then_loads(tiny_cached, tiny_mnist, monkeypat
     assert not loaded.training
     test = load_split("mnist", tiny_mnist, train=False)
     with torch.no_grad():
-        assert torch.equal(loaded.features(test.x), model.features(test.x))
+        assert torch.equal(loaded.features(as_float(test.x)), model.features(as_float(test.x)))
 
 
 def test_training_is_deterministic_and_leaves_the_global_rng_alone(tiny_cached, tiny_mnist):
@@ -265,5 +266,5 @@ def test_the_score_ranks_image_sets(tiny_cached, tiny_mnist):
     same_kind = score(train.x)  # other images from the same distribution
     one_class = score(train.x[train.y == 3])  # a collapsed generator
     noise = score(torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
-    blurred = score(torch.nn.functional.avg_pool2d(train.x, 5, stride=1, padding=2))
+    blurred = score(torch.nn.functional.avg_pool2d(as_float(train.x), 5, stride=1, padding=2))
     assert 0 <= same_kind < min(one_class, noise, blurred), (same_kind, one_class, noise, blurred)
