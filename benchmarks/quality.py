@@ -37,6 +37,7 @@ CONFIGS: dict[str, tuple[list[str], str]] = {
                       "`--preset best` trained on BCE + 784 x (1 - SSIM), 14 epochs"),
     "best_cvae": (["--preset", "best", "--conditional", "True"],
                   "`--preset best` as a conditional VAE (bounds -log p(x | class), not -log p(x))"),
+    "2018_iw5": (["--iw_train", "5"], "the 2018 command trained on the IWAE bound with 5 samples (`--iw_train 5`)"),
 }
 BUDGET_SECONDS = 600  # the limit on training time per model on the 2-core CPU
 
