@@ -325,10 +325,11 @@ def _free_bytes(device: torch.device) -> int | None:
             return torch.cuda.mem_get_info(device)[0]
         if device.type == "mps":
             return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
-        with open("/proc/meminfo") as f:  # MemAvailable counts the page cache the kernel would give back
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        if os.path.isfile("/proc/meminfo"):  # Linux: MemAvailable counts the page cache it would give back
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError, RuntimeError):  # not Linux, no such device API
         return None
