@@ -151,9 +151,8 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             y = data.y[idx[rows].to(data.y.device)].to(device) if conditional else None
             if args.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
-            if iw > 1:
-                with accelerators.autocast(x.device, args.amp):
-                    terms, logits = iw_terms(model, x, y, iw)
+            if iw > 1:  # float32 (check_iw_args refuses --amp)
+                terms, logits = iw_terms(model, x, y, iw)
             else:
                 with accelerators.autocast(x.device, args.amp):
                     logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
@@ -205,8 +204,8 @@ def add_iw_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--iw_train", type=int_in(1, 1000), default=1, metavar="K",
                    help="train on the importance-weighted bound on -log p(x) with K samples per image (IWAE, "
                         "Burda et al. 2016) instead of the ELBO; 1 = the ELBO. Logged beside it: the ELBO of the "
-                        "same samples (train_elbo). Single process, eager, with a likelihood loss (bce, logistic, "
-                        "gaussian), unweighted terms and no KL controls")
+                        "same samples (train_elbo). Single process, eager, float32, with a likelihood loss (bce, "
+                        "logistic, gaussian), unweighted terms and no KL controls")
 
 
 def check_iw_args(args: argparse.Namespace) -> None:
@@ -214,7 +213,7 @@ def check_iw_args(args: argparse.Namespace) -> None:
     if args.iw_train == 1:
         return
     bad = [flag for flag, on in (
-        ("--compile", args.compile), ("torchrun", int(os.environ.get("WORLD_SIZE", "1")) > 1),
+        ("--compile", args.compile), ("--amp", args.amp), ("torchrun", int(os.environ.get("WORLD_SIZE", "1")) > 1),
         ("--do_running_mean", args.do_running_mean), ("--free_bits", args.free_bits > 0),
         ("--kl_warmup_epochs", args.kl_warmup_epochs > 0),
         ("--img_loss_weight / --kl_loss_weight", args.img_loss_weight != 1 or args.kl_loss_weight != 1),

@@ -66,7 +66,7 @@ def test_a_run_trains_on_the_bound_logs_the_elbo_and_resumes_exactly(tiny_mnist,
 @pytest.mark.parametrize("extra, needle", [(["--do_running_mean", "True"], "--do_running_mean"),
                                           (["--image_loss_type", "ssim"], "--image_loss_type ssim"),
                                           (["--kl_warmup_epochs", "1"], "--kl_warmup_epochs"),
-                                          (["--compile", "True"], "--compile")])
+                                          (["--compile", "True"], "--compile"), (["--amp", "True"], "--amp")])
 def test_what_the_bound_does_not_combine_with_is_one_line(extra, needle, workdir):
     code, _, err = run_cli(["--iw_train", "4", *extra])
     assert_cli_error(code, err, f"--iw_train 4 does not combine with {needle}")
