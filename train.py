@@ -26,8 +26,8 @@ from runtime import accelerators, distributed
 from runtime.checkpoints import check_dataset, check_fits_checkpoint, load_checkpoint, model_from_checkpoint, sync_best
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
-from runtime.training_state import (checkpoint_paths, checkpoint_state, interrupted_message, restore_training_state,
-                                    save_epoch)
+from runtime.training_state import (checkpoint_paths, checkpoint_state, interrupted_message, resolve_run_name,
+                                    restore_training_state, save_epoch)
 from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, PresetParser, VaeLabError, int_in, non_negative_float,
                    non_negative_int, positive_float, positive_int, run_cli, seed_everything, select_device, str2bool)
 
@@ -183,8 +183,7 @@ def check_args(args: argparse.Namespace) -> None:
                           "use one of them")
     check_mode_args(args)
     check_iw_args(args)
-    if not args.lognumber or os.sep in args.lognumber or args.lognumber in (".", ".."):
-        raise VaeLabError(f"--lognumber must be a plain file name, got {args.lognumber!r}")
+    resolve_run_name(args, {DEFAULT_LOGNUMBER} | {p["lognumber"] for p in PRESETS.values() if "lognumber" in p})
 
 
 def model_config(args: argparse.Namespace, train: Split | None = None, statistics: bool = True) -> ModelConfig:

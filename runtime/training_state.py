@@ -38,6 +38,17 @@ def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, lo
     }
 
 
+def resolve_run_name(args: argparse.Namespace, default_names: set[str]) -> None:
+    """Check ``--lognumber`` (a plain file name). The default names (the 2018 one, the presets')
+    name Fashion-MNIST runs: on another dataset their "fmnist" prefix becomes the dataset's, so a
+    CIFAR-10 run with the default flags never writes over the Fashion-MNIST run's checkpoints."""
+    name = args.lognumber
+    if not name or os.sep in name or name in (".", ".."):
+        raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
+    if name in default_names and args.dataset_type != "fmnist" and name.startswith("fmnist_"):
+        args.lognumber = args.dataset_type + name[len("fmnist"):]
+
+
 def checkpoint_paths(weights_dir: str, lognumber: str) -> tuple[str, str]:
     """A run's last and best checkpoint files (the 2018 names)."""
     return (os.path.join(weights_dir, f"{lognumber}_checkpoint.pth.tar"),

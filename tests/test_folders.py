@@ -215,3 +215,21 @@ def test_where_images_are_kept(monkeypatch):
     monkeypatch.setattr(datasets, "_free_bytes", lambda device: 100)
     kept, words = datasets.place_images(x, torch.device("cpu"))
     assert kept is x and "uint8 in memory" in words
+
+
+def test_default_run_names_follow_the_dataset(tmp_path, workdir):
+    """A run on other data with the default --lognumber never writes over the Fashion-MNIST run's files."""
+    import train
+
+    root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), layout="flat")
+    for argv, name in ((["--dataset_type", "folder"], "folder_fc_conv_l10_rebalance_no_norm"),
+                       (["--dataset_type", "cifar10", "--preset", "best"], "cifar10_resconv_l10_best"),
+                       (["--dataset_type", "mnist", "--lognumber", "fmnist_mine"], "fmnist_mine"),  # given: kept
+                       ([], "fmnist_fc_conv_l10_rebalance_no_norm")):
+        args = train.get_args_parser().parse_args(argv)
+        train.check_args(args)
+        assert args.lognumber == name
+    code, out, err = run_cli(["--dataset_type", "folder", "--data_root", root, "--model_type", "fc", "--epochs", "1",
+                              "--batch-size", "8", "--num_folds", "3", "--no_cuda", "True"])
+    assert code == 0, err
+    assert os.listdir("weights") and all(f.startswith("folder_") for f in os.listdir("weights"))

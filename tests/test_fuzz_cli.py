@@ -143,6 +143,8 @@ def check_success(argv: list[str], out: str) -> str:
         return "evaluated or predicted"
     weights = value_of(argv, "--weights_dir", "weights")
     name = value_of(argv, "--lognumber", "fmnist_fc_conv_l10_rebalance_no_norm")
+    if "--lognumber" not in argv and value_of(argv, "--dataset_type", "fmnist") != "fmnist":
+        name = value_of(argv, "--dataset_type", "fmnist") + name[len("fmnist"):]  # default names follow the data
     ckpt = load_ckpt(os.path.join(weights, f"{name}_checkpoint.pth.tar"))
     assert ckpt["epoch"] == int(value_of(argv, "--epochs", "30")), argv
     assert ckpt["history"] and all(np.isfinite(v) for v in ckpt["history"][-1].values()), argv
