@@ -1,10 +1,12 @@
 """The datasets as whole tensors, the 2018 validation split, and batch augmentations.
 
-MNIST / Fashion-MNIST are read through torchvision's dataset classes (its folder layout under
-``--data_root``); ``folder`` is a folder of the user's own images (decoded once, then cached).
-Any of them can be resized (``image_size``) and converted to grey or colour (``channels``).
-Images are kept as one float tensor in [0, 1] on the training device; a batch is an index
-slice, so the training loop never touches PIL or per-sample Python.
+MNIST, Fashion-MNIST, KMNIST, CIFAR-10, SVHN and CelebA are read through torchvision's dataset
+classes (its folder layout under ``--data_root``); ``folder`` is a folder of the user's own
+images. JPEG/PNG files are decoded once, then cached. Any dataset can be resized
+(``image_size``) and converted to grey or colour (``channels``). A split's images are one uint8
+tensor (N, C, H, W); :func:`place_images` puts it where training reads it (float32 in host memory
+when small, else uint8 on the device or streamed) and a batch is an index copy converted by
+:func:`as_float`, so the training loop never touches PIL or per-sample Python.
 """
 from __future__ import annotations
 
@@ -273,9 +275,10 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, 
 def add_data_args(g: Any) -> None:
     """The data flags (``g``: a parser or an argument group): which images, and their shape."""
     g.add_argument("--dataset_type", choices=DATASET_TYPES, default="fmnist",
-                   help="fmnist: Fashion-MNIST; mnist: MNIST (auto-downloaded; Debian's Fashion-MNIST used offline); "
-                        "folder: the images (png, jpg, bmp, webp) under --data_root, labelled by their class "
-                        "sub-folders if any, split by train/ and test/ sub-folders if any")
+                   help="fmnist: Fashion-MNIST; mnist, kmnist, cifar10, svhn, celeba: torchvision's (downloaded "
+                        "when online; Debian's Fashion-MNIST used offline); folder: the images (png, jpg, bmp, webp) "
+                        "under --data_root, labelled by their class sub-folders if any, split by train/ and test/ "
+                        "sub-folders if any")
     g.add_argument("--data_root", default="data", help="dataset folder (torchvision layout, or your images)")
     g.add_argument("--image_size", type=int_in(4, MAX_IMAGE_SIZE), default=None,
                    help="centre-crop to a square and resize every image to N x N (default: the data's own size)")
