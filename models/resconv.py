@@ -55,11 +55,6 @@ def stages(image_size: int) -> int | None:
     return k if image_size % 2 ** k == 0 else None
 
 
-def buildable_sizes(up_to: int = 128) -> list[int]:
-    """The image sizes resconv builds for, from 8 up to ``up_to``."""
-    return [n for n in range(8, up_to + 1) if stages(n) is not None]
-
-
 class ResConvVAE(VAE):
     def __init__(self, cfg: ModelConfig, hidden: int = 512):
         super().__init__()
