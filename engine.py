@@ -138,10 +138,12 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
     world = world or World(device=device)
     iw = getattr(args, "iw_train", 1)
+    plain = plain_model(model)
+    levels = kl_level_names(plain) if iw == 1 else ()
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
-                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ()),
-                     reduce=world.reduce_rows)
+                     names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ())
+                     + levels, reduce=world.reduce_rows)
     conditional = getattr(args, "conditional", False)
     try:
         for i in range(n_batches):
@@ -154,12 +156,18 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             if iw > 1:  # float32 (check_iw_args refuses --amp)
                 terms, logits = iw_terms(model, x, y, iw)
             else:
+                noise = world.noise(len(idx), plain.noise_size, rows, x.device)
                 with accelerators.autocast(x.device, args.amp):
-                    logits, mu, logvar = model(x, world.noise(len(idx), args.latent_space_size, rows, x.device), y=y)
+                    if plain.analytic_kl:
+                        (logits, mu, logvar), kls = model(x, noise, y=y), None
+                    else:  # the VampPrior's sampled KL, a hierarchical model's KL per level
+                        logits, mu, logvar, kls = model(x, noise, y=y, with_kl=True)
                 if args.amp:
                     logits, mu, logvar = accelerators.float32(logits, mu, logvar)
+                    kls = None if kls is None else kls.float()
                 loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
-                terms = loss_fn(logits, x, mu, logvar)
+                terms = loss_fn(logits, x, mu, logvar, None if kls is None else kls.sum(1).mean())
+                terms.update({level: kls[:, j].mean() for j, level in enumerate(levels)})
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
             loss.backward()
@@ -188,15 +196,30 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
     n_batches = math.ceil(len(data) / args.batch_size)
     device = next(model.parameters()).device
     world = world or World(device=device)
-    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, reduce=world.reduce_rows)
+    levels = kl_level_names(model)
+    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, names=StepLogger.NAMES + levels,
+                     reduce=world.reduce_rows)
     labels = getattr(args, "conditional", False)
-    for i, (x, y) in enumerate(batches(data, args.batch_size, device, labels, world.shard)):
-        m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim"), args.ssim_window_size, args.image_loss_type,
-                          getattr(args, "ssim_weight", 1.0))
-        terms = {"loss": loss_fn.objective(m["img_loss"], m["kl"]), "img_loss": m["img_loss"], "kl_loss": m["kl"],
-                 "ssim": m["ssim"]}
-        log.add(global_step + i, i, x.shape[0], terms)
+    with model.prior_fixed():
+        for i, (x, y) in enumerate(batches(data, args.batch_size, device, labels, world.shard)):
+            m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim") + levels, args.ssim_window_size,
+                              args.image_loss_type, getattr(args, "ssim_weight", 1.0))
+            terms = {"loss": loss_fn.objective(m["img_loss"], m["kl"]), "img_loss": m["img_loss"],
+                     "kl_loss": m["kl"], "ssim": m["ssim"], **{level: m[level] for level in levels}}
+            log.add(global_step + i, i, x.shape[0], terms)
     return log.averages()
+
+
+def plain_model(model: torch.nn.Module) -> VAE:
+    """The VAE inside a DDP wrapper and/or a torch.compile module."""
+    while not isinstance(model, VAE):
+        model = model._orig_mod if hasattr(model, "_orig_mod") else model.module
+    return model
+
+
+def kl_level_names(model: VAE) -> tuple[str, ...]:
+    """The KL terms logged per level (train_kl_top, eph_val_kl_map, ...): a hierarchical model's."""
+    return model.kl_levels if len(model.kl_levels) > 1 else ()
 
 
 def add_iw_args(g: argparse._ArgumentGroup) -> None:
@@ -230,9 +253,10 @@ def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tup
     image drawn from the global RNG (as the ELBO's one code is), mean over images; ``elbo`` is the
     same samples' mean -log w_k, the ordinary ELBO (sampled KL). Also the first sample's logits."""
     mu, logvar = model.posterior(x, y)
-    eps = torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)
+    eps = torch.randn(k, mu.shape[0], model.noise_size, device=mu.device, dtype=mu.dtype)
     lw, nll, logits = log_weights(model, x, mu, logvar, eps, y)
-    kl = kl_divergence(mu, logvar)
+    # logged: the closed form, or the samples' estimate E[log q - log p] (VampPrior, hierarchical)
+    kl = kl_divergence(mu, logvar) if model.analytic_kl else -(lw + nll).mean()
     terms = {"loss": -(torch.logsumexp(lw, 0) - math.log(k)).mean(), "img_loss": nll.mean(), "kl_loss": kl,
              "kl_penalty": kl, "kl_weight": torch.ones((), device=x.device), "elbo": -lw.mean()}
     return terms, logits[0]
@@ -301,14 +325,20 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
             writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
         if "elbo" in tr:  # --iw_train: the ELBO beside the bound being trained (eph_tr_loss)
             writer.add_scalar("eph_tr_elbo", tr["elbo"], epoch + 1)
+        for level in kl_level_names(model):  # a hierarchical model's KL per level
+            for split, values in (("tr", tr), ("val", va)):
+                if level in values:
+                    writer.add_scalar(f"eph_{split}_{level}", values[level], epoch + 1)
     if args.tensorboard_images:
+        if model.prior == "vamp":  # the prior learns: the same draws (seeded) from this epoch's mixture
+            pictures = (*pictures[:2], fixed_codes(args.seed, model, pictures[2].device))
         z_gmm = None
         if args.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
             keep = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[:GMM_FIT_IMAGES]
             device = next(model.parameters()).device
             codes = posterior_means(model, Split(train_set.x[keep.to(train_set.x.device)], train_set.y[keep]), device)
             gmm = GaussianMixtureSampler.fit(codes, args.gmm_components, args.seed)
-            z_gmm = fixed_codes(args.seed, model.latent_size, device, gmm=gmm)
+            z_gmm = fixed_codes(args.seed, model, device, gmm=gmm)
         for tag, grid in image_grids(model, *pictures, z_gmm=z_gmm).items():
             writer.add_image(tag, grid, epoch + 1)
     writer.flush()

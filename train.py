@@ -19,16 +19,15 @@ from engine import (add_iw_args, check_iw_args, check_outputs, epoch_line, log_e
 from evaluation.modes import add_mode_args, check_mode_args, run_eval_modes
 from evaluation.pictures import fixed_codes
 from losses import IMAGE_LOSSES, likelihood_of
-from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
-from models.conv1xn import KERNELS
-from models.unet import skips_flag
+from models import ModelConfig, build_model
+from runtime.model_flags import add_model_args, check_model_args
 from runtime import accelerators, distributed
 from runtime.checkpoints import check_dataset, check_fits_checkpoint, load_checkpoint, model_from_checkpoint, sync_best
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
 from runtime.training_state import (checkpoint_paths, checkpoint_state, interrupted_message, resolve_run_name,
                                     restore_training_state, save_epoch)
-from utils import (MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, PresetParser, VaeLabError, int_in, non_negative_float,
+from utils import (MAX_SEED, PresetParser, VaeLabError, int_in, non_negative_float,
                    non_negative_int, positive_float, positive_int, run_cli, seed_everything, select_device, str2bool)
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
@@ -64,26 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--do_augs", type=str2bool, default=False,
                    help="2018 augmentations on whole batches: horizontal flip p=0.25, rotation up to 30 degrees")
 
-    g = p.add_argument_group("model")
-    g.add_argument("--model_type", choices=sorted(MODELS), default="fc_conv",
-                   help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); "
-                        "fcn: configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch "
-                        "normalisation, the quality model (benchmarks/quality.md; --model_multiplier scales its "
-                        "16/32 channels); unet: fcn with skips across the bottleneck; conv1xn: fcn of 1xN/Nx1 pairs")
-    g.add_argument("--latent_space_size", type=int_in(1, MAX_LATENT), default=10,
-                   help="dimension z of the latent code")
-    g.add_argument("--model_multiplier", type=int_in(1, MAX_MULTIPLIER), default=1,
-                   help="fcn, resconv: channel width multiplier")
-    g.add_argument("--split_filter", type=non_negative_int, default=2,
-                   help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
-    g.add_argument("--unet_skips", type=skips_flag, default="all",
-                   help="unet: the resolutions (7, 14, 28 pixels) whose encoder maps the decoder also gets: none, "
-                        "coarsest (7), all, or a list such as 7,14")
-    g.add_argument("--conv_n", type=int, choices=KERNELS, default=3, help="conv1xn: N of the 1xN / Nx1 pairs")
-    g.add_argument("--conditional", type=str2bool, default=False,
-                   help="conditional VAE (CVAE): the class, one-hot, goes into the encoder (added to its first "
-                        "hidden layer) and the decoder (concatenated to z); TensorBoard and --predict draw a "
-                        "grid of samples per class")
+    add_model_args(p.add_argument_group("model"))
 
     g = p.add_argument_group("data")
     add_data_args(g)
@@ -171,16 +151,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.fold >= args.num_folds or args.num_folds < 2:
         raise VaeLabError(f"--fold must be in [0, --num_folds - 1] with --num_folds >= 2, "
                           f"got --fold {args.fold} --num_folds {args.num_folds}")
-    if args.model_type == "fcn" and args.split_filter > 3:
-        raise VaeLabError(f"--split_filter must be in [0, 3] for fcn, got {args.split_filter}")
-    if args.model_type == "fcn" and args.conditional and args.split_filter == 0:
-        raise VaeLabError("--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)")
-    if args.model_type in PLAIN_ONLY and (args.conditional or args.normalize or args.model_multiplier > 1):
-        raise VaeLabError(f"--model_type {args.model_type} supports neither --conditional, --normalize nor "
-                          f"--model_multiplier above 1")
     if args.kl_warmup_epochs and args.do_running_mean:
         raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
                           "use one of them")
+    check_model_args(args)
     check_mode_args(args)
     check_iw_args(args)
     resolve_run_name(args, {DEFAULT_LOGNUMBER} | {p["lognumber"] for p in PRESETS.values() if "lognumber" in p})
@@ -195,7 +169,8 @@ def model_config(args: argparse.Namespace, train: Split | None = None, statistic
     return ModelConfig(model_type=args.model_type, latent_space_size=args.latent_space_size,
                        model_multiplier=args.model_multiplier, split_filter=args.split_filter,
                        input_mean=mean, input_std=std, conditional=args.conditional, unet_skips=args.unet_skips,
-                       conv_n=args.conv_n, likelihood=likelihood_of(args.image_loss_type), **data)
+                       conv_n=args.conv_n, likelihood=likelihood_of(args.image_loss_type), prior=args.prior,
+                       vamp_components=args.vamp_components, hvae_channels=args.hvae_channels, **data)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -256,7 +231,7 @@ def fit(args: argparse.Namespace, ckpt: dict | None, world: distributed.World) -
               if world.is_main else None)
     scalar_writer = writer if args.tensorboard else None
     pictures = (as_float(val_set.x[:16].to(device)), val_set.y[:16].to(device),
-                fixed_codes(args.seed, cfg.latent_space_size, device))
+                fixed_codes(args.seed, model, device))
     ckpt_path, best_path = checkpoint_paths(args.weights_dir, args.lognumber)
     if world.is_main and ckpt is not None and os.path.abspath(args.resume) == os.path.abspath(ckpt_path):
         sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes

@@ -126,6 +126,8 @@ MAX_MULTIPLIER = 64
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
 MAX_IMAGE_SIZE = 1024  # pixels a side
 MAX_CLASSES = 100_000  # class sub-folders of a --dataset_type folder
+MAX_VAMP_COMPONENTS = 10_000  # --vamp_components: pseudo-inputs through the encoder every step
+MAX_HVAE_CHANNELS = 64  # --hvae_channels
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:

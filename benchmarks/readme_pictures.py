@@ -74,8 +74,8 @@ def main(args: argparse.Namespace) -> dict[str, str]:
     model, run, train_set, val = _load(args.checkpoint, args.data_root, device)
     gmm = GaussianMixtureSampler.fit(posterior_means(model, train_set, device), args.gmm_components, run["seed"])
     grids = image_grids(model, as_float(val.x[:16].to(device)), val.y[:16].to(device),
-                        fixed_codes(run["seed"], model.latent_size, device), interpolations=True,
-                        z_gmm=fixed_codes(run["seed"], model.latent_size, device, gmm=gmm))
+                        fixed_codes(run["seed"], model, device), interpolations=True,
+                        z_gmm=fixed_codes(run["seed"], model, device, gmm=gmm))
     os.makedirs(args.out, exist_ok=True)
     paths = {name: os.path.join(args.out, f"{args.prefix}_{name}.png") for name in
              ("reconstructions", "samples_prior_vs_gmm", "interpolations", "traversals", "latent_map_2d")}

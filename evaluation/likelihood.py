@@ -1,6 +1,8 @@
 """The importance-weighted bound on -log p(x) (IWAE, Burda, Grosse & Salakhutdinov 2016).
 
-For K samples z_k ~ q(z|x) = N(mu, exp(logvar)) and the prior p(z) = N(0, I),
+For K samples z_k ~ q(z|x) = N(mu, exp(logvar)) and the model's prior p(z) (N(0, I), or the
+VampPrior's mixture evaluated exactly; a hierarchical model's codes are all its levels, drawn
+top-down, with p and q the products of the levels' densities),
 
     -log p(x) <= -(logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K),
 
@@ -33,17 +35,11 @@ def log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
     z_k = mu + eps_k * sigma, shape (K, B), the reconstruction terms -log p(x|z_k) (K, B), and
     the decoded pixel logits (K, B, C, H, W).
 
-    ``eps``: (K, B, z). Differentiable: the IWAE bound and the training objective of
+    ``eps``: (K, B, model.noise_size). Differentiable: the IWAE bound and the training objective of
     ``--iw_train`` (engine.iw_terms) are both made of it. ``y``: labels of a conditional model.
     """
-    k, b = eps.shape[0], x.shape[0]
-    z = mu + torch.exp(0.5 * logvar) * eps
-    # log p(z) - log q(z|x): the Gaussian normalisers (log 2 pi) cancel, and
-    # (z - mu) / std = eps, so it is 1/2 sum(eps^2 - z^2 + logvar) over latent dims.
-    log_prior_ratio = 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1)  # (K, B)
-    zf = z.reshape(k * b, -1)
-    logits = (model.decode_logits(zf, y.repeat(k, *([1] * (y.dim() - 1)))) if y is not None
-              else model.decode_logits(zf)).view(k, *x.shape)
+    k = eps.shape[0]
+    log_prior_ratio, logits = model.importance_terms(x, mu, logvar, eps, y)
     # -log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
     # the expanded x is a view, not K copies.
     nll = pixel_nll(model.likelihood, logits, x.expand(k, *x.shape), model.log_scale).flatten(2).sum(-1)
@@ -80,8 +76,9 @@ def iwae_nll(model: VAE, x: torch.Tensor, k: int, chunk: int | None = None,
     lse = torch.full((b,), -math.inf, device=mu.device, dtype=mu.dtype)
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
-        eps = torch.stack([torch.randn(mu.shape, generator=generator, device=noise_device, dtype=mu.dtype)
-                           for _ in range(c)]).to(mu.device)  # (c, B, z)
+        eps = torch.stack([torch.randn((b, model.noise_size), generator=generator, device=noise_device,
+                                       dtype=mu.dtype)
+                           for _ in range(c)]).to(mu.device)  # (c, B, noise_size)
         lse = torch.logaddexp(lse, torch.logsumexp(log_weights(model, x, mu, logvar, eps, y)[0], dim=0))
     return -(lse - math.log(k))
 
@@ -98,6 +95,7 @@ def iwae_evaluate(model: VAE, data: Split, device: torch.device, k: int, batch_s
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
-    for x, y in batches(data, batch_size, device, labels):
-        total += iwae_nll(model, x, k, chunk, y, generator).double().sum().item()
+    with model.prior_fixed():
+        for x, y in batches(data, batch_size, device, labels):
+            total += iwae_nll(model, x, k, chunk, y, generator).double().sum().item()
     return total / len(data)

@@ -41,20 +41,27 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
                   ) -> dict[str, torch.Tensor]:
     """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
 
-    ``names`` from: bce, mse, kl, ssim (window ``window_size``), nll (-log p(x|z) under the
+    ``names`` from: bce, mse, kl, ssim (window ``window_size``), a hierarchical model's KL levels
+    (``model.kl_levels``), nll (-log p(x|z) under the
     model's likelihood: the BCE for a Bernoulli one), img_loss (the training reconstruction term
     ``image_loss_type``).
     """
-    logits, mu, logvar = model(x, y=y)
+    if model.analytic_kl:
+        logits, mu, logvar = model(x, y=y)
+        kls = None
+    else:  # the KL per image and level from the model (VampPrior: one sample of a fixed seed)
+        logits, mu, logvar, kls = model(x, y=y, with_kl=True)
     measure: dict[str, Callable[[], torch.Tensor]] = {
         "bce": lambda: bce_loss(logits, x),
         "mse": lambda: mse_loss(logits, x),
-        "kl": lambda: kl_divergence(mu, logvar),
+        "kl": lambda: kl_divergence(mu, logvar) if kls is None else kls.sum(1).mean(),
         "ssim": lambda: ssim(torch.sigmoid(logits), x, window_size).mean(),
         "nll": lambda: pixel_nll(model.likelihood, logits, x, model.log_scale).sum() / x.shape[0],
         "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
                                                 model.log_scale),
     }
+    if kls is not None and len(model.kl_levels) > 1:
+        measure.update({level: (lambda j=j: kls[:, j].mean()) for j, level in enumerate(model.kl_levels)})
     return {name: measure[name]() for name in names}
 
 
@@ -65,14 +72,16 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
     model's likelihood (NLL, NLL+KL: the negative ELBO) and, for the discretised logistic, the
     negative ELBO in bits per dimension."""
     model.eval()
-    sums = dict.fromkeys(EVAL_METRICS, 0.0)
-    for x, y in batches(data, batch_size, device, model.conditional):
-        for name, value in batch_metrics(model, x, y, EVAL_METRICS, window_size).items():
-            sums[name] += value.item() * x.shape[0]
+    levels = model.kl_levels if len(model.kl_levels) > 1 else ()
+    sums = dict.fromkeys(EVAL_METRICS + levels, 0.0)
+    with model.prior_fixed():
+        for x, y in batches(data, batch_size, device, model.conditional):
+            for name, value in batch_metrics(model, x, y, EVAL_METRICS + levels, window_size).items():
+                sums[name] += value.item() * x.shape[0]
     out = {k: v / len(data) for k, v in sums.items()}
     result = {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
               "ssim": out["ssim"], "n": len(data), "likelihood": model.likelihood, "nll": out["nll"],
-              "nll_kl": out["nll"] + out["kl"]}
+              "nll_kl": out["nll"] + out["kl"], **{level: out[level] for level in levels}}
     if model.likelihood == "logistic":
         result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())
     return result

@@ -23,7 +23,7 @@ from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bo
 # --iw_samples: at most this many importance samples per image (cost grows linearly).
 MAX_IW_SAMPLES = 100_000
 MAX_FID_SAMPLES = 1_000_000
-SCORE_COLUMNS = (("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
+SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"), ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
                  ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
                  ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
@@ -78,6 +78,7 @@ def print_eval_table(results: dict[str, dict]) -> None:
     # NLL+KL: only when the likelihood is not the Bernoulli one (else it is BCE+KL)
     extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())
              and (key != "nll_kl" or any(r.get("likelihood", "bernoulli") != "bernoulli" for r in results.values()))]
+    print(f"model: {next(iter(results.values())).get('family', '?')}")
     head = (f" {f'IWAE K={iw[0]}':>12}" if iw else "") + "".join(f" {name:>10}" for _, name, _ in extra)
     print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
     for split, r in results.items():
@@ -110,7 +111,7 @@ def sample_scores(model: VAE, gmm: GaussianMixtureSampler, splits: dict[str, Spl
     CVAE, the classifier's accuracy on the prior samples (drawn for classes 0, 1, ... in turn)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % model.num_classes if model.conditional else None
-    prior = _decode(model, torch.randn(n, model.latent_size, generator=g), y, device)
+    prior = _decode(model, model.sample_prior(n, g), y, device)
     from_gmm = _decode(model, gmm.sample(n, g), y, device)
     stats = {"prior": feature_stats(classifier, prior, device), "gmm": feature_stats(classifier, from_gmm, device)}
     out = {}
@@ -142,8 +143,8 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
     gmm = mixture_for(model, args.resume, train, args, device) if args.fid or args.sampler == "gmm" else None
     summary: dict = {}
     if args.evaluate:
-        results = {"val": evaluate(model, val, device, args.ssim_window_size),
-                   "test": evaluate(model, test, device, args.ssim_window_size)}
+        results = {split: {**evaluate(model, data, device, args.ssim_window_size), "family": model.family}
+                   for split, data in (("val", val), ("test", test))}
         if args.iw_samples:
             t0 = time.perf_counter()
             for split, data in (("val", val), ("test", test)):

@@ -67,12 +67,12 @@ def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     return grids
 
 
-def fixed_codes(seed: int, latent_size: int, device: torch.device, n: int = 64,
+def fixed_codes(seed: int, model: VAE, device: torch.device, n: int = 64,
                 gmm: GaussianMixtureSampler | None = None) -> torch.Tensor:
     """The codes every picture of a run decodes (TensorBoard each epoch, ``--predict``): from
-    the prior, or from ``gmm``, drawn with a generator seeded by ``seed``."""
+    ``model``'s prior, or from ``gmm``, drawn with a generator seeded by ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, latent_size, generator=g) if gmm is None else gmm.sample(n, g)
+    z = model.sample_prior(n, g) if gmm is None else gmm.sample(n, g)
     return z.to(device)
 
 
@@ -101,9 +101,9 @@ def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device:
     interpolations.png, class_samples.png (CVAE), traversals.png, latent_map.png and the
     posterior means *_mu.npy with their labels *_y.npy; returns name -> path."""
     os.makedirs(out_dir, exist_ok=True)
-    z_gmm = fixed_codes(seed, model.latent_size, device, gmm=gmm) if gmm is not None else None
+    z_gmm = fixed_codes(seed, model, device, gmm=gmm) if gmm is not None else None
     grids = image_grids(model, as_float(val.x[:n_show].to(device)), val.y[:n_show].to(device),
-                        fixed_codes(seed, model.latent_size, device), interpolations=True, z_gmm=z_gmm)
+                        fixed_codes(seed, model, device), interpolations=True, z_gmm=z_gmm)
     paths = {}
     for tag, grid in grids.items():
         name = FILE_NAMES[tag]

@@ -100,13 +100,18 @@ class VAELoss:
         # follow the whole minibatch on every rank (distributed.World.weighted_mean).
         self.sync = None
 
-    def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                 kl: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``kl``: the per-image mean KL of a model whose KL has no closed form in (mu, logvar) (the
+        VampPrior, a hierarchical model); free bits need the closed form's per-dimension terms."""
         img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight,
                                   self.log_scale)
-        kl_dims = kl_per_dimension(mu, logvar)
-        kl = kl_dims.sum()
-        penalty = kl_dims.clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        if kl is None:
+            kl_dims = kl_per_dimension(mu, logvar)
+            kl = kl_dims.sum()
+            penalty = kl_dims.clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        else:
+            penalty = kl
         kl_w = self.kl_w * self.kl_scale
         if self.running_mean:
             img_d, kl_d = img.detach(), penalty.detach()

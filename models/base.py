@@ -1,11 +1,15 @@
 """What every VAE here shares: the reparameterisation and the (logits, mu, logvar) contract."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.priors import batchnorm_frozen, gaussian_log_prob, mixture_log_prob
 
 
 @dataclass
@@ -31,6 +35,11 @@ class ModelConfig:
     # p(x|z): bernoulli (the 2018 BCE), or logistic / gaussian with a learnt scale per channel
     # (losses/likelihoods.py), held by the model as ``log_scale``
     likelihood: str = "bernoulli"
+    # p(z): "gaussian" N(0, I), or "vamp", the VampPrior with `vamp_components` learnt pseudo-inputs
+    prior: str = "gaussian"
+    vamp_components: int = 500
+    # `hvae`: channels of its 7x7 (at 28x28) lower latent map
+    hvae_channels: int = 2
 
     @property
     def decoder_input_size(self) -> int:
@@ -71,11 +80,39 @@ class VAE(nn.Module):
     # `conv1xn`: N of the 1xN / Nx1 convolution pairs
     conv_n: int = 3
 
+    prior: str = "gaussian"  # see ModelConfig.prior; set by models.build_model
+    # The KL terms the loss sums, one per latent level (a hierarchical model has several).
+    kl_levels: tuple[str, ...] = ("kl",)
+
     def __init__(self) -> None:
         super().__init__()
         # the learnt log-scale per channel of a logistic or Gaussian likelihood (models.build_model
         # sets it); None for the Bernoulli one, and then not in the state dict
         self.register_parameter("log_scale", None)
+        # --prior vamp: the pseudo-inputs' pixel logits (K, C, H, W) (models.build_model sets them)
+        self.register_parameter("pseudo_inputs", None)
+        self._fixed_prior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    model_type: str = ""  # the registry's name; set by models.build_model
+
+    @property
+    def family(self) -> str:
+        """The model family in words (the eval JSON names it)."""
+        levels = f"; latent levels {', '.join(self.kl_levels)}" if len(self.kl_levels) > 1 else ""
+        prior = (f"VampPrior of {self.pseudo_inputs.shape[0]} pseudo-inputs" if self.prior == "vamp"
+                 else "N(0, I) prior")
+        return f"{self.model_type or type(self).__name__}, {prior}{levels}"
+
+    @property
+    def noise_size(self) -> int:
+        """Standard-normal numbers one image's sampled codes take (forward's ``eps`` is (B, noise_size))."""
+        return self.latent_size
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether the KL term is the closed form of one Gaussian code against N(0, I) (the
+        2018 loss); otherwise it comes from ``forward(..., with_kl=True)``."""
+        return self.prior == "gaussian" and len(self.kl_levels) == 1
 
     def _setup_conditioning(self, cfg: ModelConfig, first_hidden: int) -> None:
         """Call from ``__init__``: the encoder's label input, of width ``first_hidden``."""
@@ -97,9 +134,13 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of images ``x`` in [0, 1]; standardised here so every caller gets it."""
+        return self._encode(self.standardise(x), y)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder sees: (x - mean) / std with --normalize's statistics, else x."""
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
-        return self._encode(x, y)
+        return x
 
     def _encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -123,12 +164,91 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x, y)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                with_kl: bool = False) -> tuple[torch.Tensor, ...]:
         """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
-        their rows of the whole minibatch's noise, see runtime/distributed.py)."""
+        their rows of the whole minibatch's noise, see runtime/distributed.py).
+
+        ``with_kl``: also return the KL terms per image and level (B, len(kl_levels)), estimated
+        at the sampled code where there is no closed form (in eval mode at a code drawn with a
+        fixed seed, so validation is deterministic)."""
         mu, logvar = self.posterior(x, y)
-        return self.decode_logits(self.reparameterize(mu, logvar, eps), y), mu, logvar
+        if self.training and eps is None:
+            eps = torch.randn_like(mu)
+        logits = self.decode_logits(self.reparameterize(mu, logvar, eps), y)
+        if not with_kl:
+            return logits, mu, logvar
+        return logits, mu, logvar, self.kl_terms(mu, logvar, self._eval_noise(mu) if eps is None else eps)
+
+    def _eval_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Noise of a fixed seed: eval-mode estimates that need a sample stay deterministic."""
+        g = torch.Generator(device=like.device).manual_seed(0)
+        return torch.randn(like.shape, generator=g, device=like.device, dtype=like.dtype)
+
+    def kl_terms(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per image, shape (B, 1): closed form for N(0, I); for the VampPrior
+        the one-sample estimate log q(z|x) - log p(z) at z = mu + eps * sigma."""
+        if self.prior == "gaussian":
+            return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).unsqueeze(1)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        log_q = gaussian_log_prob(eps) - 0.5 * logvar.sum(-1)
+        return (log_q - self.log_prior(z)).unsqueeze(1)
+
+    def pseudo_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VampPrior's components: q(z | u_k) of the pseudo-inputs u_k, as (means, logvars) (K, z)."""
+        if self._fixed_prior is not None:
+            return self._fixed_prior
+        with batchnorm_frozen(self):
+            return self.posterior(torch.sigmoid(self.pseudo_inputs))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of codes (..., z), summed over latent dims."""
+        if self.prior == "vamp":
+            return mixture_log_prob(z, *self.pseudo_posterior())
+        return gaussian_log_prob(z)
+
+    @contextmanager
+    def prior_fixed(self) -> Iterator[None]:
+        """For evaluation loops: the VampPrior's components computed once, not per call."""
+        if self.prior != "vamp":
+            yield
+            return
+        with torch.no_grad():
+            self._fixed_prior = self.pseudo_posterior()
+        try:
+            yield
+        finally:
+            self._fixed_prior = None
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` codes (n, z) drawn from p(z) on the CPU with ``generator``: N(0, I), or for the
+        VampPrior a pseudo-input's posterior chosen uniformly, then a draw from it."""
+        if self.prior != "vamp":
+            return torch.randn(n, self.latent_size, generator=generator)
+        means, logvars = (t.float().cpu() for t in self.pseudo_posterior())
+        k = torch.randint(means.shape[0], (n,), generator=generator)
+        return means[k] + torch.randn(n, self.latent_size, generator=generator) * torch.exp(0.5 * logvars[k])
+
+    def importance_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
+                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For K codes per image z_k = mu + eps_k * sigma (``eps`` (K, B, noise_size)): the
+        log-ratios log p(z_k) - log q(z_k|x), (K, B), and the decoded pixel logits (K, B, C, H, W).
+        ``x`` is unused here; a hierarchical model's lower levels need it."""
+        k, b = eps.shape[0], mu.shape[0]
+        z, log_ratio = self.code_log_ratio(mu, logvar, eps)
+        ys = y.repeat(k, *([1] * (y.dim() - 1))) if y is not None else None
+        logits = self.decode_logits(z.reshape(k * b, -1), ys)
+        return log_ratio, logits.view(k, b, *logits.shape[1:])
+
+    def code_log_ratio(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes z = mu + eps * sigma (..., z) and log p(z) - log q(z|x) (...)."""
+        z = mu + torch.exp(0.5 * logvar) * eps
+        if self.prior == "gaussian":
+            # the Gaussian normalisers (log 2 pi) cancel, and (z - mu) / std = eps
+            return z, 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1)
+        return z, self.log_prior(z) - (gaussian_log_prob(eps) - 0.5 * logvar.sum(-1))
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
                        ) -> torch.Tensor:

@@ -36,12 +36,12 @@ class ResidualBlock(nn.Module):
         return F.silu(x + self.body(x))
 
 
-def _down(c_in: int, c_out: int) -> nn.Sequential:
+def down_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
                          nn.SiLU())
 
 
-def _up(c_in: int, c_out: int) -> nn.Sequential:
+def up_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
                          nn.BatchNorm2d(c_out), nn.SiLU())
 
@@ -71,8 +71,8 @@ class ResConvVAE(VAE):
         )
         self.enc_body = nn.Sequential(
             nn.BatchNorm2d(c1), nn.SiLU(),
-            _down(c1, c2),  # 14 -> 7
-            *[_down(c2, c2) for _ in range(k - 2)],  # larger images: down to 8 or fewer
+            down_block(c1, c2),  # 14 -> 7
+            *[down_block(c2, c2) for _ in range(k - 2)],  # larger images: down to 8 or fewer
             ResidualBlock(c2),
             nn.Flatten(), nn.Linear(c2 * self.side ** 2, hidden), nn.SiLU(),
         )
@@ -87,10 +87,10 @@ class ResConvVAE(VAE):
         )
         self.dec_conv = nn.Sequential(
             ResidualBlock(c2),
-            *[_up(c2, c2) for _ in range(k - 2)],
-            _up(c2, c1),  # 7 -> 14
+            *[up_block(c2, c2) for _ in range(k - 2)],
+            up_block(c2, c1),  # 7 -> 14
             ResidualBlock(c1),
-            _up(c1, c1),  # 14 -> 28
+            up_block(c1, c1),  # 14 -> 28
             nn.Conv2d(c1, cfg.image_channels, 3, padding=1),
         )
         self._setup_conditioning(cfg, c1)

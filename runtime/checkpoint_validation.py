@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from losses import LIKELIHOODS
-from models import MODELS, ModelConfig
+from models import MODELS, PRIORS, ModelConfig
 from models.unet import parse_skips
-from utils import MAX_CLASSES, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, VaeLabError
+from utils import (MAX_CLASSES, MAX_HVAE_CHANNELS, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, MAX_VAMP_COMPONENTS,
+                   VaeLabError)
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
 
@@ -85,6 +86,10 @@ def _check_model_config(cfg: Any) -> None:
         raise _Bad("'model_config' conditional must be True or False")
     _int(cfg.get("num_classes", 10), "'model_config' num_classes", 1, MAX_CLASSES)
     _int(cfg.get("conv_n", 3), "'model_config' conv_n", 3, 7)
+    if cfg.get("prior", "gaussian") not in PRIORS:
+        raise _Bad(f"'model_config' names an unknown prior {cfg.get('prior')!r:.40}")
+    _int(cfg.get("vamp_components", 500), "'model_config' vamp_components", 1, MAX_VAMP_COMPONENTS)
+    _int(cfg.get("hvae_channels", 2), "'model_config' hvae_channels", 1, MAX_HVAE_CHANNELS)
     if cfg.get("likelihood", "bernoulli") not in LIKELIHOODS:
         raise _Bad(f"'model_config' names an unknown likelihood {cfg.get('likelihood')!r:.40}")
     try:

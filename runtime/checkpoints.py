@@ -160,9 +160,10 @@ def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint"
     """
     if not is_legacy(ckpt):
         saved = ckpt["model_config"]
+        older = {"conditional": False, "prior": "gaussian"}  # what checkpoints from before a key was added mean
         for key, flag in (("model_type", "--model_type"), ("latent_space_size", "--latent_space_size"),
-                          ("conditional", "--conditional")):
-            if saved.get(key, False if key == "conditional" else None) != getattr(cfg, key):
+                          ("conditional", "--conditional"), ("prior", "--prior")):
+            if saved.get(key, older.get(key)) != getattr(cfg, key):
                 raise VaeLabError(f"{path!r} was trained with {flag} {saved.get(key)} but the flags say "
                                   f"{getattr(cfg, key)}; pass {flag} {saved.get(key)}")
         cfg = ModelConfig(**{**cfg.to_dict(), **{k: v for k, v in saved.items() if k in cfg.to_dict()}})

@@ -103,12 +103,12 @@ def test_bad_folders_get_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 1), (16, 3)])
-def test_resconv_and_fc_build_for_any_shape(size, channels):
-    for model_type in ("resconv", "fc"):
+def test_resconv_hvae_and_fc_build_for_any_shape(size, channels):
+    for model_type in ("resconv", "hvae", "fc"):
         model = build_model(ModelConfig(model_type=model_type, image_size=size, image_channels=channels))
         logits, mu, _ = model(torch.rand(2, channels, size, size))
         assert logits.shape == (2, channels, size, size) and mu.shape == (2, 10)
-    assert "fc and resconv" in shape_problem("fc_conv", channels, size) if (size, channels) != (28, 1) else True
+    assert "fc, resconv, hvae" in shape_problem("fc_conv", channels, size) if (size, channels) != (28, 1) else True
 
 
 def test_resconv_at_28_is_unchanged():
@@ -148,7 +148,7 @@ def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
 
 
 @pytest.mark.parametrize("argv, needles", [
-    (["--model_type", "fc_conv"], ("fc_conv is a 2018 model of 28x28 grey images", "fc and resconv")),
+    (["--model_type", "fc_conv"], ("fc_conv is a 2018 model of 28x28 grey images", "fc, resconv, hvae")),
     (["--model_type", "resconv", "--image_size", "30"], ("cannot be built for 30x30",)),
     (["--model_type", "fc", "--conditional", "True"], ("--conditional True needs", "no class sub-folders")),
     (["--model_type", "resconv", "--image_size", "6"], ("cannot be built for 6x6",)),
