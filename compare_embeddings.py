@@ -122,6 +122,8 @@ def main(args: argparse.Namespace) -> dict:
     def log(msg: str) -> None:
         print(f"{time.perf_counter() - t_start:6.1f} s  {msg}", flush=True)
 
+    if vae_info is not None:
+        log(f"VAE: {vae_info['family']}; embedding the {vae_info['code']}")
     log(f"loading {args.dataset_type} from {args.data_root!r}")
     train = load_split(args.dataset_type, args.data_root, True, **data_options(args))
     test = load_split(args.dataset_type, args.data_root, False, **data_options(args))

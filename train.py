@@ -112,7 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--print-freq", type=positive_int, default=10, help="console line every N minibatches")
     g.add_argument("--lognumber", default=DEFAULT_LOGNUMBER,
-                   help="run name: weights/{lognumber}_*.pth.tar, tb_logs/{lognumber}/, results/{lognumber}/")
+                   help="run name: weights/{lognumber}_*.pth.tar, tb_logs/{lognumber}/, results/{lognumber}/; "
+                        "a default name (this or a preset's) takes the run's dataset, model, latent size and prior")
     g.add_argument("--tensorboard", type=str2bool, default=True, help="write TensorBoard scalars")
     g.add_argument("--tensorboard_images", type=str2bool, default=True,
                    help="write reconstructions (panno) and prior samples to TensorBoard each epoch")

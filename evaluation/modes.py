@@ -38,7 +38,9 @@ def add_mode_args(g: argparse._ArgumentGroup) -> None:
                    help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K "
                         "samples of z per image, an upper bound on -log p(x) in nats per image that tightens "
                         "as K grows (K=1 is the sampled ELBO, not the BCE+KL of the posterior mean); written "
-                        "as iwae_nll. Costs K decoder passes per image; 0 turns it off")
+                        "as iwae_nll. Every family is bounded the same way: the VampPrior's mixture density is "
+                        "computed exactly; hvae's lower latent map is importance-sampled together with the top "
+                        "code (top-down). Costs K decoder passes per image; 0 turns it off")
     g.add_argument("--fid", type=int_in(0, MAX_FID_SAMPLES), default=0, metavar="N",
                    help="with --evaluate: the Frechet distance between features of N generated images and of "
                         "each split's images, in the penultimate layer of a small classifier trained once on "

@@ -66,6 +66,7 @@ def check_model_args(args: argparse.Namespace) -> None:
         ("--free_bits (it needs the closed-form KL per dimension)", args.free_bits > 0),
         ("--amp (the KL terms are computed in the forward, which --amp runs in bfloat16)", args.amp),
         ("--compile", args.compile),
-        ("torchrun", int(os.environ.get("WORLD_SIZE", "1")) > 1)) if on]
+        # validation draws the VampPrior's KL sample per batch, so shards would draw other noise than one process
+        ("torchrun", args.prior == "vamp" and int(os.environ.get("WORLD_SIZE", "1")) > 1)) if on]
     if bad:
         raise VaeLabError(f"{family} does not combine with {bad[0]}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Callable
 
 import torch
@@ -39,14 +40,17 @@ def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, lo
 
 
 def resolve_run_name(args: argparse.Namespace, default_names: set[str]) -> None:
-    """Check ``--lognumber`` (a plain file name). The default names (the 2018 one, the presets')
-    name Fashion-MNIST runs: on another dataset their "fmnist" prefix becomes the dataset's, so a
-    CIFAR-10 run with the default flags never writes over the Fashion-MNIST run's checkpoints."""
+    """Check ``--lognumber`` (a plain file name). The default names (the 2018 one, the presets':
+    fmnist_<model>_l<latent>_<rest>) describe the run: their dataset, model, latent size and prior
+    become the flags' (cifar10_..., fmnist_hvae_l10_best_vamp), so a run of other data or another
+    model with a default name never writes over the Fashion-MNIST default run's checkpoints."""
     name = args.lognumber
     if not name or os.sep in name or name in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
-    if name in default_names and args.dataset_type != "fmnist" and name.startswith("fmnist_"):
-        args.lognumber = args.dataset_type + name[len("fmnist"):]
+    parts = re.fullmatch(r"fmnist_(.+)_l\d+_(.+)", name) if name in default_names else None
+    if parts is not None:
+        args.lognumber = (f"{args.dataset_type}_{args.model_type}_l{args.latent_space_size}_{parts.group(2)}"
+                          + ("_vamp" if getattr(args, "prior", "gaussian") == "vamp" else ""))
 
 
 def checkpoint_paths(weights_dir: str, lognumber: str) -> tuple[str, str]:

@@ -281,3 +281,18 @@ def test_vae_umap_is_reported_like_the_others(tiny_mnist, mnist_ckpt, workdir):
     assert f"{m['test_acc_10_k10']['mean']:.3f} ± {m['test_acc_10_k10']['std']:.3f}" in table
     img = matplotlib.image.imread(f"{folder}/embeddings_2d.png")  # one panel per method
     assert img.shape[1] > img.shape[0]
+
+
+def test_a_hierarchical_vae_embeds_its_top_code(tiny_mnist, tmp_path, workdir):
+    from helpers import run_cli as run_train, tiny_args
+
+    code, _, err = run_train(tiny_args(tiny_mnist, "--model_type", "hvae", "--latent_space_size", "4",
+                                       "--tensorboard", "False"))
+    assert code == 0, err
+    code, out, err = run(["--resume", "weights/r_checkpoint.pth.tar", "--dataset_type", "mnist", "--data_root",
+                          tiny_mnist, "--methods", "vae", "--samples_per_class", "10", "--n_neighbours", "1",
+                          "--test_samples_per_class", "10", "--draws", "1", "--out", str(tmp_path / "cmp")])
+    assert code == 0, err
+    assert "embedding the posterior mean of the 4-d top code" in out
+    res = json.load(open(tmp_path / "cmp" / "results.json"))
+    assert res["methods"]["vae"]["dimensions"] == 4 and res["methods"]["vae"]["vae"]["family"].startswith("hvae")

@@ -218,14 +218,17 @@ def test_where_images_are_kept(monkeypatch):
 
 
 def test_default_run_names_follow_the_dataset(tmp_path, workdir):
-    """A run on other data with the default --lognumber never writes over the Fashion-MNIST run's files."""
+    """A run on other data, or of another model, with a default --lognumber never writes over the
+    Fashion-MNIST default run's files."""
     import train
 
     root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), layout="flat")
     for argv, name in ((["--dataset_type", "folder"], "folder_fc_conv_l10_rebalance_no_norm"),
                        (["--dataset_type", "cifar10", "--preset", "best"], "cifar10_resconv_l10_best"),
                        (["--dataset_type", "mnist", "--lognumber", "fmnist_mine"], "fmnist_mine"),  # given: kept
-                       ([], "fmnist_fc_conv_l10_rebalance_no_norm")):
+                       ([], "fmnist_fc_conv_l10_rebalance_no_norm"),
+                       (["--preset", "best", "--model_type", "hvae", "--prior", "vamp"], "fmnist_hvae_l10_best_vamp"),
+                       (["--model_type", "fc", "--latent_space_size", "2"], "fmnist_fc_l2_rebalance_no_norm")):
         args = train.get_args_parser().parse_args(argv)
         train.check_args(args)
         assert args.lognumber == name

@@ -142,9 +142,11 @@ def check_success(argv: list[str], out: str) -> str:
     if "wrote predictions to" in out or "BCE+KL" in out:
         return "evaluated or predicted"
     weights = value_of(argv, "--weights_dir", "weights")
-    name = value_of(argv, "--lognumber", "fmnist_fc_conv_l10_rebalance_no_norm")
-    if "--lognumber" not in argv and value_of(argv, "--dataset_type", "fmnist") != "fmnist":
-        name = value_of(argv, "--dataset_type", "fmnist") + name[len("fmnist"):]  # default names follow the data
+    import train
+
+    args = train.get_args_parser().parse_args(argv)
+    train.check_args(args)  # default names follow the data, the model, the latent size and the prior
+    name = args.lognumber
     ckpt = load_ckpt(os.path.join(weights, f"{name}_checkpoint.pth.tar"))
     assert ckpt["epoch"] == int(value_of(argv, "--epochs", "30")), argv
     assert ckpt["history"] and all(np.isfinite(v) for v in ckpt["history"][-1].values()), argv

@@ -110,3 +110,17 @@ def test_a_run_logs_kl_per_level_evaluates_and_resumes_exactly(tiny_mnist, workd
 def test_what_the_hierarchical_model_does_not_combine_with_is_one_line(extra, needle, workdir):
     code, _, err = run_cli(["--model_type", "hvae", *extra])
     assert_cli_error(code, err, f"--model_type hvae does not combine with {needle}")
+
+
+def test_torchrun_trains_it_and_refuses_the_vampprior(tiny_mnist, workdir):
+    from test_distributed import torchrun
+
+    argv = ["--dataset_type", "mnist", "--data_root", tiny_mnist, "--batch-size", "130", "--no_cuda", "True",
+            "--epochs", "1", "--model_type", "hvae", "--tensorboard_images", "False"]
+    proc = torchrun(argv + ["--lognumber", "two"], workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = load_ckpt("weights/two_checkpoint.pth.tar")["history"][0]
+    assert abs(row["train_kl_top"] + row["train_kl_map"] - row["train_kl_loss"]) < 1e-3
+    proc = torchrun(argv + ["--prior", "vamp", "--lognumber", "vamp"], workdir)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert proc.returncode != 0 and ours and all("--prior vamp does not combine with torchrun" in x for x in ours)
