@@ -139,7 +139,7 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     world = world or World(device=device)
     iw = getattr(args, "iw_train", 1)
     plain = plain_model(model)
-    levels = kl_level_names(plain) if iw == 1 else ()
+    levels = plain.level_names if iw == 1 else ()
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
                      names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ())
@@ -196,7 +196,7 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
     n_batches = math.ceil(len(data) / args.batch_size)
     device = next(model.parameters()).device
     world = world or World(device=device)
-    levels = kl_level_names(model)
+    levels = model.level_names
     log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, names=StepLogger.NAMES + levels,
                      reduce=world.reduce_rows)
     labels = getattr(args, "conditional", False)
@@ -216,10 +216,6 @@ def plain_model(model: torch.nn.Module) -> VAE:
         model = model._orig_mod if hasattr(model, "_orig_mod") else model.module
     return model
 
-
-def kl_level_names(model: VAE) -> tuple[str, ...]:
-    """The KL terms logged per level (train_kl_top, eph_val_kl_map, ...): a hierarchical model's."""
-    return model.kl_levels if len(model.kl_levels) > 1 else ()
 
 
 def add_iw_args(g: argparse._ArgumentGroup) -> None:
@@ -325,7 +321,7 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
             writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
         if "elbo" in tr:  # --iw_train: the ELBO beside the bound being trained (eph_tr_loss)
             writer.add_scalar("eph_tr_elbo", tr["elbo"], epoch + 1)
-        for level in kl_level_names(model):  # a hierarchical model's KL per level
+        for level in model.level_names:  # a hierarchical model's KL per level
             for split, values in (("tr", tr), ("val", va)):
                 if level in values:
                     writer.add_scalar(f"eph_{split}_{level}", values[level], epoch + 1)

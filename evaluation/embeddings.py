@@ -143,7 +143,7 @@ def load_vae(path: str, dataset_type: str, latent_size: int | None = None
             "model_type": cfg.model_type, "latent_space_size": cfg.latent_space_size, "family": model.family,
             # what is embedded: q(z|x)'s mean; a hierarchical model's top code, not its lower latent map
             "code": (f"posterior mean of the {cfg.latent_space_size}-d top code (the lower latent map is not "
-                     "embedded)" if len(model.kl_levels) > 1 else
+                     "embedded)" if model.level_names else
                      f"posterior mean of the {cfg.latent_space_size}-d code"),
             "epoch": int(ckpt.get("epoch", 0)),
             "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None}

@@ -41,10 +41,9 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
                   ) -> dict[str, torch.Tensor]:
     """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
 
-    ``names`` from: bce, mse, kl, ssim (window ``window_size``), a hierarchical model's KL levels
-    (``model.kl_levels``), nll (-log p(x|z) under the
+    ``names`` from: bce, mse, kl, ssim (window ``window_size``), nll (-log p(x|z) under the
     model's likelihood: the BCE for a Bernoulli one), img_loss (the training reconstruction term
-    ``image_loss_type``).
+    ``image_loss_type``), and a hierarchical model's KL levels (``model.level_names``).
     """
     if model.analytic_kl:
         logits, mu, logvar = model(x, y=y)
@@ -60,8 +59,8 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
         "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
                                                 model.log_scale),
     }
-    if kls is not None and len(model.kl_levels) > 1:
-        measure.update({level: (lambda j=j: kls[:, j].mean()) for j, level in enumerate(model.kl_levels)})
+    if kls is not None:
+        measure.update({level: (lambda j=j: kls[:, j].mean()) for j, level in enumerate(model.level_names)})
     return {name: measure[name]() for name in names}
 
 
@@ -72,7 +71,7 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
     model's likelihood (NLL, NLL+KL: the negative ELBO) and, for the discretised logistic, the
     negative ELBO in bits per dimension."""
     model.eval()
-    levels = model.kl_levels if len(model.kl_levels) > 1 else ()
+    levels = model.level_names
     sums = dict.fromkeys(EVAL_METRICS + levels, 0.0)
     with model.prior_fixed():
         for x, y in batches(data, batch_size, device, model.conditional):

@@ -1,4 +1,6 @@
-"""What every VAE here shares: the reparameterisation and the (logits, mu, logvar) contract."""
+"""What every VAE here shares: the reparameterisation, the (logits, mu, logvar) contract, the
+prior p(z) (N(0, I) or the VampPrior, models/priors.py) and the terms the ELBO and the IWAE
+bound are made of (``kl_terms``, ``importance_terms``), which a hierarchical model overrides."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -50,6 +52,11 @@ class ModelConfig:
         return asdict(self)
 
 
+def repeat_rows(y: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """Labels (B, ...) for K codes per image laid out sample-major: (K * B, ...); None stays None."""
+    return None if y is None else y.repeat(k, *([1] * (y.dim() - 1)))
+
+
 # forward() clamps the encoder's logvar to this range: posterior std between 3e-7 and 2.2e4.
 # No trained model comes near either end, but an unclamped logvar that drifts above ~88
 # makes exp(logvar) overflow float32, and the KL term and its gradient become Inf/NaN.
@@ -80,6 +87,7 @@ class VAE(nn.Module):
     # `conv1xn`: N of the 1xN / Nx1 convolution pairs
     conv_n: int = 3
 
+    model_type: str = ""  # the registry's name; set by models.build_model
     prior: str = "gaussian"  # see ModelConfig.prior; set by models.build_model
     # The KL terms the loss sums, one per latent level (a hierarchical model has several).
     kl_levels: tuple[str, ...] = ("kl",)
@@ -93,12 +101,10 @@ class VAE(nn.Module):
         self.register_parameter("pseudo_inputs", None)
         self._fixed_prior: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    model_type: str = ""  # the registry's name; set by models.build_model
-
     @property
     def family(self) -> str:
         """The model family in words (the eval JSON names it)."""
-        levels = f"; latent levels {', '.join(self.kl_levels)}" if len(self.kl_levels) > 1 else ""
+        levels = f"; latent levels {', '.join(self.level_names)}" if self.level_names else ""
         prior = (f"VampPrior of {self.pseudo_inputs.shape[0]} pseudo-inputs" if self.prior == "vamp"
                  else "N(0, I) prior")
         return f"{self.model_type or type(self).__name__}, {prior}{levels}"
@@ -109,10 +115,16 @@ class VAE(nn.Module):
         return self.latent_size
 
     @property
+    def level_names(self) -> tuple[str, ...]:
+        """The KL terms also reported one by one (train_kl_top, eph_val_kl_map, the eval JSON):
+        a hierarchical model's levels; none for a single code."""
+        return self.kl_levels if len(self.kl_levels) > 1 else ()
+
+    @property
     def analytic_kl(self) -> bool:
         """Whether the KL term is the closed form of one Gaussian code against N(0, I) (the
         2018 loss); otherwise it comes from ``forward(..., with_kl=True)``."""
-        return self.prior == "gaussian" and len(self.kl_levels) == 1
+        return self.prior == "gaussian" and not self.level_names
 
     def _setup_conditioning(self, cfg: ModelConfig, first_hidden: int) -> None:
         """Call from ``__init__``: the encoder's label input, of width ``first_hidden``."""
@@ -190,9 +202,7 @@ class VAE(nn.Module):
         the one-sample estimate log q(z|x) - log p(z) at z = mu + eps * sigma."""
         if self.prior == "gaussian":
             return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).unsqueeze(1)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        log_q = gaussian_log_prob(eps) - 0.5 * logvar.sum(-1)
-        return (log_q - self.log_prior(z)).unsqueeze(1)
+        return -self.code_log_ratio(mu, logvar, eps)[1].unsqueeze(1)
 
     def pseudo_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The VampPrior's components: q(z | u_k) of the pseudo-inputs u_k, as (means, logvars) (K, z)."""
@@ -237,8 +247,7 @@ class VAE(nn.Module):
         ``x`` is unused here; a hierarchical model's lower levels need it."""
         k, b = eps.shape[0], mu.shape[0]
         z, log_ratio = self.code_log_ratio(mu, logvar, eps)
-        ys = y.repeat(k, *([1] * (y.dim() - 1))) if y is not None else None
-        logits = self.decode_logits(z.reshape(k * b, -1), ys)
+        logits = self.decode_logits(z.reshape(k * b, -1), repeat_rows(y, k))
         return log_ratio, logits.view(k, b, *logits.shape[1:])
 
     def code_log_ratio(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor

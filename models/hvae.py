@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, ModelConfig, VAE
+from models.base import LOGVAR_MAX, LOGVAR_MIN, ModelConfig, VAE, repeat_rows
 from models.priors import gaussian_log_prob
 from models.resconv import ResidualBlock, down_block, stages, up_block
 
@@ -123,8 +123,7 @@ class HierarchicalVAE(VAE):
         e_top, e_map = self._split(eps)
         z, log_ratio = self.code_log_ratio(mu, logvar, e_top)
         h = self._bottom_up(self.standardise(x), y)
-        ys = y.repeat(k, *([1] * (y.dim() - 1))) if y is not None else None
-        d = self._top(z.reshape(k * b, -1), ys)
+        d = self._top(z.reshape(k * b, -1), repeat_rows(y, k))
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h.repeat(k, 1, 1, 1), e_map.reshape(k * b, -1))
         z1, p_mean, p_logvar, q_mean, q_logvar = (t.flatten(1) for t in (z1, p_mean, p_logvar, q_mean, q_logvar))
         lower = gaussian_log_prob(z1, p_mean, p_logvar) - gaussian_log_prob(z1, q_mean, q_logvar)
