@@ -76,13 +76,19 @@ class HierarchicalVAE(VAE):
     def _encode(self, x, y):
         return self._heads(self._bottom_up(x, y))
 
-    def _top(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        zy = torch.cat([z, self._one_hot(y, z)], dim=1) if self.conditional else z
+    def _map(self, zy: torch.Tensor) -> torch.Tensor:
+        """The top code (with a CVAE's one-hot class) as the decoder's coarsest map d."""
         return self.dec_fc(zy).view(-1, self.c2, self.side, self.side)
 
+    def _top(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self._map(torch.cat([z, self._one_hot(y, z)], dim=1) if self.conditional else z)
+
+    def _pixels(self, d: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        return self.dec_conv(d + self.z1_in(z1.view(-1, self.cz, self.side, self.side)))
+
     def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits)
-        d = self.dec_fc(z).view(-1, self.c2, self.side, self.side)
-        return self.dec_conv(d + self.z1_in(_gaussian_params(self.prior_map(d))[0]))
+        d = self._map(z)
+        return self._pixels(d, _gaussian_params(self.prior_map(d))[0])
 
     def _lower(self, d: torch.Tensor, h: torch.Tensor, eps1: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +113,7 @@ class HierarchicalVAE(VAE):
         e_top, e_map = self._split(eps if self.training else None)
         d = self._top(self.reparameterize(mu, logvar, e_top), y)
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h, e_map)
-        logits = self.dec_conv(d + self.z1_in(z1))
+        logits = self._pixels(d, z1)
         if not with_kl:
             return logits, mu, logvar
         kl_top = self.kl_terms(mu, logvar, self._eval_noise(mu) if e_top is None else e_top)[:, 0]
@@ -127,7 +133,7 @@ class HierarchicalVAE(VAE):
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h.repeat(k, 1, 1, 1), e_map.reshape(k * b, -1))
         z1, p_mean, p_logvar, q_mean, q_logvar = (t.flatten(1) for t in (z1, p_mean, p_logvar, q_mean, q_logvar))
         lower = gaussian_log_prob(z1, p_mean, p_logvar) - gaussian_log_prob(z1, q_mean, q_logvar)
-        logits = self.dec_conv(d + self.z1_in(z1.view(-1, self.cz, self.side, self.side)))
+        logits = self._pixels(d, z1)
         return log_ratio + lower.view(k, b), logits.view(k, b, *logits.shape[1:])
 
 

@@ -1,5 +1,7 @@
 """--prior vamp: the VampPrior's density, its KL, the bounds and samples that use it, and runs."""
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -133,11 +135,13 @@ def test_a_run_trains_evaluates_and_resumes_exactly(tiny_mnist, workdir):
                                        "--iw_samples", "3"))
     assert code == 0, err
     assert "VampPrior of 8 pseudo-inputs" in out
-    import json
-
     report = json.load(open("weights/r_eval.json"))
     assert report["val"]["family"] == "resconv, VampPrior of 8 pseudo-inputs"
     assert report["val"]["iwae_nll"] > 0 and report["val"]["kl"] > 0
+    # --predict draws its samples from the mixture
+    code, out, err = run_cli(tiny_args(tiny_mnist, *flags, "--resume", "weights/r_best.pth.tar", "--predict"))
+    assert code == 0, err
+    assert os.path.getsize("results/r/samples.png") > 0
     # the prior is part of the model: a checkpoint is not loaded under another one
     code, _, err = run_cli(tiny_args(tiny_mnist, "--model_type", "resconv", "--resume", "weights/r_best.pth.tar",
                                      "--evaluate"))
