@@ -65,6 +65,17 @@ def official_split(dataset: str, data_root: str, train_set: bool, image_size: in
     return load_split(dataset, data_root, train_set, image_size, channels, test_fraction)
 
 
+def run_splits(ckpt: dict, data_root: str) -> tuple[Split, Split, Split]:
+    """A checkpoint's official training set, its run's own validation fold, and the test set."""
+    saved = ckpt["args"]
+    options = data_options(saved)
+    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True, **options)
+    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False, **options)
+    _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])
+    va_t = torch.from_numpy(va)
+    return full_train, Split(full_train.x[va_t], full_train.y[va_t]), test
+
+
 def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str, knn_per_class: int,
                      iw_samples: int = 0, iw_images: int = 0) -> dict:
     """Validation BCE+KL / SSIM, KNN test accuracy (None for a conditional model, whose encoder
@@ -72,15 +83,9 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     validation fold's first ``iw_images`` images when not 0: K = 1000 on 12,000 images is ~2.5
     CPU hours per model)."""
     ckpt = load_checkpoint(best_ckpt)
-    saved = ckpt["args"]
     device = select_device(device_name)
     model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
-    options = data_options(saved)
-    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True, **options)
-    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False, **options)
-    _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])  # the run's own fold
-    va_t = torch.from_numpy(va)
-    val = Split(full_train.x[va_t], full_train.y[va_t])
+    full_train, val, test = run_splits(ckpt, data_root)
     # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
     ev = evaluate(model, val, device, window_size=5, batch_size=512)
     out = {"val_bce_kl": ev["bce_kl"], "val_bce": ev["bce"], "val_kl": ev["kl"], "val_ssim": ev["ssim"],

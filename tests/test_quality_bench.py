@@ -38,3 +38,23 @@ def test_two_configs_one_epoch_are_scored_and_cached(fmnist_small, workdir):
 def test_unknown_config_is_one_line(workdir):
     code, _, err = quality_cli(["--only", "nope", "--work_dir", "runs", "--out", "out/q"])
     assert code == 2 and "unknown configuration" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_iwae_subset_compares_the_first_images_with_the_whole_fold(tiny_mnist, workdir):
+    import iwae_subset
+    from helpers import run_cli, tiny_args
+
+    assert run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--prior", "vamp", "--vamp_components", "4"))[0] == 0
+    code, out, err = run_module_cli(iwae_subset, ["weights/r_best.pth.tar", "weights/r_best.pth.tar", "--images",
+                                                  "10", "--k", "3", "--data_root", tiny_mnist, "--out", "out/s"])
+    assert code == 0, err
+    rows = json.load(open("out/s.json"))["rows"]
+    assert len(rows) == 2 and rows[0]["images"] == 10 and rows[0]["fold_images"] > 10
+    assert rows[0]["subset"] == rows[1]["subset"]  # seeded: the same noise every time
+    assert abs(rows[0]["offset"] - (rows[0]["subset"] - rows[0]["fold"])) < 1e-9
+    # a "subset" of the whole fold is the fold: the same images, the same noise
+    code, out, err = run_module_cli(iwae_subset, ["weights/r_best.pth.tar", "--images", "100000", "--k", "3",
+                                                  "--data_root", tiny_mnist, "--out", "out/all"])
+    assert code == 0, err
+    row = json.load(open("out/all.json"))["rows"][0]
+    assert abs(row["offset"]) < 1e-4 and "VampPrior of 4 pseudo-inputs" in open("out/all.md").read()
