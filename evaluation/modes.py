@@ -23,7 +23,8 @@ from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bo
 # --iw_samples: at most this many importance samples per image (cost grows linearly).
 MAX_IW_SAMPLES = 100_000
 MAX_FID_SAMPLES = 1_000_000
-SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"), ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
+SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level
+                 ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
                  ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
                  ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))

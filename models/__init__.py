@@ -40,8 +40,8 @@ def shape_problem(model_type: str, channels: int, size: int) -> str | None:
         return (f"--model_type {model_type} is a 2018 model of 28x28 grey images, not {channels}x{size}x{size}; "
                 f"{', '.join(ANY_SHAPE)} build for any size and channel count")
     if model_type in ("resconv", "hvae") and (size < 8 or stages(size) is None):
-        return (f"--model_type {model_type} cannot be built for {size}x{size} images (their stride-2 stages need a size "
-                "that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); pass --image_size")
+        return (f"--model_type {model_type} cannot be built for {size}x{size} images (their stride-2 stages need "
+                "a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); pass --image_size")
     return None
 
 
