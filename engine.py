@@ -23,7 +23,7 @@ from evaluation.samplers import GaussianMixtureSampler, check_components
 from losses import VAELoss, kl_divergence, ssim
 from models import VAE
 from runtime import accelerators
-from runtime.distributed import World, is_main_process
+from runtime.distributed import World, is_main_process, launched_processes
 from runtime.nonfinite import grad_norm_and_clip, non_finite_message
 from runtime.optim import kl_warmup_scale
 from runtime.tensorboard import RunWriter, resume_purge_steps
@@ -232,7 +232,7 @@ def check_iw_args(args: argparse.Namespace) -> None:
     if args.iw_train == 1:
         return
     bad = [flag for flag, on in (
-        ("--compile", args.compile), ("--amp", args.amp), ("torchrun", int(os.environ.get("WORLD_SIZE", "1")) > 1),
+        ("--compile", args.compile), ("--amp", args.amp), ("torchrun", launched_processes() > 1),
         ("--do_running_mean", args.do_running_mean), ("--free_bits", args.free_bits > 0),
         ("--kl_warmup_epochs", args.kl_warmup_epochs > 0),
         ("--img_loss_weight / --kl_loss_weight", args.img_loss_weight != 1 or args.kl_loss_weight != 1),

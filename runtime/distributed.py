@@ -131,13 +131,18 @@ class World:
             fn(*args)
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started (1 for a plain run): flags that need one process check it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init(device: torch.device) -> World:
     """Join torchrun's process group (NCCL on CUDA, gloo otherwise) or return a world of one.
 
     On CUDA each rank takes GPU LOCAL_RANK. Non-main ranks send stdout to /dev/null so
     console lines are written once.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_processes()
     if world <= 1:
         return World(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from models import MODELS, PLAIN_ONLY, PRIORS
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
+from runtime.distributed import launched_processes
 from utils import (MAX_HVAE_CHANNELS, MAX_LATENT, MAX_MULTIPLIER, MAX_VAMP_COMPONENTS, VaeLabError, int_in,
                    non_negative_int, str2bool)
 
@@ -67,6 +67,6 @@ def check_model_args(args: argparse.Namespace) -> None:
         ("--amp (the KL terms are computed in the forward, which --amp runs in bfloat16)", args.amp),
         ("--compile", args.compile),
         # validation draws the VampPrior's KL sample per batch, so shards would draw other noise than one process
-        ("torchrun", args.prior == "vamp" and int(os.environ.get("WORLD_SIZE", "1")) > 1)) if on]
+        ("torchrun", args.prior == "vamp" and launched_processes() > 1)) if on]
     if bad:
         raise VaeLabError(f"{family} does not combine with {bad[0]}")
