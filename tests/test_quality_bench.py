@@ -58,3 +58,19 @@ def test_iwae_subset_compares_the_first_images_with_the_whole_fold(tiny_mnist, w
     assert code == 0, err
     row = json.load(open("out/all.json"))["rows"][0]
     assert abs(row["offset"]) < 1e-4 and "VampPrior of 4 pseudo-inputs" in open("out/all.md").read()
+
+
+def test_rows_are_compared_with_the_first_seed_by_seed():
+    import quality
+
+    def run(seed, bce_kl, iwae):
+        return {"seed": seed, "params": 10, "epochs": 1, "train_seconds": 1.0, "val_bce_kl": bce_kl, "val_bce": 0.0,
+                "val_kl": 0.0, "iwae_nll": iwae, "val_ssim": 0.5, "knn_acc": None}
+
+    # seed 2 moves both rows by 10 nats; seed 3 is the second row's only
+    rows = quality.summarise({"best": [run(1, 230.0, 236.0), run(2, 240.0, 246.0)],
+                              "best_vamp": [run(1, 229.0, 235.5), run(2, 238.0, 245.5), run(3, 0.0, None)]})
+    assert rows[0]["val_bce_kl_vs_first"] is None and rows[0]["iwae_nll_vs_first"] is None
+    assert rows[1]["val_bce_kl_vs_first"]["values"] == [-1.0, -2.0]
+    assert rows[1]["iwae_nll_vs_first"]["values"] == [-0.5, -0.5] and rows[1]["iwae_nll_vs_first"]["std"] == 0
+    assert rows[1]["iwae_nll"]["std"] > 7  # unpaired, the seeds' spread hides the difference
