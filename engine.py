@@ -139,7 +139,7 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     world = world or World(device=device)
     iw = getattr(args, "iw_train", 1)
     plain = plain_model(model)
-    levels = plain.level_names if iw == 1 else ()
+    levels = plain.level_names
     log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
                      names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ())
@@ -247,14 +247,16 @@ def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tup
                                                                                   torch.Tensor]:
     """``--iw_train K``: the loss is the IWAE bound -(logsumexp_k log w_k - log K) with K codes per
     image drawn from the global RNG (as the ELBO's one code is), mean over images; ``elbo`` is the
-    same samples' mean -log w_k, the ordinary ELBO (sampled KL). Also the first sample's logits."""
+    same samples' mean -log w_k, the ordinary ELBO (sampled KL), with a hierarchical model's KL
+    per level (the samples' estimate of each). Also the first sample's logits."""
     mu, logvar = model.posterior(x, y)
     eps = torch.randn(k, mu.shape[0], model.noise_size, device=mu.device, dtype=mu.dtype)
-    lw, nll, logits = log_weights(model, x, mu, logvar, eps, y)
+    lw, nll, logits, ratios = log_weights(model, x, mu, logvar, eps, y)
     # logged: the closed form, or the samples' estimate E[log q - log p] (VampPrior, hierarchical)
-    kl = kl_divergence(mu, logvar) if model.analytic_kl else -(lw + nll).mean()
+    kl = kl_divergence(mu, logvar) if model.analytic_kl else -ratios.sum(-1).mean()
     terms = {"loss": -(torch.logsumexp(lw, 0) - math.log(k)).mean(), "img_loss": nll.mean(), "kl_loss": kl,
-             "kl_penalty": kl, "kl_weight": torch.ones((), device=x.device), "elbo": -lw.mean()}
+             "kl_penalty": kl, "kl_weight": torch.ones((), device=x.device), "elbo": -lw.mean(),
+             **{level: -ratios[..., j].mean() for j, level in enumerate(model.level_names)}}
     return terms, logits[0]
 
 

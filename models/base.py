@@ -243,12 +243,13 @@ class VAE(nn.Module):
     def importance_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
                          y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """For K codes per image z_k = mu + eps_k * sigma (``eps`` (K, B, noise_size)): the
-        log-ratios log p(z_k) - log q(z_k|x), (K, B), and the decoded pixel logits (K, B, C, H, W).
+        log-ratios log p(z_k) - log q(z_k|x), (K, B, L) with one per latent level (``kl_levels``;
+        their sum is the code's), and the decoded pixel logits (K, B, C, H, W).
         ``x`` is unused here; a hierarchical model's lower levels need it."""
         k, b = eps.shape[0], mu.shape[0]
         z, log_ratio = self.code_log_ratio(mu, logvar, eps)
         logits = self.decode_logits(z.reshape(k * b, -1), repeat_rows(y, k))
-        return log_ratio, logits.view(k, b, *logits.shape[1:])
+        return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
 
     def code_log_ratio(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,7 +134,7 @@ class HierarchicalVAE(VAE):
         z1, p_mean, p_logvar, q_mean, q_logvar = (t.flatten(1) for t in (z1, p_mean, p_logvar, q_mean, q_logvar))
         lower = gaussian_log_prob(z1, p_mean, p_logvar) - gaussian_log_prob(z1, q_mean, q_logvar)
         logits = self._pixels(d, z1)
-        return log_ratio + lower.view(k, b), logits.view(k, b, *logits.shape[1:])
+        return torch.stack([log_ratio, lower.view(k, b)], dim=-1), logits.view(k, b, *logits.shape[1:])
 
 
 def build_hvae(cfg: ModelConfig) -> VAE:

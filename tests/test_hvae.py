@@ -46,10 +46,11 @@ def test_kl_per_level_is_non_negative_sums_to_the_total_and_matches_monte_carlo(
     eps[:, :10] = 0
     with torch.no_grad():
         mu1, logvar1 = model.posterior(x[:1])
-        log_ratio, _ = model.importance_terms(x[:1], mu1, logvar1, eps[:, None])
+        ratios, _ = model.importance_terms(x[:1], mu1, logvar1, eps[:, None])
         _, _, _, kls1 = model(x[:1], with_kl=True)
         _, top_ratio = model.code_log_ratio(mu1, logvar1, eps[:1, :10])
-    lower_mc = -(log_ratio[:, 0] - top_ratio).mean()
+    assert torch.allclose(ratios[:, 0, 0], top_ratio.expand(n))  # the top level's, for every z1
+    lower_mc = -ratios[:, 0, 1].mean()
     assert abs(lower_mc - kls1[0, 1]) < 0.05 * kls1[0, 1] + 0.02, (lower_mc, kls1)
 
 
@@ -64,6 +65,8 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation_and_more_samples_bound_
     torch.manual_seed(3)
     terms, _ = iw_terms(model, x[:8], None, 50)
     assert terms["loss"] < terms["elbo"]
+    # the samples' KL, level by level, sums to the total (the run test: they reach the history)
+    assert torch.allclose(terms["kl_top"] + terms["kl_map"], terms["kl_loss"])
 
 
 def test_a_conditional_run_with_the_vampprior_refused_and_the_cvae_trained(tiny_mnist, workdir):
@@ -92,6 +95,8 @@ def test_a_run_logs_kl_per_level_evaluates_and_resumes_exactly(tiny_mnist, workd
     # the combination: hierarchical, VampPrior on the top code, IWAE training; resumed exactly
     assert run_cli(tiny_args(tiny_mnist, *flags, epochs=2, name="s"))[0] == 0
     straight = load_ckpt("weights/s_checkpoint.pth.tar")
+    for row in straight["history"]:  # with --iw_train the KL per level is the samples' estimate
+        assert abs(row["train_kl_top"] + row["train_kl_map"] - row["train_kl_loss"]) < 1e-3
     assert run_cli(tiny_args(tiny_mnist, *flags, epochs=1, name="p"))[0] == 0
     assert run_cli(tiny_args(tiny_mnist, *flags, "--resume", "weights/p_checkpoint.pth.tar", epochs=2,
                              name="p"))[0] == 0
