@@ -20,7 +20,10 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
-from datasets import add_data_args, data_options, load_split
+from config.flags import add_data_args
+from config.resolve import given_settings
+from config.run_config import RunConfig, data_options
+from datasets import load_split
 from evaluation import embedding_report as report
 from evaluation import knn
 from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
@@ -32,6 +35,7 @@ DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
 PLOT_POINTS = 8000  # training points per panel of embeddings_2d.png: enough to see the clusters
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST", "folder": "image folder"}
+DATA_FIELDS = ("dataset_type", "data_root", "image_size", "channels", "test_fraction")
 
 
 def int_list(value: str) -> list[int]:
@@ -67,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", default=DEFAULT_CHECKPOINT, metavar="CKPT",
                    help="the VAE checkpoint (ours or the 2018 one); model type and latent size are read from it")
-    add_data_args(p)  # the checkpoint's dataset; with a VAE, its image size and channels by default
+    add_data_args(p)  # with a VAE, the flags not given are its run's: dataset, folder, image size and channels
     p.add_argument("--methods", type=method_list, default="pca,umap,vae",
                    help="comma-separated, from pca,umap,vae,vae+umap,pixels (vae+umap: UMAP fitted on the VAE's "
                         "posterior means; pixels: the raw 784 pixels, a baseline)")
@@ -92,8 +96,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def out_dir(template: str, args: argparse.Namespace) -> str:
-    name = args.dataset_type
+def out_dir(template: str, args: argparse.Namespace, dataset_type: str) -> str:
+    name = dataset_type
     if any(map(uses_vae, args.methods)):
         name = os.path.basename(args.resume).removesuffix(".tar").removesuffix(".pth")
     return template.replace("{name}", name)
@@ -102,6 +106,8 @@ def out_dir(template: str, args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> dict:
     """Run the comparison; returns the results dict also written to ``results.json``."""
     t_start = time.perf_counter()
+    # the data flags given; with a VAE, the others are its run's (dataset, folder, image shape)
+    given = {k: v for k, v in given_settings(args).items() if k in DATA_FIELDS}
     # Cheap checks first: the checkpoint and the output folder, before any data is read.
     vae, vae_info = None, None
     with_vae = [name for name in args.methods if uses_vae(name)]
@@ -109,14 +115,16 @@ def main(args: argparse.Namespace) -> dict:
         if not os.path.isfile(args.resume):
             raise VaeLabError(f"checkpoint {args.resume!r} does not exist: train one with `python3 train.py`, "
                               f"pass --resume PATH, or leave {', '.join(with_vae)} out of --methods")
-        model, cfg, vae_info = load_vae(args.resume, args.dataset_type, args.n_components)
-        vae = VaeEncoder(model, select_device(args.device), (cfg.image_channels, cfg.image_size, cfg.image_size))
-        n_components = cfg.latent_space_size
+        model, run, vae_info = load_vae(args.resume, given.get("dataset_type"), args.n_components)
+        shape = model.image_shape
+        vae = VaeEncoder(model, select_device(args.device), shape)
+        n_components = model.latent_size
         # the images as the VAE saw them (a no-op for data already of that shape)
-        args.image_size, args.channels = args.image_size or cfg.image_size, args.channels or cfg.image_channels
+        data = run.replace(**{"image_size": shape[1], "channels": shape[0], **given})
     else:
         n_components = args.n_components or 10
-    out = out_dir(args.out, args)
+        data = RunConfig(**given)
+    out = out_dir(args.out, args, data.dataset_type)
     ensure_writable_dir(out, "output")
 
     def log(msg: str) -> None:
@@ -124,11 +132,11 @@ def main(args: argparse.Namespace) -> dict:
 
     if vae_info is not None:
         log(f"VAE: {vae_info['family']}; embedding the {vae_info['code']}")
-    log(f"loading {args.dataset_type} from {args.data_root!r}")
-    train = load_split(args.dataset_type, args.data_root, True, **data_options(args))
-    test = load_split(args.dataset_type, args.data_root, False, **data_options(args))
+    log(f"loading {data.dataset_type} from {data.data_root!r}")
+    train = load_split(data.dataset_type, data.data_root, True, **data_options(data))
+    test = load_split(data.dataset_type, data.data_root, False, **data_options(data))
     if len(train.classes or []) < 2:
-        raise VaeLabError(f"the embeddings are scored by how well KNN recovers the classes, and {args.data_root!r} "
+        raise VaeLabError(f"the embeddings are scored by how well KNN recovers the classes, and {data.data_root!r} "
                           f"has {'no class sub-folders' if train.classes is None else 'one class'}")
     y_train, y_test = train.y.numpy(), test.y.numpy()
     try:
@@ -175,7 +183,7 @@ def main(args: argparse.Namespace) -> dict:
             f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
 
     protocol = {
-        "dataset": args.dataset_type, "dataset_name": DATASET_NAMES[args.dataset_type],
+        "dataset": data.dataset_type, "dataset_name": DATASET_NAMES.get(data.dataset_type, data.dataset_type),
         "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
         "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
                   "vae+umap: UMAP fitted on the training images' posterior means)",
@@ -195,7 +203,7 @@ def main(args: argparse.Namespace) -> dict:
     views = {name: view_2d(e.train, args.seed)[show] for name, e in embeddings.items()}
     report.plot_embeddings_2d(views, y_train[show], train.classes,
                               os.path.join(out, "embeddings_2d.png"),
-                              f"{DATASET_NAMES[args.dataset_type]} training set: first two principal axes "
+                              f"{DATASET_NAMES.get(data.dataset_type, data.dataset_type)} training set: first two principal axes "
                               f"of each embedding ({len(show):,} points)")
     protocol["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(paths["json"], results)  # again, now with the total time

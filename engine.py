@@ -7,7 +7,6 @@ metrics are all-reduced (runtime/distributed.py).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -15,6 +14,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from config.run_config import RunConfig
 from datasets import Split, as_float, augment_batch
 from evaluation.likelihood import log_weights
 from evaluation.metrics import batch_metrics, batches, posterior_means
@@ -23,11 +23,11 @@ from evaluation.samplers import GaussianMixtureSampler, check_components
 from losses import VAELoss, kl_divergence, ssim
 from models import VAE
 from runtime import accelerators
-from runtime.distributed import World, is_main_process, launched_processes
+from runtime.distributed import World, is_main_process
 from runtime.nonfinite import grad_norm_and_clip, non_finite_message
 from runtime.optim import kl_warmup_scale
 from runtime.tensorboard import RunWriter, resume_purge_steps
-from utils import VaeLabError, ensure_writable_dir, int_in
+from utils import VaeLabError
 
 # train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
 # SSIM always covers every image.
@@ -122,7 +122,7 @@ def _progress(n: int, desc: str):
 
 
 def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.optim.Optimizer, data: Split,
-                    args: argparse.Namespace, epoch: int, generator: torch.Generator,
+                    cfg: RunConfig, epoch: int, generator: torch.Generator,
                     writer: RunWriter | None = None, global_step: int = 0,
                     world: World | None = None) -> dict[str, float]:
     """One pass over a fresh permutation of ``data`` (a Split on the training device).
@@ -132,51 +132,51 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     """
     model.train()
     n = len(data)
-    n_batches = math.ceil(n / args.batch_size)
+    n_batches = math.ceil(n / cfg.batch_size)
     device = next(model.parameters()).device  # data.x may stay on the host (datasets.place_images)
     perm = torch.randperm(n, generator=generator).to(data.x.device)
-    bar = _progress(n_batches, f"epoch {epoch + 1}/{args.epochs}")
+    bar = _progress(n_batches, f"epoch {epoch + 1}/{cfg.epochs}")
     world = world or World(device=device)
-    iw = getattr(args, "iw_train", 1)
+    iw = cfg.iw_train
     plain = plain_model(model)
     levels = plain.level_names
-    log = StepLogger("train", writer, args.print_freq, n_batches, epoch,
+    log = StepLogger("train", writer, cfg.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
                      names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ())
                      + levels, reduce=world.reduce_rows)
-    conditional = getattr(args, "conditional", False)
+    conditional = cfg.conditional
     try:
         for i in range(n_batches):
-            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             rows = world.shard(len(idx))  # the whole minibatch in a single process
             x = as_float(data.x[idx[rows]].to(device, non_blocking=True))
             y = data.y[idx[rows].to(data.y.device)].to(device) if conditional else None
-            if args.do_augs:
+            if cfg.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
-            if iw > 1:  # float32 (check_iw_args refuses --amp)
+            if iw > 1:  # float32 (config.checks refuses --amp)
                 terms, logits = iw_terms(model, x, y, iw)
             else:
                 noise = world.noise(len(idx), plain.noise_size, rows, x.device)
-                with accelerators.autocast(x.device, args.amp):
+                with accelerators.autocast(x.device, cfg.amp):
                     if plain.analytic_kl:
                         (logits, mu, logvar), kls = model(x, noise, y=y), None
                     else:  # the VampPrior's sampled KL, a hierarchical model's KL per level
                         logits, mu, logvar, kls = model(x, noise, y=y, with_kl=True)
-                if args.amp:
+                if cfg.amp:
                     logits, mu, logvar = accelerators.float32(logits, mu, logvar)
                     kls = None if kls is None else kls.float()
-                loss_fn.kl_scale = kl_warmup_scale(args, epoch, i, n_batches)
+                loss_fn.kl_scale = kl_warmup_scale(cfg, epoch, i, n_batches)
                 terms = loss_fn(logits, x, mu, logvar, None if kls is None else kls.sum(1).mean())
                 terms.update({level: kls[:, j].mean() for j, level in enumerate(levels)})
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
             loss.backward()
             # under torchrun the gradients are all-reduced by now: every rank clips the same norm
-            terms["grad_norm"] = grad_norm_and_clip(model.parameters(), args.grad_clip)
+            terms["grad_norm"] = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
             optimizer.step()
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
-                terms["ssim"] = ssim(torch.sigmoid(logits[:k].detach()), x[:k], args.ssim_window_size).mean()
+                terms["ssim"] = ssim(torch.sigmoid(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
             log.add(global_step + i, i, x.shape[0], terms)
     finally:
         bar.close()
@@ -184,7 +184,7 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
 
 
 @torch.no_grad()
-def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace, epoch: int,
+def validate(model: VAE, loss_fn: VAELoss, data: Split, cfg: RunConfig, epoch: int,
              writer: RunWriter | None = None, global_step: int = 0, world: World | None = None
              ) -> dict[str, float]:
     """Validation in eval mode (decoding the posterior mean); per-image averages.
@@ -193,17 +193,17 @@ def validate(model: VAE, loss_fn: VAELoss, data: Split, args: argparse.Namespace
     free bits, so it is comparable across epochs and is what selects the best checkpoint.
     """
     model.eval()
-    n_batches = math.ceil(len(data) / args.batch_size)
+    n_batches = math.ceil(len(data) / cfg.batch_size)
     device = next(model.parameters()).device
     world = world or World(device=device)
     levels = model.level_names
-    log = StepLogger("val", writer, args.print_freq, n_batches, epoch, None, names=StepLogger.NAMES + levels,
+    log = StepLogger("val", writer, cfg.print_freq, n_batches, epoch, None, names=StepLogger.NAMES + levels,
                      reduce=world.reduce_rows)
-    labels = getattr(args, "conditional", False)
+    labels = cfg.conditional
     with model.prior_fixed():
-        for i, (x, y) in enumerate(batches(data, args.batch_size, device, labels, world.shard)):
-            m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim") + levels, args.ssim_window_size,
-                              args.image_loss_type, getattr(args, "ssim_weight", 1.0))
+        for i, (x, y) in enumerate(batches(data, cfg.batch_size, device, labels, world.shard)):
+            m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim") + levels, cfg.ssim_window_size,
+                              cfg.image_loss_type, cfg.ssim_weight)
             terms = {"loss": loss_fn.objective(m["img_loss"], m["kl"]), "img_loss": m["img_loss"],
                      "kl_loss": m["kl"], "ssim": m["ssim"], **{level: m[level] for level in levels}}
             log.add(global_step + i, i, x.shape[0], terms)
@@ -216,31 +216,6 @@ def plain_model(model: torch.nn.Module) -> VAE:
         model = model._orig_mod if hasattr(model, "_orig_mod") else model.module
     return model
 
-
-
-def add_iw_args(g: argparse._ArgumentGroup) -> None:
-    """train.py's --iw_train flag (in its loss group)."""
-    g.add_argument("--iw_train", type=int_in(1, 1000), default=1, metavar="K",
-                   help="train on the importance-weighted bound on -log p(x) with K samples per image (IWAE, "
-                        "Burda et al. 2016) instead of the ELBO; 1 = the ELBO. Logged beside it: the ELBO of the "
-                        "same samples (train_elbo). Single process, eager, float32, with a likelihood loss (bce, "
-                        "logistic, gaussian), unweighted terms and no KL controls")
-
-
-def check_iw_args(args: argparse.Namespace) -> None:
-    """One line for what --iw_train K > 1 does not combine with."""
-    if args.iw_train == 1:
-        return
-    bad = [flag for flag, on in (
-        ("--compile", args.compile), ("--amp", args.amp), ("torchrun", launched_processes() > 1),
-        ("--do_running_mean", args.do_running_mean), ("--free_bits", args.free_bits > 0),
-        ("--kl_warmup_epochs", args.kl_warmup_epochs > 0),
-        ("--img_loss_weight / --kl_loss_weight", args.img_loss_weight != 1 or args.kl_loss_weight != 1),
-        (f"--image_loss_type {args.image_loss_type}", args.image_loss_type not in ("bce", "logistic", "gaussian")),
-        ("--model_type unet (its decoder needs the input's maps)", args.model_type == "unet")) if on]
-    if bad:
-        raise VaeLabError(f"--iw_train {args.iw_train} does not combine with {bad[0]}: the IWAE bound is a "
-                          "likelihood bound, trained by one eager process")
 
 
 def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tuple[dict[str, torch.Tensor],
@@ -260,65 +235,44 @@ def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tup
     return terms, logits[0]
 
 
-def make_loss(args: argparse.Namespace, world: World, model: VAE) -> VAELoss:
+def make_loss(cfg: RunConfig, world: World, model: VAE) -> VAELoss:
     """The training objective the flags describe (under torchrun its running means follow the
     whole minibatch; a logistic or Gaussian likelihood uses ``model``'s learnt scale)."""
-    loss_fn = VAELoss(args.image_loss_type, args.img_loss_weight, args.kl_loss_weight, args.do_running_mean, 0.9,
-                      args.ssim_window_size, args.free_bits, args.ssim_weight)
+    loss_fn = VAELoss(cfg.image_loss_type, cfg.img_loss_weight, cfg.kl_loss_weight, cfg.do_running_mean, 0.9,
+                      cfg.ssim_window_size, cfg.free_bits, cfg.ssim_weight)
     loss_fn.log_scale = model.log_scale
     if world.distributed:
         loss_fn.sync = world.weighted_mean
     return loss_fn
 
 
-def run_header(args: argparse.Namespace, model: VAE, device: torch.device, n_train: int, n_val: int,
-               start_epoch: int, placement: str = "") -> str:
-    """The console line that opens a training run (``placement``: where the images are kept)."""
-    return (f"{args.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
-            f"{model.latent_size}, {device}; {args.dataset_type}: {n_train} train / {n_val} val images"
-            f"{f', {placement}' if placement else ''}; epochs {start_epoch + 1}-{args.epochs}")
-
-
-def run_footer(args: argparse.Namespace, seconds: float, best_loss: float, ckpt_path: str, best_path: str,
-               tensorboard: bool) -> str:
-    """The console lines that close a training run: where its checkpoints and logs are."""
-    lines = [f"done in {seconds:.1f} s; best val loss {best_loss:.2f}",
-             f"checkpoints: {ckpt_path} (last), {best_path} (best)"]
-    if tensorboard:
-        lines.append(f"TensorBoard: tensorboard --logdir {args.tb_dir} --port 6006")
-    return "\n".join(lines)
-
-
-def check_outputs(args: argparse.Namespace) -> None:
-    """Prove the run's output folders are writable before any time is spent on data."""
-    ensure_writable_dir(args.weights_dir, "checkpoint")
-    if args.tensorboard or args.tensorboard_images:
-        ensure_writable_dir(os.path.join(args.tb_dir, args.lognumber), "TensorBoard")
-
-
-def open_writer(args: argparse.Namespace, resumed: bool, start_epoch: int, global_step: int, val_batches: int,
+def open_writer(cfg: RunConfig, resumed: bool, start_epoch: int, global_step: int, val_batches: int,
                 n_train: int) -> RunWriter | None:
     """The run's TensorBoard writer (None when it logs nothing), its flags written as text.
 
     On resume, TensorBoard hides what a killed run wrote after its last checkpoint.
     """
-    if not (args.tensorboard or args.tensorboard_images):
+    if not (cfg.tensorboard or cfg.tensorboard_images):
         return None
-    if args.tensorboard_images and args.sampler == "gmm":
-        check_components(args.gmm_components, n_train)  # before an epoch is spent
-    purge = resume_purge_steps(start_epoch, global_step, val_batches) if resumed else None
-    writer = RunWriter(os.path.join(args.tb_dir, args.lognumber), purge)
-    writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())), global_step)
+    if cfg.tensorboard_images and cfg.sampler == "gmm":
+        check_components(cfg.gmm_components, n_train)  # before an epoch is spent
+    logdir = os.path.join(cfg.tb_dir, cfg.lognumber)
+    # a resume, or a new run where an earlier one of this name wrote events but saved no checkpoint:
+    # TensorBoard hides what came after this run's first step
+    earlier = resumed or any(name.startswith("events.") for _, _, names in os.walk(logdir) for name in names)
+    purge = resume_purge_steps(start_epoch, global_step, val_batches) if earlier else None
+    writer = RunWriter(logdir, purge)
+    writer.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(cfg.to_dict().items())), global_step)
     return writer
 
 
-def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[str, float],
+def log_epoch(writer: RunWriter, cfg: RunConfig, epoch: int, tr: dict[str, float],
               va: dict[str, float], model: VAE, pictures: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
               train_set: Split) -> None:
     """An epoch's TensorBoard scalars and image grids (``pictures``: images, labels, prior codes;
     with --sampler gmm also samples of a mixture fitted on ``train_set``'s posterior means),
     flushed to disk before the epoch's checkpoint is written."""
-    if args.tensorboard:
+    if cfg.tensorboard:
         for tag, (split, name) in EPOCH_SCALARS.items():
             writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
         if "elbo" in tr:  # --iw_train: the ELBO beside the bound being trained (eph_tr_loss)
@@ -327,25 +281,16 @@ def log_epoch(writer: RunWriter, args: argparse.Namespace, epoch: int, tr: dict[
             for split, values in (("tr", tr), ("val", va)):
                 if level in values:
                     writer.add_scalar(f"eph_{split}_{level}", values[level], epoch + 1)
-    if args.tensorboard_images:
+    if cfg.tensorboard_images:
         if model.prior == "vamp":  # the prior learns: the same draws (seeded) from this epoch's mixture
-            pictures = (*pictures[:2], fixed_codes(args.seed, model, pictures[2].device))
+            pictures = (*pictures[:2], fixed_codes(cfg.seed, model, pictures[2].device))
         z_gmm = None
-        if args.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
-            keep = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[:GMM_FIT_IMAGES]
+        if cfg.sampler == "gmm":  # refitted on a fixed sample of the training images: ~1 s, not ~5 s
+            keep = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed))[:GMM_FIT_IMAGES]
             device = next(model.parameters()).device
             codes = posterior_means(model, Split(train_set.x[keep.to(train_set.x.device)], train_set.y[keep]), device)
-            gmm = GaussianMixtureSampler.fit(codes, args.gmm_components, args.seed)
-            z_gmm = fixed_codes(args.seed, model, device, gmm=gmm)
+            gmm = GaussianMixtureSampler.fit(codes, cfg.gmm_components, cfg.seed)
+            z_gmm = fixed_codes(cfg.seed, model, device, gmm=gmm)
         for tag, grid in image_grids(model, *pictures, z_gmm=z_gmm).items():
             writer.add_image(tag, grid, epoch + 1)
     writer.flush()
-
-
-def epoch_line(args: argparse.Namespace, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float,
-               seconds: float, is_best: bool) -> str:
-    """The console line that closes an epoch."""
-    elbo = f" (IWAE K={args.iw_train}; ELBO {tr['elbo']:.2f})" if "elbo" in tr else ""
-    return (f" * epoch {epoch + 1}/{args.epochs}  train loss {tr['loss']:.2f}{elbo} ssim {tr['ssim']:.4f} | "
-            f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
-            f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")

@@ -17,10 +17,31 @@ class VaeLabError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr (exit 2) instead of usage + error."""
+    """ArgumentParser whose errors are one line on stderr (exit 2) instead of usage + error, and whose
+    namespace records which flags the command line gave (``given_flags``, a frozenset of dests), so
+    that a config file or a checkpoint can fill in the others."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        ns.given_flags = self._given(args)
+        return ns, extras
+
+    def _given(self, args) -> frozenset[str]:
+        # argparse cannot tell a default from a value given equal to it: parse again with no defaults
+        saved, parser_defaults = [(a, a.default) for a in self._actions], self._defaults
+        try:
+            for a, _ in saved:
+                a.default = argparse.SUPPRESS
+            self._defaults = {}
+            given = vars(argparse.ArgumentParser.parse_known_args(self, args)[0])
+        finally:
+            for a, default in saved:
+                a.default = default
+            self._defaults = parser_defaults
+        return frozenset(given)
 
 
 class PresetParser(OneLineParser):
@@ -146,7 +167,12 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-# ---------------------------------------------------------------- devices
+# ---------------------------------------------------------------- devices and processes
+
+
+def launched_processes() -> int:
+    """How many processes torchrun started (1 for a plain run): flags that need one process check it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def select_device(name: str = "auto", no_cuda: bool = False) -> torch.device:

@@ -128,7 +128,8 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
             print(f"[{sweep}] {name} seed {seed}: reusing {cache}")
             return done
     print(f"[{sweep}] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
-    summary = train.main(train.get_args_parser().parse_args(argv))
+    # --overwrite: a run trained again (other code or settings) replaces the one the cache was made from
+    summary = train.main(train.get_args_parser().parse_args([*argv, "--overwrite"]))
     t0 = time.perf_counter()
     scores = (score(summary["best"], seed) if score is not None else
               score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class, iw_samples,

@@ -24,14 +24,12 @@ from sklearn.preprocessing import FunctionTransformer
 
 from datasets import Split, as_float
 from evaluation.metrics import posterior_means
-from models import ModelConfig, VAE
-from runtime.checkpoints import is_legacy, load_checkpoint, model_from_checkpoint
+from config.run_config import RunConfig
+from models import VAE
+from runtime.checkpoints import is_legacy, load_checkpoint, load_model
 from utils import VaeLabError
 
 METHODS = ("pca", "umap", "vae", "vae+umap", "pixels")
-# What a 2018 checkpoint (weights only) is: the published best command.
-LEGACY_MODEL = {"model_type": "fc_conv", "latent_space_size": 10}
-LEGACY_DATASET = "fmnist"
 
 
 @dataclass
@@ -113,41 +111,39 @@ def embed(name: str, method, x_train: np.ndarray, x_test: np.ndarray,
     return Embedding(name, train, test, fit_s, transform_s)
 
 
-def load_vae(path: str, dataset_type: str, latent_size: int | None = None
-             ) -> tuple[VAE, ModelConfig, dict[str, Any]]:
-    """The VAE of checkpoint ``path``, refusing one made for another dataset or latent size.
+def load_vae(path: str, dataset_type: str | None = None, latent_size: int | None = None
+             ) -> tuple[VAE, RunConfig, dict[str, Any]]:
+    """The VAE of checkpoint ``path`` and its run's config (runtime.checkpoints.load_model),
+    refusing one made for another dataset or latent size than asked (None: the checkpoint's).
 
-    Its model type and latent size come from the checkpoint; a 2018 checkpoint holds only
-    weights and is taken to be the published one (fc_conv, latent 10, Fashion-MNIST).
-    Returns the model, its config, and facts for the report (dataset, epoch, training time).
+    A 2018 checkpoint holds only weights and is taken to be the published one (fc_conv, latent
+    10, Fashion-MNIST). Returns the model, the run's config, and facts for the report (dataset,
+    epoch, training time).
     """
     ckpt = load_checkpoint(path)
+    model, run = load_model(path, ckpt)
     legacy = is_legacy(ckpt)
-    saved = LEGACY_MODEL if legacy else ckpt["model_config"]
-    trained_on = LEGACY_DATASET if legacy else (ckpt.get("args") or {}).get("dataset_type", LEGACY_DATASET)
-    if trained_on != dataset_type:
+    if dataset_type is not None and run.dataset_type != dataset_type:
         what = "a 2018 checkpoint, taken to be" if legacy else "was"
-        raise VaeLabError(f"{path!r} ({what} trained on {trained_on}) does not match --dataset_type "
-                          f"{dataset_type}; pass --dataset_type {trained_on} or another checkpoint")
-    cfg = ModelConfig(**{k: v for k, v in saved.items() if k in ModelConfig().to_dict()})
-    if latent_size is not None and latent_size != cfg.latent_space_size:
-        raise VaeLabError(f"{path!r} has latent size {cfg.latent_space_size} but --n_components is "
-                          f"{latent_size}; pass --n_components {cfg.latent_space_size} so every method "
+        raise VaeLabError(f"{path!r} ({what} trained on {run.dataset_type}) does not match --dataset_type "
+                          f"{dataset_type}; pass --dataset_type {run.dataset_type} or another checkpoint")
+    if latent_size is not None and latent_size != model.latent_size:
+        raise VaeLabError(f"{path!r} has latent size {model.latent_size} but --n_components is "
+                          f"{latent_size}; pass --n_components {model.latent_size} so every method "
                           f"embeds in the same dimension")
-    if cfg.conditional:
+    if model.conditional:
         raise VaeLabError(f"{path!r} is a conditional VAE: its encoder needs each image's class, so embedding "
                           "the test images would use their labels; compare an unconditional checkpoint")
-    model = model_from_checkpoint(ckpt, cfg, path)  # a 2018 file of another shape fails here
     history = ckpt.get("history") or []
-    info = {"checkpoint": os.path.abspath(path), "legacy_2018": legacy, "dataset_type": trained_on,
-            "model_type": cfg.model_type, "latent_space_size": cfg.latent_space_size, "family": model.family,
+    info = {"checkpoint": os.path.abspath(path), "legacy_2018": legacy, "dataset_type": run.dataset_type,
+            "model_type": run.model_type, "latent_space_size": model.latent_size, "family": model.family,
             # what is embedded: q(z|x)'s mean; a hierarchical model's top code, not its lower latent map
-            "code": (f"posterior mean of the {cfg.latent_space_size}-d top code (the lower latent map is not "
+            "code": (f"posterior mean of the {model.latent_size}-d top code (the lower latent map is not "
                      "embedded)" if model.level_names else
-                     f"posterior mean of the {cfg.latent_space_size}-d code"),
+                     f"posterior mean of the {model.latent_size}-d code"),
             "epoch": int(ckpt.get("epoch", 0)),
             "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None}
-    return model, cfg, info
+    return model, run, info
 
 
 def view_2d(train: np.ndarray, seed: int = 42) -> np.ndarray:

@@ -1,78 +1,30 @@
 """train.py's ``--evaluate`` (a table and the eval JSON) and ``--predict`` (pictures and
-posterior means): their flags, their checks, and running them on a checkpoint."""
+posterior means), run on a checkpoint's model with the run's config."""
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import torch
 
-from datasets import Split, data_options, load_split, train_val_split
+from config.run_config import RunConfig, data_options
+from datasets import Split, load_split, train_val_split
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
-from evaluation.samplers import SAMPLERS, GaussianMixtureSampler, fitted_mixture, model_fingerprint
-from evaluation.sample_quality import (COMPARABILITY, Classifier, classifier_accuracy, feature_stats,
+from evaluation.samplers import GaussianMixtureSampler, fitted_mixture, model_fingerprint
+from evaluation.sample_quality import (Classifier, classifier_accuracy, feature_stats,
                                        frechet_distance, load_or_train_classifier)
 from losses import bits_per_dim
 from models import VAE
 from runtime.files import write_json
-from utils import VaeLabError, ensure_writable_dir, int_in, positive_int, str2bool
+from utils import VaeLabError, ensure_writable_dir
 
-# --iw_samples: at most this many importance samples per image (cost grows linearly).
-MAX_IW_SAMPLES = 100_000
-MAX_FID_SAMPLES = 1_000_000
 SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level
                  ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
                  ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
                  ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
-
-
-def add_mode_args(g: argparse._ArgumentGroup) -> None:
-    """train.py's flags of --evaluate and --predict (and the samplers they share with TensorBoard)."""
-    g.add_argument("--evaluate", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --resume: BCE, MSE, KL, BCE+KL, SSIM per image on validation and test; "
-                        "writes weights/{lognumber}_eval.json")
-    g.add_argument("--iw_samples", type=int_in(0, MAX_IW_SAMPLES), default=0, metavar="K",
-                   help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K "
-                        "samples of z per image, an upper bound on -log p(x) in nats per image that tightens "
-                        "as K grows (K=1 is the sampled ELBO, not the BCE+KL of the posterior mean); written "
-                        "as iwae_nll. Every family is bounded the same way: the VampPrior's mixture density is "
-                        "computed exactly; hvae's lower latent map is importance-sampled together with the top "
-                        "code (top-down). Costs K decoder passes per image; 0 turns it off")
-    g.add_argument("--fid", type=int_in(0, MAX_FID_SAMPLES), default=0, metavar="N",
-                   help="with --evaluate: the Frechet distance between features of N generated images and of "
-                        "each split's images, in the penultimate layer of a small classifier trained once on "
-                        "this dataset's training images (cached as weights/{dataset_type}_fid_classifier.pth.tar), "
-                        "for N prior samples, N GMM samples and N reconstructions (lower is better); a CVAE "
-                        "also gets the classifier's accuracy on its class-conditional samples. The scores are "
-                        + COMPARABILITY + ". 0 turns it off")
-    g.add_argument("--predict", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --resume: reconstructions, samples, interpolations, latent traversals, the latent "
-                        "map and posterior means in results/{lognumber}/")
-    g.add_argument("--predict_train", type=str2bool, nargs="?", const=True, default=False,
-                   help="with --predict: also write the training set's posterior means")
-    g.add_argument("--sampler", choices=SAMPLERS, default="prior",
-                   help="where --predict's and TensorBoard's samples come from besides the prior: gmm adds "
-                        "samples from a Gaussian mixture fitted after training on the training images' posterior "
-                        "means (ex-post density estimation, Ghosh et al. 2020), saved beside the checkpoint as "
-                        "*_gmm.pth.tar (--predict: samples_gmm.png; TensorBoard: samples_gmm, refitted each "
-                        "epoch on 10,000 training images). --fid always scores both")
-    g.add_argument("--gmm_components", type=positive_int, default=10,
-                   help="components of the GMM sampler (full covariance, seeded by --seed)")
-
-
-def check_mode_args(args: argparse.Namespace) -> None:
-    """The modes' cross-flag checks; raises VaeLabError."""
-    if (args.evaluate or args.predict) and not args.resume:
-        raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
-    for flag, value in (("--iw_samples", args.iw_samples), ("--fid", args.fid)):
-        if value and not args.evaluate:
-            raise VaeLabError(f"{flag} needs --evaluate (and --resume PATH)")
-    if args.predict_train and not args.predict:
-        raise VaeLabError("--predict_train needs --predict True")
 
 
 def print_eval_table(results: dict[str, dict]) -> None:
@@ -130,42 +82,42 @@ def sample_scores(model: VAE, gmm: GaussianMixtureSampler, splits: dict[str, Spl
     return out
 
 
-def mixture_for(model: VAE, checkpoint: str, train: Split, args: argparse.Namespace,
+def mixture_for(model: VAE, checkpoint: str, train: Split, cfg: RunConfig,
                 device: torch.device) -> GaussianMixtureSampler:
     """The GMM sampler of this checkpoint: saved beside it, or fitted on ``train``'s posterior means."""
     return fitted_mixture(lambda: posterior_means(model, train, device), checkpoint,
-                          model_fingerprint(model.state_dict()), args.gmm_components, model.latent_size, args.seed)
+                          model_fingerprint(model.state_dict()), cfg.gmm_components, model.latent_size, cfg.seed)
 
 
-def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -> dict:
+def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
     """``--evaluate`` (table + weights/{lognumber}_eval.json) and ``--predict`` (results/{lognumber}/)."""
-    ensure_writable_dir(args.weights_dir if args.evaluate else args.results_dir, "output")
-    train, val = train_val_split(args.dataset_type, args.data_root, args.fold, args.num_folds, args.seed,
-                                 **data_options(args))
-    test = load_split(args.dataset_type, args.data_root, train=False, **data_options(args))
-    gmm = mixture_for(model, args.resume, train, args, device) if args.fid or args.sampler == "gmm" else None
+    ensure_writable_dir(cfg.weights_dir if cfg.evaluate else cfg.results_dir, "output")
+    train, val = train_val_split(cfg.dataset_type, cfg.data_root, cfg.fold, cfg.num_folds, cfg.seed,
+                                 **data_options(cfg))
+    test = load_split(cfg.dataset_type, cfg.data_root, train=False, **data_options(cfg))
+    gmm = mixture_for(model, cfg.resume, train, cfg, device) if cfg.fid or cfg.sampler == "gmm" else None
     summary: dict = {}
-    if args.evaluate:
-        results = {split: {**evaluate(model, data, device, args.ssim_window_size), "family": model.family}
+    if cfg.evaluate:
+        results = {split: {**evaluate(model, data, device, cfg.ssim_window_size), "family": model.family}
                    for split, data in (("val", val), ("test", test))}
-        if args.iw_samples:
+        if cfg.iw_samples:
             t0 = time.perf_counter()
             for split, data in (("val", val), ("test", test)):
-                results[split]["iwae_nll"] = iwae_evaluate(model, data, device, args.iw_samples, seed=args.seed,
+                results[split]["iwae_nll"] = iwae_evaluate(model, data, device, cfg.iw_samples, seed=cfg.seed,
                                                           labels=model.conditional)
-                results[split]["iw_samples"] = args.iw_samples
+                results[split]["iw_samples"] = cfg.iw_samples
                 if model.likelihood == "logistic":  # a bound on -log P(x) of the 8-bit image
                     results[split]["iwae_bits_per_dim"] = bits_per_dim(results[split]["iwae_nll"], data.x[0].numel())
-            print(f"IWAE bound (-log p(x), nats/image), K={args.iw_samples}: {len(val) + len(test)} images "
+            print(f"IWAE bound (-log p(x), nats/image), K={cfg.iw_samples}: {len(val) + len(test)} images "
                   f"in {time.perf_counter() - t0:.1f} s")
-        if args.fid:
-            classifier, accuracy = load_or_train_classifier(args.dataset_type, args.data_root, args.weights_dir,
+        if cfg.fid:
+            classifier, accuracy = load_or_train_classifier(cfg.dataset_type, cfg.data_root, cfg.weights_dir,
                                                             device)
-            scores = sample_scores(model, gmm, {"val": val, "test": test}, args.fid, args.seed, classifier, device)
+            scores = sample_scores(model, gmm, {"val": val, "test": test}, cfg.fid, cfg.seed, classifier, device)
             for split in results:
                 results[split].update(scores[split], fid_classifier_test_accuracy=accuracy)
         print_eval_table(results)
-        path = os.path.join(args.weights_dir, f"{args.lognumber}_eval.json")
+        path = os.path.join(cfg.weights_dir, f"{cfg.lognumber}_eval.json")
         try:
             write_json(path, results)
         except OSError as e:
@@ -173,12 +125,12 @@ def run_eval_modes(model: VAE, args: argparse.Namespace, device: torch.device) -
                               f"intact") from None
         print(f"wrote {path}")
         summary["eval"] = results
-    if args.predict:
-        out = os.path.join(args.results_dir, args.lognumber)
+    if cfg.predict:
+        out = os.path.join(cfg.results_dir, cfg.lognumber)
         try:
-            summary["predict"] = write_predictions(model, val, test, out, device, args.seed,
-                                                   train if args.predict_train else None,
-                                                   gmm=gmm if args.sampler == "gmm" else None,
+            summary["predict"] = write_predictions(model, val, test, out, device, cfg.seed,
+                                                   train if cfg.predict_train else None,
+                                                   gmm=gmm if cfg.sampler == "gmm" else None,
                                                    class_names=train.classes)
         except OSError as e:
             raise VaeLabError(f"could not write the predictions in {out!r} ({e.strerror or e})") from None

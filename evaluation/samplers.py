@@ -21,9 +21,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from runtime.checkpoints import load_checkpoint_file, save_checkpoint
+from runtime.run_files import mixture_path
 from utils import VaeLabError
 
-SAMPLERS = ("prior", "gmm")
 GMM_FORMAT = 1
 
 
@@ -80,12 +80,6 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(state_dict[name].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def mixture_path(checkpoint: str) -> str:
-    """``weights/x_best.pth.tar`` -> ``weights/x_best_gmm.pth.tar``."""
-    stem = checkpoint[:-len(".pth.tar")] if checkpoint.endswith(".pth.tar") else checkpoint
-    return f"{stem}_gmm.pth.tar"
 
 
 def save_mixture(gmm: GaussianMixtureSampler, path: str, fingerprint: str, seed: int) -> None:

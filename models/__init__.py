@@ -52,6 +52,7 @@ def build_model(cfg: ModelConfig) -> VAE:
     model = MODELS[cfg.model_type](cfg)
     model.input_mean, model.input_std = float(cfg.input_mean), float(cfg.input_std)
     model.model_type = cfg.model_type
+    model.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)  # what it encodes and decodes
     if cfg.likelihood != "bernoulli":
         # one learnt log-scale per channel, starting at 0.1 of the [0, 1] range
         model.likelihood = cfg.likelihood

@@ -78,6 +78,7 @@ class VAE(nn.Module):
 
     latent_size: int
     likelihood: str = "bernoulli"  # see ModelConfig.likelihood; set by models.build_model
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W); set by models.build_model
     input_mean: float = 0.0
     input_std: float = 1.0
     conditional: bool = False

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, safe loading, and matching a checkpoint to the flags.
+"""Checkpoint files: atomic writes, safe loading, rebuilding the model (``load_model``), and
+matching a checkpoint to the data.
 
 A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 ``torch.load(weights_only=True)``: loading never runs code from the file. The 2018 keys
@@ -7,7 +8,6 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import pickle
@@ -16,14 +16,13 @@ import warnings
 
 import torch
 
-from datasets import TEST_FRACTION
+from config.resolve import build_config
+from config.run_config import RunConfig, model_config
 from losses import likelihood_of
 from models import ModelConfig, VAE, build_model
 from runtime.checkpoint_validation import check_checkpoint
 from runtime.files import atomic_write
 from utils import VaeLabError
-
-LEGACY_KEYS = {"epoch", "optimizer", "state_dict", "best_loss"}
 
 
 def _torch_save(state: dict, f) -> None:
@@ -118,26 +117,6 @@ def is_legacy(ckpt: dict) -> bool:
     return "model_config" not in ckpt
 
 
-def check_dataset(ckpt: dict, args: argparse.Namespace, path: str) -> None:
-    """Refuse to go on with a checkpoint of ours that was trained on another dataset; the data
-    flags not given (``--image_size``, ``--channels``, ``--test_fraction`` at its default) take
-    the checkpoint's values, so that resuming and evaluating need no shape flags."""
-    saved_args = ckpt.get("args") or {}
-    saved = saved_args.get("dataset_type")
-    if saved and saved != args.dataset_type:
-        raise VaeLabError(f"{path!r} was trained on {saved} but --dataset_type is {args.dataset_type}; "
-                          f"pass --dataset_type {saved}")
-    cfg = ckpt.get("model_config") or {}  # a 2018 checkpoint: 28x28 grey
-    for key, built_for in (("image_size", cfg.get("image_size", 28)), ("channels", cfg.get("image_channels", 1))):
-        if getattr(args, key) is None:
-            setattr(args, key, saved_args.get(key))
-        elif getattr(args, key) != built_for:
-            raise VaeLabError(f"{path!r} was trained on images of --{key} {built_for} but the flags say "
-                              f"{getattr(args, key)}; leave --{key} out")
-    if args.test_fraction == TEST_FRACTION and saved_args.get("test_fraction") is not None:
-        args.test_fraction = saved_args["test_fraction"]
-
-
 def check_fits_checkpoint(ckpt: dict, shape: tuple[int, ...], image_loss_type: str, path: str) -> None:
     """Refuse to resume with data whose (C, H, W), or a loss whose likelihood, is not what the
     checkpoint's model was built for."""
@@ -152,22 +131,20 @@ def check_fits_checkpoint(ckpt: dict, shape: tuple[int, ...], image_loss_type: s
                           f"{asked} one")
 
 
-def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint") -> VAE:
-    """Build the model the flags describe and load the checkpoint's weights into it.
+def model_config_of(ckpt: dict, run: RunConfig) -> ModelConfig:
+    """The model a checkpoint holds: its stored config, or for a 2018 checkpoint (which stores none)
+    the one ``run`` describes for 28x28 grey images of 10 classes (by default the published model)."""
+    return model_config(run) if is_legacy(ckpt) else ModelConfig(**ckpt["model_config"])
 
-    A checkpoint whose recorded model type or latent size differs from the flags, or
-    whose tensors do not fit the model, is refused with one line naming both sides.
+
+def model_from_checkpoint(ckpt: dict, run: RunConfig, path: str = "checkpoint") -> VAE:
+    """The checkpoint's model with its weights: built from the model config it stores (ours), or for a
+    2018 checkpoint, which stores none, from ``run`` (the flags; by default the published model).
+
+    Tensors that do not fit the model are refused with one line naming both sides.
     """
-    if not is_legacy(ckpt):
-        saved = ckpt["model_config"]
-        older = {"conditional": False, "prior": "gaussian"}  # what checkpoints from before a key was added mean
-        for key, flag in (("model_type", "--model_type"), ("latent_space_size", "--latent_space_size"),
-                          ("conditional", "--conditional"), ("prior", "--prior")):
-            if saved.get(key, older.get(key)) != getattr(cfg, key):
-                raise VaeLabError(f"{path!r} was trained with {flag} {saved.get(key)} but the flags say "
-                                  f"{getattr(cfg, key)}; pass {flag} {saved.get(key)}")
-        cfg = ModelConfig(**{**cfg.to_dict(), **{k: v for k, v in saved.items() if k in cfg.to_dict()}})
-    model = build_model(cfg)
+    model_cfg = model_config_of(ckpt, run)
+    model = build_model(model_cfg)
     state = ckpt["state_dict"]
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -177,7 +154,17 @@ def model_from_checkpoint(ckpt: dict, cfg: ModelConfig, path: str = "checkpoint"
         detail = (f"shape of {bad_shape[0]} is {tuple(state[bad_shape[0]].shape)}, expected "
                   f"{tuple(own[bad_shape[0]].shape)}" if bad_shape else
                   f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
-        raise VaeLabError(f"{path!r} does not fit --model_type {cfg.model_type} --latent_space_size "
-                          f"{cfg.latent_space_size} ({detail})")
+        raise VaeLabError(f"{path!r} does not fit --model_type {model_cfg.model_type} --latent_space_size "
+                          f"{model_cfg.latent_space_size} ({detail})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model
+
+
+def load_model(path: str, ckpt: dict | None = None) -> tuple[VAE, RunConfig]:
+    """Any checkpoint's model (ours of every family, or the 2018 one) and the config of the run that
+    trained it, with no flags: what every tool that reads a checkpoint calls. A 2018 checkpoint
+    stores no config: it is taken to be the published one (train.py's defaults). ``ckpt``: the file's
+    content, when the caller has loaded it already."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    run = build_config({"resume": path}, ckpt)
+    return model_from_checkpoint(ckpt, run, path), run

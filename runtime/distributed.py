@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from utils import VaeLabError
+from utils import VaeLabError, launched_processes
 
 
 def env_rank() -> int:
@@ -129,11 +129,6 @@ class World:
         self.barrier()
         if not self.is_main:
             fn(*args)
-
-
-def launched_processes() -> int:
-    """How many processes torchrun started (1 for a plain run): flags that need one process check it."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init(device: torch.device) -> World:

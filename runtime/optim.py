@@ -1,12 +1,13 @@
 """The optimizer, the per-epoch LR schedule (with its closed form, for resume) and the KL warm-up."""
 from __future__ import annotations
 
-import argparse
 import math
 from collections import Counter
 from typing import Iterable
 
 import torch
+
+from config.run_config import RunConfig
 
 
 def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -22,44 +23,44 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float) -
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-def lr_at(args: argparse.Namespace, epoch: int) -> float:
+def lr_at(cfg: RunConfig, epoch: int) -> float:
     """The lr of ``epoch``: cosine from --lr to 0 at --epochs, or MultiStepLR's lr x 0.1
     for each milestone reached.
 
     Multiplied milestone by milestone, exactly as the scheduler does, so a resumed run
     gets the same float as the uninterrupted one (lr * 0.1**2 != lr * 0.1 * 0.1).
     """
-    if getattr(args, "lr_schedule", "multistep") == "cosine":
-        return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, args.epochs) / args.epochs))
-    lr = args.lr
-    for m, times in sorted(Counter([args.m1, args.m2]).items()):
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
+    lr = cfg.lr
+    for m, times in sorted(Counter([cfg.m1, cfg.m2]).items()):
         if epoch >= m:
             lr = lr * 0.1 ** times
     return lr
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig
                    ) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch LR schedule; ``lr_at`` is its closed form (resume relies on that)."""
-    if args.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at(args, e) / args.lr)
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[args.m1, args.m2], gamma=0.1)
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_at(cfg, e) / cfg.lr)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[cfg.m1, cfg.m2], gamma=0.1)
 
 
 def start_schedule_at(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                      args: argparse.Namespace, epoch: int) -> None:
+                      cfg: RunConfig, epoch: int) -> None:
     """Put the flags' LR schedule at ``epoch`` (a resume or --start-epoch), whatever came before."""
     if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
-        scheduler.milestones = Counter([args.m1, args.m2])
-    scheduler.base_lrs = [args.lr for _ in optimizer.param_groups]
+        scheduler.milestones = Counter([cfg.m1, cfg.m2])
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
     scheduler.last_epoch = epoch
     for group in optimizer.param_groups:
-        group["initial_lr"] = args.lr
-        group["lr"] = lr_at(args, epoch)
+        group["initial_lr"] = cfg.lr
+        group["lr"] = lr_at(cfg, epoch)
 
 
-def kl_warmup_scale(args: argparse.Namespace, epoch: int, batch: int, n_batches: int) -> float:
+def kl_warmup_scale(cfg: RunConfig, epoch: int, batch: int, n_batches: int) -> float:
     """Linear KL warm-up factor in [0, 1] at minibatch ``batch`` of ``epoch`` (0-based)."""
-    if not args.kl_warmup_epochs:
+    if not cfg.kl_warmup_epochs:
         return 1.0
-    return min(1.0, (epoch + batch / n_batches) / args.kl_warmup_epochs)
+    return min(1.0, (epoch + batch / n_batches) / cfg.kl_warmup_epochs)

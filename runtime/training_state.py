@@ -6,13 +6,11 @@ The state is a plain dict (see runtime/checkpoints.py): the 2018 keys ``epoch``,
 """
 from __future__ import annotations
 
-import argparse
-import os
-import re
 from typing import Callable
 
 import torch
 
+from config.run_config import RunConfig
 from losses import VAELoss
 from models import VAE, ModelConfig
 from runtime.checkpoints import copy_checkpoint, is_legacy, load_checkpoint, save_checkpoint
@@ -21,42 +19,22 @@ from utils import VaeLabError, get_rng_state, set_rng_state
 
 
 def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, loss_fn: VAELoss,
-                     args: argparse.Namespace, epoch: int, best_loss: float, history: list, global_step: int,
-                     generator: torch.Generator, cfg: ModelConfig) -> dict:
+                     cfg: RunConfig, epoch: int, best_loss: float, history: list, global_step: int,
+                     generator: torch.Generator, model_cfg: ModelConfig) -> dict:
     """Everything needed to continue the run after ``epoch`` (1-based: epochs done)."""
     return {
         "epoch": epoch,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "best_loss": best_loss,
-        "args": dict(vars(args)),
+        "args": cfg.to_dict(),
         "scheduler": scheduler.state_dict(),
         "rng_state": get_rng_state(generator),
         "loss_state": loss_fn.state_dict(),
-        "model_config": cfg.to_dict(),
+        "model_config": model_cfg.to_dict(),
         "history": history,
         "global_step": global_step,
     }
-
-
-def resolve_run_name(args: argparse.Namespace, default_names: set[str]) -> None:
-    """Check ``--lognumber`` (a plain file name). The default names (the 2018 one, the presets':
-    fmnist_<model>_l<latent>_<rest>) describe the run: their dataset, model, latent size and prior
-    become the flags' (cifar10_..., fmnist_hvae_l10_best_vamp), so a run of other data or another
-    model with a default name never writes over the Fashion-MNIST default run's checkpoints."""
-    name = args.lognumber
-    if not name or os.sep in name or name in (".", ".."):
-        raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
-    parts = re.fullmatch(r"fmnist_(.+)_l\d+_(.+)", name) if name in default_names else None
-    if parts is not None:
-        args.lognumber = (f"{args.dataset_type}_{args.model_type}_l{args.latent_space_size}_{parts.group(2)}"
-                          + ("_vamp" if getattr(args, "prior", "gaussian") == "vamp" else ""))
-
-
-def checkpoint_paths(weights_dir: str, lognumber: str) -> tuple[str, str]:
-    """A run's last and best checkpoint files (the 2018 names)."""
-    return (os.path.join(weights_dir, f"{lognumber}_checkpoint.pth.tar"),
-            os.path.join(weights_dir, f"{lognumber}_best.pth.tar"))
 
 
 def save_epoch(state: dict, ckpt_path: str, best_path: str, is_best: bool) -> None:
@@ -66,7 +44,7 @@ def save_epoch(state: dict, ckpt_path: str, best_path: str, is_best: bool) -> No
         copy_checkpoint(ckpt_path, best_path)
 
 
-def restore_training_state(ckpt: dict, args: argparse.Namespace, optimizer: torch.optim.Optimizer, scheduler,
+def restore_training_state(ckpt: dict, cfg: RunConfig, optimizer: torch.optim.Optimizer, scheduler,
                            loss_fn: VAELoss, generator: torch.Generator, n_batches: int,
                            measure_val_loss: Callable[[int], float]) -> tuple[int, float, list, int]:
     """Load optimizer, scheduler, RNG and loss state from ``ckpt`` (ours or 2018's); the
@@ -77,17 +55,17 @@ def restore_training_state(ckpt: dict, args: argparse.Namespace, optimizer: torc
     history, global step).
     """
     start_epoch = int(ckpt["epoch"])
-    if start_epoch >= args.epochs:
-        raise VaeLabError(f"{args.resume!r} is already at epoch {start_epoch}; "
+    if start_epoch >= cfg.epochs:
+        raise VaeLabError(f"{cfg.resume!r} is already at epoch {start_epoch}; "
                           f"pass --epochs above {start_epoch} to train further")
     saved_opt = (ckpt.get("args") or {}).get("optimizer", "adam")
-    if saved_opt == args.optimizer:
+    if saved_opt == cfg.optimizer:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError, RuntimeError) as e:
-            raise VaeLabError(f"the optimizer state in {args.resume!r} does not fit this model ({e})") from None
+            raise VaeLabError(f"the optimizer state in {cfg.resume!r} does not fit this model ({e})") from None
     else:
-        print(f"note: checkpoint used --optimizer {saved_opt}, now {args.optimizer}: optimizer state starts fresh")
+        print(f"note: checkpoint used --optimizer {saved_opt}, now {cfg.optimizer}: optimizer state starts fresh")
     history: list = []
     if is_legacy(ckpt):
         best_loss = measure_val_loss(start_epoch)
@@ -101,8 +79,8 @@ def restore_training_state(ckpt: dict, args: argparse.Namespace, optimizer: torc
         if "rng_state" in ckpt:
             set_rng_state(ckpt["rng_state"], generator)
         loss_fn.load_state_dict(ckpt.get("loss_state", {}))
-    start_schedule_at(optimizer, scheduler, args, start_epoch)  # the flags' schedule governs from here on
-    print(f"=> resumed {args.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
+    start_schedule_at(optimizer, scheduler, cfg, start_epoch)  # the flags' schedule governs from here on
+    print(f"=> resumed {cfg.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
     return start_epoch, best_loss, history, global_step
 
 

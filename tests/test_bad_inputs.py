@@ -163,12 +163,13 @@ def test_malformed_checkpoint_is_one_clear_line(tiny_mnist, one_good_epoch, name
 
 def test_checkpoint_of_another_model_is_one_clear_line(tiny_mnist, workdir):
     assert run_cli(tiny_args(tiny_mnist, "--model_type", "fcn", name="f"))[0] == 0
-    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/f_checkpoint.pth.tar", epochs=2, name="f"))
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/f_checkpoint.pth.tar", "--model_type",
+                                     "fc_conv", epochs=2, name="f"))
     assert_cli_error(code, err, "--model_type fcn")
     # the 2018 format (four keys, no model config) from another architecture
     torch.save({"epoch": 1, "optimizer": {"state": {}, "param_groups": []}, "best_loss": 1.0,
                 "state_dict": load_ckpt("weights/f_checkpoint.pth.tar")["state_dict"]}, "weights/f2018.pth.tar")
-    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/f2018.pth.tar", epochs=2, name="f"))
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/f2018.pth.tar", epochs=2, name="g"))
     assert_cli_error(code, err, "does not fit")
 
 
@@ -202,26 +203,26 @@ class FullDisk:
 
 @pytest.mark.parametrize("fail_at", ["checkpoint write", "checkpoint fsync", "best copy"])
 def test_full_disk_keeps_the_previous_files_and_says_so(tiny_mnist, workdir, monkeypatch, fail_at):
-    # Files written per epoch, in order: checkpoint, then best (val loss falls every epoch here).
-    # Opening #3 is epoch 2's checkpoint, #4 its copy to best.
+    # Files written, in order: the run's config, then per epoch checkpoint and best (val loss falls
+    # every epoch here). Opening #4 is epoch 2's checkpoint, #5 its copy to best.
     real_fdopen, real_fsync, opened = os.fdopen, os.fsync, []
 
     def fdopen(fd, *a, **k):
         f = real_fdopen(fd, *a, **k)
         opened.append(1)
-        if (fail_at == "checkpoint write" and len(opened) == 3) or (fail_at == "best copy" and len(opened) == 4):
+        if (fail_at == "checkpoint write" and len(opened) == 4) or (fail_at == "best copy" and len(opened) == 5):
             return FullDisk(f, 100_000)  # some bytes fit, then the disk is full
         return f
 
     def fsync(fd):
-        if fail_at == "checkpoint fsync" and len(opened) == 3:
+        if fail_at == "checkpoint fsync" and len(opened) == 4:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
     epoch1 = {}
 
     def keep_epoch1(*a, **k):  # after epoch 1's files are written, remember them
-        if len(opened) == 2 and not epoch1:
+        if len(opened) == 3 and not epoch1:
             epoch1.update(snapshot("weights/r_checkpoint.pth.tar", "weights/r_best.pth.tar"))
         return real_train_one_epoch(*a, **k)
 
@@ -233,7 +234,7 @@ def test_full_disk_keeps_the_previous_files_and_says_so(tiny_mnist, workdir, mon
     monkeypatch.setattr(train, "train_one_epoch", keep_epoch1)
     code, out, err = run_cli(tiny_args(tiny_mnist, epochs=3))
     assert_cli_error(code, err, "No space left on device", "intact")
-    assert len(opened) == (4 if fail_at == "best copy" else 3)
+    assert len(opened) == (5 if fail_at == "best copy" else 4)
     after = snapshot(*epoch1)
     if fail_at == "best copy":  # epoch 2's checkpoint made it, the best file is epoch 1's
         assert load_ckpt("weights/r_checkpoint.pth.tar")["epoch"] == 2

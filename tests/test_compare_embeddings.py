@@ -152,7 +152,8 @@ def test_bad_flags_are_one_line_and_exit_2(argv, words, workdir):
 
 
 def test_checkpoint_of_another_dataset_or_latent_size_is_refused(mnist_ckpt, workdir):
-    assert_one_line_error(*run(["--resume", mnist_ckpt])[::2], "trained on mnist", "--dataset_type fmnist")
+    assert_one_line_error(*run(["--resume", mnist_ckpt, "--dataset_type", "fmnist"])[::2], "trained on mnist",
+                          "--dataset_type fmnist")
     assert_one_line_error(*run(["--resume", mnist_ckpt, "--dataset_type", "mnist", "--n_components", "5"])[::2],
                           "latent size 6", "--n_components is 5")
     assert not os.path.exists("results")  # refused before any output or data

@@ -66,8 +66,8 @@ def test_two_gloo_processes_equal_one_and_resume_with_one(tiny_mnist, workdir):
     # rank 0 alone wrote: one console line per epoch, one event file, no stray files
     assert proc.stdout.count(" * epoch 1/1") == 1 and proc.stdout.count("Epoch: [0][2/4]") == 1
     assert len([f for f in os.listdir("tb_logs/two") if "tfevents" in f]) == 1
-    assert sorted(f for f in os.listdir("weights") if f.startswith("two")) == ["two_best.pth.tar",
-                                                                                 "two_checkpoint.pth.tar"]
+    assert sorted(f for f in os.listdir("weights") if f.startswith("two")) == [
+        "two.lock", "two_best.pth.tar", "two_checkpoint.pth.tar", "two_config.yaml"]
 
     # a checkpoint written by 2 processes resumes in 1 and follows the single-process run
     assert run_cli(ARGS + ["--data_root", tiny_mnist, "--epochs", "2", "--lognumber", "two",

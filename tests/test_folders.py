@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import datasets
+from config.resolve import build_config, given_settings
 from datasets import load_split, reshape_images, train_val_split
 from helpers import assert_cli_error, load_ckpt, run_cli
 from models import ModelConfig, build_model, shape_problem
@@ -229,9 +230,7 @@ def test_default_run_names_follow_the_dataset(tmp_path, workdir):
                        ([], "fmnist_fc_conv_l10_rebalance_no_norm"),
                        (["--preset", "best", "--model_type", "hvae", "--prior", "vamp"], "fmnist_hvae_l10_best_vamp"),
                        (["--model_type", "fc", "--latent_space_size", "2"], "fmnist_fc_l2_rebalance_no_norm")):
-        args = train.get_args_parser().parse_args(argv)
-        train.check_args(args)
-        assert args.lognumber == name
+        assert build_config(given_settings(train.get_args_parser().parse_args(argv))).lognumber == name
     code, out, err = run_cli(["--dataset_type", "folder", "--data_root", root, "--model_type", "fc", "--epochs", "1",
                               "--batch-size", "8", "--num_folds", "3", "--no_cuda", "True"])
     assert code == 0, err

@@ -143,10 +143,10 @@ def check_success(argv: list[str], out: str) -> str:
         return "evaluated or predicted"
     weights = value_of(argv, "--weights_dir", "weights")
     import train
+    from config.resolve import build_config, given_settings
 
-    args = train.get_args_parser().parse_args(argv)
-    train.check_args(args)  # default names follow the data, the model, the latent size and the prior
-    name = args.lognumber
+    # default names follow the data, the model, the latent size and the prior
+    name = build_config(given_settings(train.get_args_parser().parse_args(argv))).lognumber
     ckpt = load_ckpt(os.path.join(weights, f"{name}_checkpoint.pth.tar"))
     assert ckpt["epoch"] == int(value_of(argv, "--epochs", "30")), argv
     assert ckpt["history"] and all(np.isfinite(v) for v in ckpt["history"][-1].values()), argv

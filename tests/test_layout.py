@@ -10,6 +10,7 @@ LAYERS = [
     {"utils"},
     {"models", "losses"},
     {"datasets"},
+    {"config"},
     {"runtime"},
     {"evaluation"},
     {"engine"},

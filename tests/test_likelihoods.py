@@ -68,7 +68,7 @@ def test_a_logistic_run_learns_its_scale_and_reports_bits_per_dim(tiny_mnist, wo
     assert 0 < val["iwae_bits_per_dim"] < 8 + 1  # a distribution over 256 levels: near or under 8 bits
     # resuming it with another likelihood is refused
     code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", "--model_type", "fc",
-                                     epochs=4))
+                                     "--image_loss_type", "bce", epochs=4))
     assert_cli_error(code, err, "has a logistic likelihood", "--image_loss_type bce")
 
 

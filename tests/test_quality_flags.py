@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import train
+from config.run_config import PRESETS
 from runtime import optim
 from helpers import assert_cli_error, load_ckpt, read_events, run_cli
 from losses import VAELoss, bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
@@ -120,7 +121,7 @@ def test_cosine_schedule_closed_form():
 def test_preset_sets_defaults_and_explicit_flags_win():
     p = train.get_args_parser()
     best = p.parse_args(["--preset", "best"])
-    for k, v in train.PRESETS["best"].items():
+    for k, v in PRESETS["best"].items():
         assert getattr(best, k) == v
     mixed = p.parse_args(["--epochs", "3", "--preset", "best"])
     assert mixed.epochs == 3 and mixed.model_type == "resconv"
@@ -170,7 +171,8 @@ def test_conditional_run_draws_class_grids_and_resumes(fmnist_small, workdir):
     ev = read_events("tb_logs/q")
     assert ev["image:class_samples"][0][1] == 2 and ev["image:samples"][0][1] == 2
     ck = "weights/q_checkpoint.pth.tar"
-    code, out, err = run_cli(small(fmnist_small, "--model_type", "fc", "--resume", ck, "--epochs", "3"))
+    code, out, err = run_cli(small(fmnist_small, "--model_type", "fc", "--resume", ck, "--epochs", "3",
+                                   "--conditional", "False"))
     assert_cli_error(code, err, "--conditional True")
     code, out, err = run_cli(small(fmnist_small, "--conditional", "True", "--model_type", "fc", "--resume", ck,
                                    "--epochs", "3"))

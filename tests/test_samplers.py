@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from evaluation.latent_pictures import TRAVERSAL_STEPS, traversal_codes
-from evaluation.samplers import (GaussianMixtureSampler, load_mixture, mixture_path, model_fingerprint,
-                                 save_mixture)
+from evaluation.samplers import GaussianMixtureSampler, load_mixture, model_fingerprint, save_mixture
 from helpers import assert_cli_error, run_cli, tiny_args
+from runtime.run_files import mixture_path
 from utils import VaeLabError
 
 

@@ -178,7 +178,8 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
     good = "weights/z4_checkpoint.pth.tar"
     before = open(good, "rb").read()
     # another latent size than the flags say
-    code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, epochs=2, name="z4"))
+    code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--latent_space_size", "10",
+                                 epochs=2, name="z4"))
     assert_one_line_error(code, err)
     assert "--latent_space_size 4" in err
     # another model type
@@ -186,7 +187,7 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
                                  "--latent_space_size", "4", epochs=2, name="z4"))
     assert_one_line_error(code, err)
     # another dataset
-    code, _, err = run_cli(small(tiny_mnist, "--resume", good, "--latent_space_size", "4", epochs=2, name="z4"))
+    code, _, err = run_cli(small(tiny_mnist, "--resume", good, "--dataset_type", "fmnist", epochs=2, name="z4"))
     assert_one_line_error(code, err)
     assert "trained on mnist" in err
     # truncated and garbage files
@@ -214,7 +215,7 @@ def test_non_finite_loss_stops_and_keeps_the_checkpoint(tiny_mnist, workdir):
     base = small(tiny_mnist, "--dataset_type", "mnist", "--tensorboard", "False", epochs=1, name="nan")
     assert run_cli(base)[0] == 0
     before = open("weights/nan_checkpoint.pth.tar", "rb").read()
-    code, _, err = run_cli(base + ["--optimizer", "sgd", "--lr", "1e12"])
+    code, _, err = run_cli(base + ["--optimizer", "sgd", "--lr", "1e12", "--overwrite"])
     assert_one_line_error(code, err)
     assert "non-finite loss" in err and "global step" in err
     assert open("weights/nan_checkpoint.pth.tar", "rb").read() == before

@@ -143,8 +143,8 @@ def test_a_run_trains_evaluates_and_resumes_exactly(tiny_mnist, workdir):
     assert code == 0, err
     assert os.path.getsize("results/r/samples.png") > 0
     # the prior is part of the model: a checkpoint is not loaded under another one
-    code, _, err = run_cli(tiny_args(tiny_mnist, "--model_type", "resconv", "--resume", "weights/r_best.pth.tar",
-                                     "--evaluate"))
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--model_type", "resconv", "--prior", "gaussian", "--resume",
+                                     "weights/r_best.pth.tar", "--evaluate"))
     assert_cli_error(code, err, "--prior vamp")
 
 

@@ -1,0 +1,99 @@
+"""Every cross-flag check of a run, in one function (``check_config``), and the check of a
+config against the images it loads (``check_fits_data``): one line (VaeLabError) for a
+combination that cannot be built, trained or run. Here, where flags, data and models meet:
+models/ and datasets.py know nothing of each other or of the flags."""
+from __future__ import annotations
+
+import os
+
+from config.run_config import RunConfig
+from datasets import Split
+from models import PLAIN_ONLY, shape_problem
+from utils import VaeLabError, launched_processes
+
+MAX_SSIM_WINDOW = 27
+# --iw_train K > 1 is a likelihood bound: these image losses are likelihoods
+IW_LOSSES = ("bce", "logistic", "gaussian")
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Raise a one-line VaeLabError for flags that do not go together."""
+    w = cfg.ssim_window_size
+    if w % 2 == 0 or w > MAX_SSIM_WINDOW:
+        raise VaeLabError(f"--ssim_window_size must be odd and at most {MAX_SSIM_WINDOW}, got {w}")
+    if cfg.m1 > cfg.m2:
+        raise VaeLabError(f"--m1 ({cfg.m1}) must not be after --m2 ({cfg.m2})")
+    if cfg.start_epoch >= cfg.epochs:
+        raise VaeLabError(f"--start-epoch ({cfg.start_epoch}) must be below --epochs ({cfg.epochs})")
+    if cfg.fold >= cfg.num_folds or cfg.num_folds < 2:
+        raise VaeLabError(f"--fold must be in [0, --num_folds - 1] with --num_folds >= 2, "
+                          f"got --fold {cfg.fold} --num_folds {cfg.num_folds}")
+    if cfg.kl_warmup_epochs and cfg.do_running_mean:
+        raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
+                          "use one of them")
+    name = cfg.lognumber
+    if not name or os.sep in name or name in (".", ".."):
+        raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
+    _check_model(cfg)
+    _check_modes(cfg)
+    _check_iw_train(cfg)
+
+
+def _check_model(cfg: RunConfig) -> None:
+    if cfg.model_type == "fcn" and cfg.split_filter > 3:
+        raise VaeLabError(f"--split_filter must be in [0, 3] for fcn, got {cfg.split_filter}")
+    if cfg.model_type == "fcn" and cfg.conditional and cfg.split_filter == 0:
+        raise VaeLabError("--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)")
+    if cfg.model_type in PLAIN_ONLY and (cfg.conditional or cfg.normalize or cfg.model_multiplier > 1
+                                        or cfg.prior != "gaussian"):
+        raise VaeLabError(f"--model_type {cfg.model_type} supports neither --conditional, --normalize, --prior "
+                          f"vamp nor --model_multiplier above 1")
+    if cfg.prior == "vamp" and cfg.conditional:
+        raise VaeLabError("--prior vamp does not combine with --conditional True: the VampPrior's pseudo-inputs "
+                          "have no class")
+    family = "--prior vamp" if cfg.prior == "vamp" else "--model_type hvae" if cfg.model_type == "hvae" else None
+    if family is None:
+        return
+    bad = [flag for flag, on in (
+        ("--free_bits (it needs the closed-form KL per dimension)", cfg.free_bits > 0),
+        ("--amp (the KL terms are computed in the forward, which --amp runs in bfloat16)", cfg.amp),
+        ("--compile", cfg.compile),
+        # validation draws the VampPrior's KL sample per batch, so shards would draw other noise than one process
+        ("torchrun", cfg.prior == "vamp" and launched_processes() > 1)) if on]
+    if bad:
+        raise VaeLabError(f"{family} does not combine with {bad[0]}")
+
+
+def _check_modes(cfg: RunConfig) -> None:
+    if (cfg.evaluate or cfg.predict) and not cfg.resume:
+        raise VaeLabError("--evaluate and --predict need a checkpoint: pass --resume PATH")
+    for flag, value in (("--iw_samples", cfg.iw_samples), ("--fid", cfg.fid)):
+        if value and not cfg.evaluate:
+            raise VaeLabError(f"{flag} needs --evaluate (and --resume PATH)")
+    if cfg.predict_train and not cfg.predict:
+        raise VaeLabError("--predict_train needs --predict True")
+
+
+def _check_iw_train(cfg: RunConfig) -> None:
+    if cfg.iw_train == 1:
+        return
+    bad = [flag for flag, on in (
+        ("--compile", cfg.compile), ("--amp", cfg.amp), ("torchrun", launched_processes() > 1),
+        ("--do_running_mean", cfg.do_running_mean), ("--free_bits", cfg.free_bits > 0),
+        ("--kl_warmup_epochs", cfg.kl_warmup_epochs > 0),
+        ("--img_loss_weight / --kl_loss_weight", cfg.img_loss_weight != 1 or cfg.kl_loss_weight != 1),
+        (f"--image_loss_type {cfg.image_loss_type}", cfg.image_loss_type not in IW_LOSSES),
+        ("--model_type unet (its decoder needs the input's maps)", cfg.model_type == "unet")) if on]
+    if bad:
+        raise VaeLabError(f"--iw_train {cfg.iw_train} does not combine with {bad[0]}: the IWAE bound is a "
+                          "likelihood bound, trained by one eager process")
+
+
+def check_fits_data(cfg: RunConfig, train: Split) -> None:
+    """One line when the loaded images do not suit the model: their shape, or no classes for a CVAE."""
+    problem = shape_problem(cfg.model_type, *train.x.shape[1:3])
+    if problem:
+        raise VaeLabError(problem)
+    if cfg.conditional and len(train.classes or []) < 2:
+        raise VaeLabError(f"--conditional True needs images of two classes or more; {cfg.data_root!r} has "
+                          f"{'no class sub-folders' if train.classes is None else 'one class'}")

@@ -1,0 +1,265 @@
+"""Every flag of train.py, in one place, grouped as ``--help`` shows them. Defaults come from
+RunConfig (config/run_config.py), so each is stated once; the cross-flag checks are in
+config/checks.py."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from config.run_config import PRESETS, RunConfig
+from datasets import DATASET_TYPES
+from losses import IMAGE_LOSSES
+from models import MODELS, PRIORS
+from models.conv1xn import KERNELS
+from models.unet import skips_flag
+from utils import (MAX_HVAE_CHANNELS, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, MAX_VAMP_COMPONENTS,
+                   PresetParser, fraction, int_in, non_negative_float, non_negative_int, positive_float, positive_int,
+                   VaeLabError, str2bool)
+
+# --iw_samples: at most this many importance samples per image (cost grows linearly).
+MAX_IW_SAMPLES = 100_000
+MAX_FID_SAMPLES = 1_000_000
+MAX_IW_TRAIN = 1000
+# --sampler: where samples come from besides the prior (evaluation/samplers.py)
+SAMPLERS = ("prior", "gmm")
+_DEFAULTS = RunConfig()
+
+
+def _add(g: Any, *names: str, **kwargs: Any) -> None:
+    """``g.add_argument`` with the default of the RunConfig field it sets."""
+    action = g.add_argument(*names, **kwargs)
+    action.default = getattr(_DEFAULTS, action.dest)
+
+
+def _switch(g: Any, name: str, help: str) -> None:
+    """A boolean that may be given bare (``--amp``) or with a value (``--amp True``)."""
+    _add(g, name, type=str2bool, nargs="?", const=True, help=help)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """train.py's parser: the 2018 flag set (same names and meanings) plus ours."""
+    p = PresetParser(PRESETS, prog="train.py",
+                     description="Train a VAE on Fashion-MNIST, another torchvision dataset or a folder of your "
+                                 "images; evaluate it or draw its pictures. Defaults reproduce the 2018 best command.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("training")
+    _add(g, "--preset", choices=sorted(PRESETS),
+         help="named configuration whose values replace the defaults (a config file and explicit flags still "
+              "win): " + "; ".join(f"{name}: " + (" ".join(f"--{k} {v}" for k, v in cfg.items()) or
+                                                  "the 2018 best command (the defaults below)")
+                                   for name, cfg in PRESETS.items()))
+    _add(g, "--config", metavar="FILE",
+         help="train from a run's config file (YAML, as every run writes to weights/{lognumber}_config.yaml); "
+              "flags given with it still win")
+    _add(g, "--epochs", type=positive_int, help="last epoch to train (total, counting resumed ones)")
+    _add(g, "--start-epoch", type=non_negative_int,
+         help="epoch to start from when not resuming (a checkpoint sets it by itself)")
+    _add(g, "--batch-size", type=positive_int, help="images per minibatch")
+    _add(g, "--seed", type=int_in(0, MAX_SEED), help="seeds torch, numpy, random, data order and the validation split")
+    _add(g, "--do_augs", type=str2bool,
+         help="2018 augmentations on whole batches: horizontal flip p=0.25, rotation up to 30 degrees")
+
+    add_model_args(p.add_argument_group("model"))
+
+    g = p.add_argument_group("data")
+    add_data_args(g)
+    _add(g, "--fold", type=non_negative_int, help="validation fold of the training images")
+    _add(g, "--num_folds", type=positive_int,
+         help="StratifiedKFold splits (shuffled, random_state=--seed); 5 gives 48k train / 12k val")
+
+    g = p.add_argument_group("loss")
+    _add(g, "--image_loss_type", choices=IMAGE_LOSSES,
+         help="reconstruction term, summed over pixels: bce (from logits), mse (of sigmoid output), ssim = sum "
+              "over pixels of (1 - SSIM map), i.e. pixels x (1 - mean SSIM) per image, scaled like a summed BCE so "
+              "it competes with the KL term; bce_ssim: bce + --ssim_weight x ssim; logistic, gaussian: discretised "
+              "logistic / Gaussian likelihoods with a learnt scale per channel")
+    _add(g, "--img_loss_weight", type=positive_float, help="weight of the reconstruction term")
+    _add(g, "--kl_loss_weight", type=positive_float, help="weight of the KL term")
+    _add(g, "--kl_warmup_epochs", type=non_negative_float,
+         help="raise the KL weight linearly from 0 to --kl_loss_weight over this many epochs, step by step (logged "
+              "as train_kl_weight); 0 = full weight from the start")
+    _add(g, "--free_bits", type=non_negative_float,
+         help="nats per latent dimension: the objective uses sum_j max(free_bits, KL_j), KL_j the batch-mean KL of "
+              "dimension j, so no dimension is pushed below the floor (logged as train_kl_penalty; kl_loss stays "
+              "the true KL); 0 = off")
+    _add(g, "--ssim_weight", type=positive_float,
+         help="bce_ssim loss: BCE + this x the ssim loss (pixels x (1 - mean SSIM) per image)")
+    _add(g, "--do_running_mean", type=str2bool,
+         help="divide each term by its running mean (gamma 0.9) before weighting (2018 rebalancing)")
+    _add(g, "--normalize", type=str2bool,
+         help="the 2018 commented-out Normalize(mean, std): the encoder sees (x - mean) / std, with the pixel mean "
+              "and std of the training fold (stored in the checkpoint, reused by --resume, --evaluate, --predict); "
+              "the decoder still outputs pixels, so every loss and metric is in pixel space and only the encoder's "
+              "input changes")
+    _add(g, "--iw_train", type=int_in(1, MAX_IW_TRAIN), metavar="K",
+         help="train on the importance-weighted bound on -log p(x) with K samples per image (IWAE, Burda et al. "
+              "2016) instead of the ELBO; 1 = the ELBO. Logged beside it: the ELBO of the same samples "
+              "(train_elbo). Single process, eager, float32, with a likelihood loss (bce, logistic, gaussian), "
+              "unweighted terms and no KL controls")
+    _add(g, "--ssim_window_size", type=positive_int,
+         help="odd side of the Gaussian SSIM window (sigma 1.5), at most the image size; used by the metric and "
+              "the ssim loss")
+
+    g = p.add_argument_group("optimisation")
+    _add(g, "--optimizer", choices=["adam", "rmsprop", "sgd"], help="optimizer")
+    _add(g, "--lr", type=positive_float, help="initial learning rate")
+    _add(g, "--m1", type=positive_int, help="first MultiStepLR milestone (epoch, lr x 0.1)")
+    _add(g, "--m2", type=positive_int, help="second MultiStepLR milestone (epoch, lr x 0.1)")
+    _add(g, "--lr_schedule", choices=["multistep", "cosine"],
+         help="multistep: lr x 0.1 at --m1 and --m2 (2018); cosine: from --lr down to 0 at --epochs, set per epoch")
+    _add(g, "--grad_clip", type=non_negative_float,
+         help="clip the global L2 norm of the gradients to this value; 0 turns clipping off")
+
+    g = p.add_argument_group("logging")
+    _add(g, "--print-freq", type=positive_int, help="console line every N minibatches")
+    _add(g, "--lognumber",
+         help="run name: weights/{lognumber}_*.pth.tar and _config.yaml, tb_logs/{lognumber}/, "
+              "results/{lognumber}/; a default name (this or a preset's) takes the run's dataset, model, latent "
+              "size and prior. A new run never takes the name of an existing one (see --overwrite)")
+    _switch(g, "--overwrite",
+            "start a new run under the name of an existing one (without it, such a run is refused: resume it or "
+            "pick another --lognumber): its checkpoints are replaced when the new run saves its first epoch, so a "
+            "start that fails loses nothing; its eval JSON and fitted mixtures are deleted then, and TensorBoard "
+            "shows the new run's events only")
+    _add(g, "--tensorboard", type=str2bool, help="write TensorBoard scalars")
+    _add(g, "--tensorboard_images", type=str2bool,
+         help="write reconstructions (panno) and prior samples to TensorBoard each epoch")
+    _add(g, "--weights_dir", help="checkpoint folder")
+    _add(g, "--tb_dir", help="TensorBoard folder")
+    _add(g, "--results_dir", help="--predict output folder")
+
+    g = p.add_argument_group("checkpoints and modes")
+    _add(g, "--resume", metavar="PATH",
+         help="checkpoint to continue from (ours or the 2018 one): training goes on at its next epoch, with the "
+              "settings it was trained with (flags given still win, except those that fix its model and data)")
+    add_mode_args(g)
+
+    g = p.add_argument_group("device")
+    _add(g, "--device", choices=["auto", "cpu", "cuda", "mps"], help="auto picks CUDA, then Apple MPS, then CPU")
+    _switch(g, "--no_cuda", "force the CPU")
+
+    g = p.add_argument_group("speed and scale (several processes: torchrun --nproc_per_node=N train.py ...)")
+    _switch(g, "--amp", "bfloat16 autocast for the model's forward (CUDA, CPU); losses stay float32")
+    _switch(g, "--compile", "torch.compile the model and the loss; the first steps compile (seconds warm, up to a "
+                            "minute cold)")
+    return p
+
+
+def add_model_args(g: Any) -> None:
+    """The model group (also what a checkpoint's model was built with)."""
+    _add(g, "--model_type", choices=sorted(MODELS),
+         help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); fcn: "
+              "configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch normalisation, "
+              "the quality model (benchmarks/quality.md; --model_multiplier scales its 16/32 channels); hvae: "
+              "resconv made hierarchical, a top code of --latent_space_size (the code embeddings use) over a 7x7 "
+              "latent map of --hvae_channels, inferred top-down, its KL per level; unet: fcn with skips across the "
+              "bottleneck; conv1xn: fcn of 1xN/Nx1 pairs")
+    _add(g, "--latent_space_size", type=int_in(1, MAX_LATENT), help="dimension z of the latent code (hvae: of its top code)")
+    _add(g, "--model_multiplier", type=int_in(1, MAX_MULTIPLIER), help="fcn, resconv, hvae: channel width multiplier")
+    _add(g, "--split_filter", type=non_negative_int,
+         help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
+    _add(g, "--unet_skips", type=skips_flag,
+         help="unet: the resolutions (7, 14, 28 pixels) whose encoder maps the decoder also gets: none, coarsest "
+              "(7), all, or a list such as 7,14")
+    _add(g, "--conv_n", type=int, choices=KERNELS, help="conv1xn: N of the 1xN / Nx1 pairs")
+    _add(g, "--hvae_channels", type=int_in(1, MAX_HVAE_CHANNELS),
+         help="hvae: channels of the lower latent map (7x7 for 28x28 images)")
+    _add(g, "--prior", choices=PRIORS,
+         help="p(z) of the (top) code: gaussian N(0, I), or vamp, the VampPrior (Tomczak & Welling 2018): the "
+              "mixture of the encoder's posteriors at --vamp_components learnt pseudo-inputs; its KL term has no "
+              "closed form and is estimated by one sample of the code (log q(z|x) - log p(z)); evaluation, IWAE "
+              "and samples use the mixture itself")
+    _add(g, "--vamp_components", type=int_in(1, MAX_VAMP_COMPONENTS),
+         help="--prior vamp: pseudo-inputs K (each goes through the encoder every step)")
+    _add(g, "--conditional", type=str2bool,
+         help="conditional VAE (CVAE): the class, one-hot, goes into the encoder (added to its first hidden layer) "
+              "and the decoder (concatenated to z); TensorBoard and --predict draw a grid of samples per class")
+
+
+def add_data_args(g: Any) -> None:
+    """The data flags (``g``: a parser or an argument group): which images, and their shape."""
+    _add(g, "--dataset_type", choices=DATASET_TYPES,
+         help="fmnist: Fashion-MNIST; mnist, kmnist, cifar10, svhn, celeba: torchvision's (downloaded when online; "
+              "Debian's Fashion-MNIST used offline); folder: the images (png, jpg, bmp, webp) under --data_root, "
+              "labelled by their class sub-folders if any, split by train/ and test/ sub-folders if any")
+    _add(g, "--data_root", help="dataset folder (torchvision layout, or your images)")
+    _add(g, "--image_size", type=int_in(4, MAX_IMAGE_SIZE),
+         help="centre-crop to a square and resize every image to N x N (default: the data's own size)")
+    _add(g, "--channels", type=int, choices=[1, 3],
+         help="convert the images to grey (1) or colour (3) (default: the data's own)")
+    _add(g, "--test_fraction", type=fraction,
+         help="folder without train/ and test/: the fraction held out (seeded, stratified) as the test set, the "
+              "same images whatever --seed")
+
+
+def add_mode_args(g: Any) -> None:
+    """The flags of --evaluate and --predict (and the samplers they share with TensorBoard)."""
+    _switch(g, "--evaluate", "with --resume: BCE, MSE, KL, BCE+KL, SSIM per image on validation and test; writes "
+                             "weights/{lognumber}_eval.json")
+    _add(g, "--iw_samples", type=int_in(0, MAX_IW_SAMPLES), metavar="K",
+         help="with --evaluate: also the importance-weighted bound (IWAE, Burda et al. 2016) with K samples of z "
+              "per image, an upper bound on -log p(x) in nats per image that tightens as K grows (K=1 is the "
+              "sampled ELBO, not the BCE+KL of the posterior mean); written as iwae_nll. Every family is bounded "
+              "the same way: the VampPrior's mixture density is computed exactly; hvae's lower latent map is "
+              "importance-sampled together with the top code (top-down). Costs K decoder passes per image; 0 "
+              "turns it off")
+    _add(g, "--fid", type=int_in(0, MAX_FID_SAMPLES), metavar="N",
+         help="with --evaluate: the Frechet distance between features of N generated images and of each split's "
+              "images, in the penultimate layer of a small classifier trained once on this dataset's training "
+              "images (cached as weights/{dataset_type}_fid_classifier.pth.tar), for N prior samples, N GMM "
+              "samples and N reconstructions (lower is better); a CVAE also gets the classifier's accuracy on its "
+              "class-conditional samples. The scores compare our models on one dataset only, never published "
+              "Inception FIDs (docs/samples.md). 0 turns it off")
+    _switch(g, "--predict", "with --resume: reconstructions, samples, interpolations, latent traversals, the latent "
+                            "map and posterior means in results/{lognumber}/")
+    _switch(g, "--predict_train", "with --predict: also write the training set's posterior means")
+    _add(g, "--sampler", choices=SAMPLERS,
+         help="where --predict's and TensorBoard's samples come from besides the prior: gmm adds samples from a "
+              "Gaussian mixture fitted after training on the training images' posterior means (ex-post density "
+              "estimation, Ghosh et al. 2020), saved beside the checkpoint as *_gmm.pth.tar (--predict: "
+              "samples_gmm.png; TensorBoard: samples_gmm, refitted each epoch on 10,000 training images). --fid "
+              "always scores both")
+    _add(g, "--gmm_components", type=positive_int, help="components of the GMM sampler (full covariance, seeded by "
+                                                         "--seed)")
+
+
+def flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's flags by the RunConfig field they set."""
+    return {a.dest: a for a in parser._actions if a.dest != "help"}
+
+
+def parse_settings(values: dict[str, Any], where: str, ignore_unknown: bool = False,
+                   parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """``values`` (field -> value, from a config file or a checkpoint) checked as train.py checks its
+    flags: each through its flag's type and choices, so a file or checkpoint accepts exactly what the
+    command line does. Unknown keys are refused (or skipped: a checkpoint of an older version), and so
+    is a wrong type or a bad value, in one line naming the key and ``where``."""
+    actions = flag_actions(parser or train_parser())
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None:
+            if ignore_unknown:
+                continue
+            raise VaeLabError(f"{where}: unknown key {key!r} (the keys are train.py's flags, e.g. batch_size for "
+                              f"--batch-size)")
+        if value is None and action.default is None:
+            out[key] = None
+            continue
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise VaeLabError(f"{where}: {key} must be a single value, got {value!r:.60}")
+        try:
+            parsed = action.type(str(value)) if action.type is not None else str(value)
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            raise VaeLabError(f"{where}: {key}: {e or 'bad value'} (got {value!r:.60})") from None
+        if action.choices is not None and parsed not in action.choices:
+            raise VaeLabError(f"{where}: {key} must be one of {', '.join(map(str, action.choices))}, got {value!r:.60}")
+        out[key] = parsed
+    return out
+
+
+def group_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Field -> the short name of its --help group (training, model, data, loss, ...), as config files
+    group them."""
+    return {a.dest: g.title.split()[0] for g in parser._action_groups for a in g._group_actions
+            if g.title and a.dest != "help"}

@@ -1,0 +1,150 @@
+"""The run's configuration: one frozen dataclass, each default stated once, built once by the CLI
+(config/resolve.py) and handed down to the engine, the optimiser, the training state, the
+evaluation and the checkpoints. Its field names are train.py's flag names (``--batch-size`` is
+``batch_size``); the model's config (models.ModelConfig) takes the fields of the same name."""
+from __future__ import annotations
+
+import re
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from datasets import TEST_FRACTION
+from losses import likelihood_of
+from models import ModelConfig
+
+DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
+
+# Named configurations for --preset: they replace the defaults of these fields (flags, a config
+# file and a resumed checkpoint still win). "best" is the best configuration of benchmarks/quality.md.
+PRESETS: dict[str, dict[str, Any]] = {
+    "2018": {},
+    "best": {"model_type": "resconv", "batch_size": 128, "epochs": 18, "lr_schedule": "cosine",
+             "lognumber": "fmnist_resconv_l10_best"},
+    # the best likelihood of benchmarks/quality_families.md: `best` made hierarchical, KL warmed up
+    "hvae": {"model_type": "hvae", "batch_size": 128, "epochs": 18, "lr_schedule": "cosine", "kl_warmup_epochs": 6,
+             "lognumber": "fmnist_hvae_l10_best"},
+}
+# The run names that describe the run (fmnist_<model>_l<latent>_<rest>): see run_name.
+DEFAULT_NAMES = frozenset({DEFAULT_LOGNUMBER} | {p["lognumber"] for p in PRESETS.values() if "lognumber" in p})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run. Defaults: the 2018 best command."""
+
+    # ---- training
+    preset: str = "2018"  # the named configuration the run started from (PRESETS)
+    epochs: int = 30  # last epoch to train, counting resumed ones
+    start_epoch: int = 0  # first epoch when not resuming
+    batch_size: int = 512  # images per minibatch (global, under torchrun)
+    seed: int = 42  # torch, numpy, random, data order and the validation split
+    do_augs: bool = False  # the 2018 batch augmentations
+    # ---- model (models.ModelConfig takes these by name)
+    model_type: str = "fc_conv"
+    latent_space_size: int = 10  # z (hvae: its top code)
+    model_multiplier: int = 1  # channel width multiplier (fcn, resconv, hvae)
+    split_filter: int = 2  # fcn: encoder blocks shared by the mu and logvar heads
+    unet_skips: str = "all"  # unet: the resolutions whose encoder maps the decoder gets
+    conv_n: int = 3  # conv1xn: N of the 1xN / Nx1 pairs
+    hvae_channels: int = 2  # hvae: channels of the lower latent map
+    prior: str = "gaussian"  # p(z): gaussian or vamp
+    vamp_components: int = 500  # VampPrior pseudo-inputs
+    conditional: bool = False  # CVAE
+    # ---- data
+    dataset_type: str = "fmnist"
+    data_root: str = "data"  # dataset folder (torchvision layout, or the user's images)
+    image_size: int | None = None  # pixels a side; None: the data's own
+    channels: int | None = None  # 1 or 3; None: the data's own
+    test_fraction: float = TEST_FRACTION  # a folder without train/ and test/: share held out
+    fold: int = 0  # validation fold of the training images
+    num_folds: int = 5  # StratifiedKFold splits: 5 gives 48k train / 12k val
+    # ---- loss
+    image_loss_type: str = "bce"
+    img_loss_weight: float = 1.0
+    kl_loss_weight: float = 1.0
+    kl_warmup_epochs: float = 0.0  # epochs of linear KL warm-up; 0: off
+    free_bits: float = 0.0  # nats per latent dimension; 0: off
+    ssim_weight: float = 1.0  # bce_ssim: weight of the SSIM term
+    do_running_mean: bool = False  # 2018 rebalancing of the terms by their running means
+    normalize: bool = False  # the encoder sees (x - mean) / std of the training fold
+    iw_train: int = 1  # IWAE samples per image; 1: the ELBO
+    ssim_window_size: int = 5  # odd side of the Gaussian SSIM window
+    # ---- optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    m1: int = 40  # MultiStepLR milestones (epochs)
+    m2: int = 50
+    lr_schedule: str = "multistep"
+    grad_clip: float = 0.0  # global L2 norm; 0: off
+    # ---- logging
+    print_freq: int = 10  # console line every N minibatches
+    lognumber: str = DEFAULT_LOGNUMBER  # the run's name: its files in weights/, tb_logs/, results/
+    overwrite: bool = False  # replace the files of an existing run of this name
+    tensorboard: bool = True
+    tensorboard_images: bool = True
+    weights_dir: str = "weights"
+    tb_dir: str = "tb_logs"
+    results_dir: str = "results"
+    # ---- checkpoints and modes
+    config: str = ""  # the YAML file the run was started from
+    resume: str = ""  # checkpoint to continue from (or to evaluate / predict)
+    evaluate: bool = False
+    iw_samples: int = 0  # --evaluate: IWAE samples per image; 0: off
+    fid: int = 0  # --evaluate: images for the FIDs; 0: off
+    predict: bool = False
+    predict_train: bool = False
+    sampler: str = "prior"  # prior, or gmm: a mixture fitted on the training codes
+    gmm_components: int = 10
+    # ---- device, speed and scale
+    device: str = "auto"
+    no_cuda: bool = False
+    amp: bool = False
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` (the config itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = tuple(f.name for f in fields(RunConfig))
+
+# What an invocation asks for rather than what the run is: neither taken from a resumed
+# checkpoint nor written to the run's config file.
+INVOCATION = frozenset({"config", "resume", "evaluate", "iw_samples", "fid", "predict", "predict_train", "overwrite",
+                        "device", "no_cuda", "weights_dir", "tb_dir", "results_dir"})
+# What a checkpoint's model and data were made for: a flag or file that contradicts the checkpoint is
+# refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
+FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",
+                       "hvae_channels", "prior", "vamp_components", "conditional", "normalize", "dataset_type",
+                       "image_size", "channels")
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run's name. The default names (the 2018 one, the presets': fmnist_<model>_l<latent>_<rest>)
+    describe the run: their dataset, model, latent size and prior become the config's
+    (cifar10_..., fmnist_hvae_l10_best_vamp), so a run of other data or another model with a default
+    name never takes the Fashion-MNIST default run's name."""
+    parts = re.fullmatch(r"fmnist_(.+)_l\d+_(.+)", cfg.lognumber) if cfg.lognumber in DEFAULT_NAMES else None
+    if parts is None:
+        return cfg.lognumber
+    return (f"{cfg.dataset_type}_{cfg.model_type}_l{cfg.latent_space_size}_{parts.group(2)}"
+            + ("_vamp" if cfg.prior == "vamp" else ""))
+
+
+def model_config(cfg: RunConfig, image_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 input_mean: float = 0.0, input_std: float = 1.0) -> ModelConfig:
+    """The model ``cfg`` describes, for images of this shape and classes (and with --normalize, the
+    training fold's pixel statistics): the fields of ModelConfig taken from ``cfg`` by name."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(ModelConfig) if f.name in FIELDS and f.name != "image_size"}
+    return ModelConfig(**shared, image_channels=image_channels, image_size=image_size, num_classes=num_classes,
+                       input_mean=input_mean, input_std=input_std, likelihood=likelihood_of(cfg.image_loss_type))
+
+
+def data_options(cfg: RunConfig) -> dict[str, Any]:
+    """The run's image shape and held-out fraction as keyword arguments of datasets.load_split and
+    datasets.train_val_split."""
+    return {"image_size": cfg.image_size, "channels": cfg.channels, "test_fraction": cfg.test_fraction}

@@ -1,0 +1,34 @@
+"""The console lines of a training run: the header that opens it, a line per epoch, the footer."""
+from __future__ import annotations
+
+import torch
+
+from config.run_config import RunConfig
+from models import VAE
+
+
+def run_header(cfg: RunConfig, model: VAE, device: torch.device, n_train: int, n_val: int,
+               start_epoch: int, placement: str = "") -> str:
+    """The console line that opens a training run (``placement``: where the images are kept)."""
+    return (f"{cfg.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
+            f"{model.latent_size}, {device}; {cfg.dataset_type}: {n_train} train / {n_val} val images"
+            f"{f', {placement}' if placement else ''}; epochs {start_epoch + 1}-{cfg.epochs}")
+
+
+def epoch_line(cfg: RunConfig, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float,
+               seconds: float, is_best: bool) -> str:
+    """The console line that closes an epoch."""
+    elbo = f" (IWAE K={cfg.iw_train}; ELBO {tr['elbo']:.2f})" if "elbo" in tr else ""
+    return (f" * epoch {epoch + 1}/{cfg.epochs}  train loss {tr['loss']:.2f}{elbo} ssim {tr['ssim']:.4f} | "
+            f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
+            f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")
+
+
+def run_footer(cfg: RunConfig, seconds: float, best_loss: float, ckpt_path: str, best_path: str,
+               config_file: str, tensorboard: bool) -> str:
+    """The console lines that close a training run: where its checkpoints, config and logs are."""
+    lines = [f"done in {seconds:.1f} s; best val loss {best_loss:.2f}",
+             f"checkpoints: {ckpt_path} (last), {best_path} (best); config: {config_file}"]
+    if tensorboard:
+        lines.append(f"TensorBoard: tensorboard --logdir {cfg.tb_dir} --port 6006")
+    return "\n".join(lines)
