@@ -17,10 +17,10 @@ import warnings
 import torch
 
 from datasets import TEST_FRACTION
+from fileio.atomic import atomic_write
 from losses import likelihood_of
 from models import ModelConfig, VAE, build_model
 from runtime.checkpoint_validation import check_checkpoint
-from runtime.files import atomic_write
 from utils import VaeLabError
 
 LEGACY_KEYS = {"epoch", "optimizer", "state_dict", "best_loss"}

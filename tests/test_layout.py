@@ -7,6 +7,7 @@ from helpers import ROOT
 
 # Lower layers never import higher ones; a module may import its own layer or below.
 LAYERS = [
+    {"fileio"},
     {"utils"},
     {"models", "losses"},
     {"datasets"},
