@@ -39,7 +39,7 @@ from utils import VaeLabError, positive_int, select_device  # noqa: E402
 KNN_K = 10
 KNN_DRAWS = 5
 # What decides a score: the product's code and the scoring code here (not the reports).
-SOURCE_DIRS = ("models", "losses", "runtime", "evaluation", "fileio")
+SOURCE_DIRS = ("models", "losses", "runtime", "evaluation", "fileio", "dataio")
 SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "utils.py", "requirements.txt", "benchmarks/sweep.py")
 
 

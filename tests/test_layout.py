@@ -10,6 +10,7 @@ LAYERS = [
     {"fileio"},
     {"utils"},
     {"models", "losses"},
+    {"dataio"},
     {"datasets"},
     {"runtime"},
     {"evaluation"},
