@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 
 import numpy as np
 import torch
 
 from dataio.reshape import reshape_images
+from fileio.atomic import atomic_write
 from utils import VaeLabError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -132,10 +132,7 @@ def _write_cache(path: str, x: torch.Tensor, tag: str) -> None:
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.getpid()}.{threading.get_ident()}.part")
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x.numpy())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, x=x.numpy()))
     except OSError as e:  # a read-only data folder: the run goes on, the next one decodes again
         print(f"vae-lab: could not cache the decoded images in {folder!r} ({e.strerror or e})", file=sys.stderr)
         return

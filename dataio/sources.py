@@ -8,13 +8,14 @@ import gzip
 import os
 import shutil
 import socket
-import threading
+from functools import partial
 from typing import Any
 
 import torch
 
 from dataio.folders import _folder_bytes, decoded_images
 from dataio.reshape import reshape_images
+from fileio.atomic import atomic_write
 from utils import VaeLabError
 
 # the IDX datasets: torchvision's class (and so folder) name of each
@@ -67,16 +68,10 @@ def _copy_debian_fmnist(root: str, source_dir: str = DEBIAN_FMNIST_DIR) -> bool:
     raw = _raw_folder("fmnist", root)
     os.makedirs(raw, exist_ok=True)
     for f in IDX_FILES:
-        # a temporary file of its own: two runs unpacking into one --data_root at once must not
-        # rename each other's half-written file
-        tmp = os.path.join(raw, f"{f}.{os.getpid()}.{threading.get_ident()}.part")
-        try:
-            with gzip.open(os.path.join(source_dir, f + ".gz"), "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, os.path.join(raw, f))  # atomic: never a half-written IDX file
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        # atomic_write's temp file is this writer's own: two runs unpacking into one --data_root at
+        # once never rename each other's half-written file, and no reader sees a half-written IDX file
+        with gzip.open(os.path.join(source_dir, f + ".gz"), "rb") as src:
+            atomic_write(os.path.join(raw, f), partial(shutil.copyfileobj, src))
     return True
 
 
