@@ -27,7 +27,7 @@ from datasets import load_split
 from evaluation import embedding_report as report
 from evaluation import knn
 from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
-from runtime.files import write_json
+from fileio.atomic import write_json
 from utils import (MAX_SEED, OneLineParser, VaeLabError, ensure_writable_dir, int_in, non_negative_int,
                    positive_int, run_cli, select_device)
 

@@ -26,7 +26,7 @@ from sweep import ROOT, add_sweep_args, cell, command_line, mean_std, run_scored
 import torch  # noqa: E402
 
 from datasets import CACHE_DIR, CLASS_NAMES, ensure_raw_files, load_split  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli  # noqa: E402
 
 METRICS = (("val_bce_kl", ".2f"), ("val_ssim", ".4f"), ("knn_acc", ".4f"), ("seconds_per_epoch", ".2f"))

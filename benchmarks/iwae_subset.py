@@ -21,9 +21,9 @@ import torch  # noqa: E402
 
 from datasets import Split  # noqa: E402
 from evaluation.likelihood import iwae_evaluate  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_st
                    run_scored, start)
 import torch  # noqa: E402
 
-from runtime.files import write_json, write_text  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from utils import OneLineParser, non_negative_int, positive_int, run_cli  # noqa: E402
 
 # name -> (train.py flags, what it is). Order: the table's order.

@@ -22,7 +22,7 @@ from sweep import ROOT, cell, mean_std, parse_seeds  # noqa: E402
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from utils import OneLineParser, run_cli  # noqa: E402
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")

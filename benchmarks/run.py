@@ -21,8 +21,8 @@ import time
 import torch
 
 import baselines as B  # puts the project root on sys.path
+from fileio.atomic import write_json, write_text
 from runtime import accelerators
-from runtime.files import write_json, write_text
 
 
 def get_args_parser() -> argparse.ArgumentParser:

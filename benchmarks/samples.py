@@ -32,9 +32,9 @@ from evaluation.metrics import posterior_means  # noqa: E402
 from evaluation.sample_quality import (COMPARABILITY, feature_stats, frechet_distance,  # noqa: E402
                                        load_or_train_classifier)
 from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
 
 CONFIGS: dict[str, tuple[list[str], str]] = {

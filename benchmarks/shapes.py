@@ -28,9 +28,9 @@ import torch  # noqa: E402
 import train  # noqa: E402
 from datasets import train_val_split  # noqa: E402
 from evaluation.metrics import evaluate  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
 
 SHAPES = ((28, 1), (32, 1), (64, 1), (28, 3))  # (image size, channels)

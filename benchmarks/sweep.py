@@ -31,15 +31,15 @@ from datasets import TEST_FRACTION, Split, data_options, kfold_indices, load_spl
 from evaluation.knn import sampled_test_accuracy  # noqa: E402
 from evaluation.likelihood import iwae_evaluate  # noqa: E402
 from evaluation.metrics import evaluate, posterior_means  # noqa: E402
+from fileio.atomic import write_json  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import write_json  # noqa: E402
 from utils import VaeLabError, positive_int, select_device  # noqa: E402
 
 KNN_K = 10
 KNN_DRAWS = 5
 # What decides a score: the product's code and the scoring code here (not the reports).
-SOURCE_DIRS = ("models", "losses", "runtime", "evaluation")
+SOURCE_DIRS = ("models", "losses", "runtime", "evaluation", "fileio", "dataio")
 SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "utils.py", "requirements.txt", "benchmarks/sweep.py")
 
 

@@ -18,8 +18,8 @@ import sys
 import time
 
 import baselines as B  # puts the project root on sys.path
+from fileio.atomic import write_text
 from runtime import accelerators
-from runtime.files import write_text
 import torch
 
 TARGET = 8.0  # issue 2: at least 8x the 2018 way on a 2-core CPU

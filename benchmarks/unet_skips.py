@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from datasets import as_float, train_val_split  # noqa: E402
 from evaluation.pictures import save_png  # noqa: E402
 from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage  # noqa: E402
+from fileio.atomic import write_json, write_text  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from runtime.files import write_json, write_text  # noqa: E402
 from utils import OneLineParser, VaeLabError, run_cli, select_device  # noqa: E402
 
 ROWS = ("unet_skips_all", "unet_skips_coarsest", "unet_skips_none")

@@ -9,7 +9,7 @@ import yaml
 
 from config.flags import group_of, parse_settings, train_parser
 from config.run_config import INVOCATION, RunConfig
-from runtime.files import write_text
+from fileio.atomic import write_text
 from utils import VaeLabError
 
 HEADER = ("# vae-lab run config of {name}: every setting of the run, as train.py resolved it.\n"

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.files import write_figure, write_json, write_text
+from fileio.atomic import write_figure, write_json, write_text
 
 LABELS = {"pca": "PCA", "umap": "UMAP", "vae": "VAE", "vae+umap": "VAE + UMAP", "pixels": "raw pixels"}
 

@@ -13,9 +13,9 @@ from sklearn.decomposition import PCA
 
 from datasets import Split
 from evaluation.metrics import batches
+from fileio.atomic import write_figure
 from losses import kl_per_dimension
 from models import VAE
-from runtime.files import write_figure
 
 TRAVERSAL_STEPS = np.linspace(-3.0, 3.0, 7)  # in aggregate-posterior std of the swept dimension
 TRAVERSAL_IMAGES = 3

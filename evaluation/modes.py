@@ -15,9 +15,9 @@ from evaluation.pictures import write_predictions
 from evaluation.samplers import GaussianMixtureSampler, fitted_mixture, model_fingerprint
 from evaluation.sample_quality import (Classifier, classifier_accuracy, feature_stats,
                                        frechet_distance, load_or_train_classifier)
+from fileio.atomic import write_json
 from losses import bits_per_dim
 from models import VAE
-from runtime.files import write_json
 from utils import VaeLabError, ensure_writable_dir
 
 SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level

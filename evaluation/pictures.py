@@ -12,8 +12,8 @@ from datasets import Split, as_float
 from evaluation.latent_pictures import write_latent_map, write_traversals
 from evaluation.metrics import posterior_means
 from evaluation.samplers import GaussianMixtureSampler
+from fileio.atomic import atomic_write
 from models import VAE
-from runtime.files import atomic_write
 
 SAMPLES_PER_ROW = 8  # prior samples: an 8 x 8 grid of 64 codes
 INTERPOLATION_STEPS = 10

@@ -1,3 +1,3 @@
 """What keeps a run going and safe, whatever the model: checkpoints (files, validation, the
 training state and resume), the optimizer and schedules, torchrun, accelerator options,
-TensorBoard events, non-finite checks and atomic file writes."""
+TensorBoard events and non-finite checks. Files are written atomically by fileio/."""

@@ -18,10 +18,10 @@ import torch
 
 from config.resolve import build_config
 from config.run_config import RunConfig, model_config
+from fileio.atomic import atomic_write
 from losses import likelihood_of
 from models import ModelConfig, VAE, build_model
 from runtime.checkpoint_validation import check_checkpoint
-from runtime.files import atomic_write
 from utils import VaeLabError
 
 

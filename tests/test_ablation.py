@@ -103,15 +103,15 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
 
 
 def test_normalize_reads_the_dataset_once(tiny_mnist, workdir, monkeypatch):
-    import datasets
+    from dataio import split
 
-    real_load, loads = datasets._load_bytes, []
+    real_load, loads = split._load_bytes, []
 
     def counted(*a, **k):
         loads.append(a)
         return real_load(*a, **k)
 
-    monkeypatch.setattr(datasets, "_load_bytes", counted)
+    monkeypatch.setattr(split, "_load_bytes", counted)  # load_split and train_val_split read through it
     code, _, err = run_cli(["--data_root", tiny_mnist, "--dataset_type", "mnist", "--epochs", "1", "--batch-size",
                             "128", "--no_cuda", "True", "--lognumber", "n", "--tensorboard", "False",
                             "--tensorboard_images", "False", "--normalize", "True"])

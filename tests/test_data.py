@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import datasets
+from dataio import sources
 from datasets import augment_batch, ensure_raw_files, kfold_indices, load_split, train_val_split
 from tools.idx_files import write_idx
 from utils import VaeLabError
@@ -63,7 +64,7 @@ def test_runs_unpacking_into_one_root_at_once_do_not_collide(tmp_path):
     deb = _fake_debian(tmp_path)
     root = str(tmp_path / "data")
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: datasets._copy_debian_fmnist(root, deb), range(8)))
+        results = list(pool.map(lambda _: sources._copy_debian_fmnist(root, deb), range(8)))
     assert results == [True] * 8
     assert sorted(os.listdir(os.path.join(root, "FashionMNIST", "raw"))) == sorted(datasets.IDX_FILES)
     assert len(load_split("fmnist", root, train=True)) == 20

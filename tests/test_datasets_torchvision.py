@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import datasets
+from dataio import folders
 from datasets import load_split, train_val_split
 from helpers import run_cli
 from tools.idx_files import write_dataset
@@ -51,7 +52,7 @@ def test_celeba_is_cropped_and_cached(tmp_path, trusted, monkeypatch):
     train = load_split("celeba", root, True, image_size=16)
     test = load_split("celeba", root, False, image_size=16)
     assert train.x.shape == (24, 3, 16, 16) and len(test) == 6 and train.classes is None  # train + valid
-    monkeypatch.setattr(datasets, "_decode", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(folders, "_decode", lambda *a: pytest.fail("decoded again"))
     assert torch.equal(load_split("celeba", root, True, image_size=16).x, train.x)  # both splits stay cached
     assert torch.equal(load_split("celeba", root, False, image_size=16).x, test.x)
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+import dataio.placement
 import datasets
 from config.resolve import build_config, given_settings
+from dataio import folders
 from datasets import load_split, reshape_images, train_val_split
 from helpers import assert_cli_error, load_ckpt, run_cli
 from models import ModelConfig, build_model, shape_problem
@@ -53,8 +55,8 @@ def test_a_flat_folder_has_no_labels(tmp_path):
 def test_decoded_images_are_cached_and_a_changed_or_damaged_cache_is_not_trusted(tmp_path, monkeypatch, capsys):
     root = write_image_folder(str(tmp_path / "d"), n=21)
     first = load_split("folder", root, True)
-    real_decode, decoded = datasets._decode, []
-    monkeypatch.setattr(datasets, "_decode", lambda *a: decoded.append(a) or real_decode(*a))
+    real_decode, decoded = folders._decode, []
+    monkeypatch.setattr(folders, "_decode", lambda *a: decoded.append(a) or real_decode(*a))
     assert torch.equal(load_split("folder", root, True).x, first.x) and not decoded  # from the cache
     # a file rewritten (new size and mtime): decoded again, and the old cache is removed
     Image.fromarray(np.full((16, 16), 255, np.uint8)).save(os.path.join(root, "c0", "im0000.png"))
@@ -199,7 +201,7 @@ def test_images_kept_as_uint8_train_bit_identically_to_float32(tiny_mnist, tmp_p
         run_dir = tmp_path / placement.split()[0]
         run_dir.mkdir()
         monkeypatch.chdir(run_dir)
-        monkeypatch.setattr(datasets, "_free_bytes", lambda device, free=free: free)
+        monkeypatch.setattr(dataio.placement, "_free_bytes", lambda device, free=free: free)
         code, out, err = run_cli(tiny_args(tiny_mnist, "--do_augs", "True", "--conditional", "True", epochs=2))
         assert code == 0, err
         assert f"val images, {placement}" in out.splitlines()[0]
@@ -210,10 +212,10 @@ def test_images_kept_as_uint8_train_bit_identically_to_float32(tiny_mnist, tmp_p
 
 def test_where_images_are_kept(monkeypatch):
     x = torch.zeros(10, 1, 4, 4, dtype=torch.uint8)
-    monkeypatch.setattr(datasets, "_free_bytes", lambda device: 10**9)
+    monkeypatch.setattr(dataio.placement, "_free_bytes", lambda device: 10**9)
     kept, words = datasets.place_images(x, torch.device("cpu"))
     assert kept.dtype == torch.float32 and words.startswith("float32 in memory")
-    monkeypatch.setattr(datasets, "_free_bytes", lambda device: 100)
+    monkeypatch.setattr(dataio.placement, "_free_bytes", lambda device: 100)
     kept, words = datasets.place_images(x, torch.device("cpu"))
     assert kept is x and "uint8 in memory" in words
 

@@ -155,13 +155,14 @@ def check_success(argv: list[str], out: str) -> str:
 
 def test_fuzzed_command_lines_train_or_exit_2_with_one_line(env, monkeypatch, capsys):
     import datasets
+    from dataio import sources
 
     def offline(*a, **k):
         raise urllib.error.URLError("offline")
 
     for cls in datasets.DATASETS.values():  # a missing dataset must not reach the network
         monkeypatch.setattr(cls, "download", offline)
-    monkeypatch.setattr(datasets, "_copy_debian_fmnist", lambda *a, **k: False)
+    monkeypatch.setattr(sources, "_copy_debian_fmnist", lambda *a, **k: False)
     monkeypatch.chdir(env["base"])
     outcomes: Counter = Counter()
 

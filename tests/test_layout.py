@@ -7,8 +7,10 @@ from helpers import ROOT
 
 # Lower layers never import higher ones; a module may import its own layer or below.
 LAYERS = [
+    {"fileio"},
     {"utils"},
     {"models", "losses"},
+    {"dataio"},
     {"datasets"},
     {"config"},
     {"runtime"},

@@ -1,0 +1,72 @@
+"""A split's images as one tensor (:class:`Split`): a dataset's training or test set, and the 2018
+validation split of the training set."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dataio.folders import TEST_FRACTION
+from dataio.sources import _load_bytes
+from utils import VaeLabError
+
+
+@dataclass
+class Split:
+    """One set of images: ``x`` (N, C, H, W), uint8 as stored (a quarter of float32's memory;
+    :func:`as_float` converts a batch) or float in [0, 1]; ``y`` int64 (N,) class indices;
+    ``classes``: the class names, None for a folder without class sub-folders (y all 0)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def load_split(name: str, root: str, train: bool, image_size: int | None = None, channels: int | None = None,
+               test_fraction: float = TEST_FRACTION) -> Split:
+    """The training or test set as tensors on the CPU (for MNIST / Fashion-MNIST the official
+    60k / 10k), resized to ``image_size`` and converted to ``channels`` when given."""
+    images, labels, classes = _load_bytes(name, root, train, image_size, channels, test_fraction)
+    return _as_split(images, labels, classes)
+
+
+def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None) -> Split:
+    return Split(x=images.contiguous(), y=labels.to(torch.int64), classes=classes)
+
+
+def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices of fold ``fold`` of the 2018 StratifiedKFold split."""
+    if not 0 <= fold < num_folds:
+        raise VaeLabError(f"--fold must be in [0, {num_folds - 1}] for --num_folds {num_folds}, got {fold}")
+    if not 0 <= seed < 2 ** 32:
+        raise VaeLabError(f"--seed must be in [0, 2**32 - 1] (it seeds the validation split), got {seed}")
+    from sklearn.model_selection import StratifiedKFold  # imported here: ~1 s, needed once
+
+    y = np.asarray(targets)
+    skf = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    try:
+        for i, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+            if i == fold:
+                return tr, va
+    except ValueError as e:  # e.g. more folds than images of every class
+        raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
+                          f"({str(e).splitlines()[0]})") from None
+    raise AssertionError("unreachable")
+
+
+def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, image_size: int | None = None,
+                    channels: int | None = None, test_fraction: float = TEST_FRACTION) -> tuple[Split, Split]:
+    """The 2018 split of the training images (60k for MNIST / Fashion-MNIST) into train and
+    validation folds.
+
+    Indexed as bytes, then converted: a quarter of the memory traffic, the same floats.
+    """
+    images, labels, classes = _load_bytes(name, root, True, image_size, channels, test_fraction)
+    tr, va = kfold_indices(labels, fold, num_folds, seed)
+    tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
+    return _as_split(images[tr_t], labels[tr_t], classes), _as_split(images[va_t], labels[va_t], classes)

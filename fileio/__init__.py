@@ -1,0 +1,1 @@
+"""The lowest floor: writing files so that a kill never leaves half of one (atomic.py)."""
