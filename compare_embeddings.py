@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 import time
-
 from importlib.metadata import version
 
 import numpy as np
@@ -28,8 +27,17 @@ from evaluation import embedding_report as report
 from evaluation import knn
 from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
 from fileio.atomic import write_json
-from utils import (MAX_SEED, OneLineParser, VaeLabError, ensure_writable_dir, int_in, non_negative_int,
-                   positive_int, run_cli, select_device)
+from utils import (
+    MAX_SEED,
+    OneLineParser,
+    VaeLabError,
+    ensure_writable_dir,
+    int_in,
+    non_negative_int,
+    positive_int,
+    run_cli,
+    select_device,
+)
 
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
@@ -203,8 +211,8 @@ def main(args: argparse.Namespace) -> dict:
     views = {name: view_2d(e.train, args.seed)[show] for name, e in embeddings.items()}
     report.plot_embeddings_2d(views, y_train[show], train.classes,
                               os.path.join(out, "embeddings_2d.png"),
-                              f"{DATASET_NAMES.get(data.dataset_type, data.dataset_type)} training set: first two principal axes "
-                              f"of each embedding ({len(show):,} points)")
+                              f"{DATASET_NAMES.get(data.dataset_type, data.dataset_type)} training set: first two "
+                              f"principal axes of each embedding ({len(show):,} points)")
     protocol["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(paths["json"], results)  # again, now with the total time
     print(open(paths["table"]).read())

@@ -18,8 +18,17 @@ from dataio.augment import augment_batch
 from dataio.folders import CACHE_DIR, CACHE_FORMAT, HOLDOUT_SEED, IMAGE_EXTENSIONS, TEST_FRACTION, decoded_images
 from dataio.placement import as_float, pixel_mean_std, place_images
 from dataio.reshape import reshape_images
-from dataio.sources import (CLASS_NAMES, DATASET_TYPES, DEBIAN_FMNIST_DIR, FOLDER, FOLDERS, IDX_FILES,
-                            OTHER_TORCHVISION, _torchvision_datasets, ensure_raw_files)
+from dataio.sources import (
+    CLASS_NAMES,
+    DATASET_TYPES,
+    DEBIAN_FMNIST_DIR,
+    FOLDER,
+    FOLDERS,
+    IDX_FILES,
+    OTHER_TORCHVISION,
+    _torchvision_datasets,
+    ensure_raw_files,
+)
 from dataio.split import Split, kfold_indices, load_split, train_val_split
 
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision

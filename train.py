@@ -15,9 +15,9 @@ import time
 import torch
 
 from config.checks import check_fits_data
+from config.files import write_config
 from config.flags import train_parser
 from config.resolve import build_config, given_settings
-from config.files import write_config
 from config.run_config import RunConfig, data_options, model_config
 from datasets import as_float, ensure_raw_files, pixel_mean_std, place_images, train_val_split
 from engine import log_epoch, make_loss, open_writer, train_one_epoch, validate
@@ -25,13 +25,25 @@ from evaluation.modes import run_eval_modes
 from evaluation.pictures import fixed_codes
 from models import build_model
 from runtime import accelerators, distributed
-from runtime.checkpoints import (check_fits_checkpoint, load_checkpoint, model_config_of, model_from_checkpoint,
-                                 sync_best)
+from runtime.checkpoints import (
+    check_fits_checkpoint,
+    load_checkpoint,
+    model_config_of,
+    model_from_checkpoint,
+    sync_best,
+)
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
 from runtime.report import epoch_line, run_footer, run_header
-from runtime.run_files import (RunLock, check_name_free, check_outputs, checkpoint_paths, config_path, remove_derived,
-                               resumes_own_run)
+from runtime.run_files import (
+    RunLock,
+    check_name_free,
+    check_outputs,
+    checkpoint_paths,
+    config_path,
+    remove_derived,
+    resumes_own_run,
+)
 from runtime.training_state import checkpoint_state, interrupted_message, restore_training_state, save_epoch
 from utils import VaeLabError, run_cli, seed_everything, select_device
 
@@ -113,13 +125,11 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
     pictures = (as_float(val_set.x[:16].to(device)), val_set.y[:16].to(device),
                 fixed_codes(cfg.seed, model, device))
     config_file = config_path(cfg.weights_dir, cfg.lognumber)
-    if world.is_main:
-        write_config(cfg, config_file)
-        if ckpt is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path):
-            sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
+    if world.is_main and ckpt is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path):
+        sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
     print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement))
 
-    replacing = cfg.overwrite and not continuing
+    replacing, first_save = cfg.overwrite and not continuing, True
     t_start, epoch = time.perf_counter(), start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -137,12 +147,14 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
             if writer is not None:
                 log_epoch(writer, cfg, epoch, tr, va, model, pictures, train_set)
             if world.is_main:
+                if first_save:  # the config goes beside the checkpoints, with the first one of this process
+                    write_config(cfg, config_file)
                 save_epoch(checkpoint_state(model, optimizer, scheduler, loss_fn, cfg, epoch + 1, best_loss,
                                             history, global_step, generator, model_cfg), ckpt_path, best_path, is_best)
-                if replacing:  # the earlier run's checkpoints are this run's now: what was made of them goes
+                if first_save and replacing:  # the earlier run's checkpoints are gone: so goes what was made of them
                     for path in remove_derived(cfg.weights_dir, cfg.lognumber):
                         print(f"--overwrite: removed {path}, made from the earlier run's checkpoint")
-                    replacing = False
+                first_save = False
             print(epoch_line(cfg, epoch, tr, va, lr, seconds, is_best), flush=True)
     except KeyboardInterrupt:
         print(interrupted_message(ckpt_path, epoch), file=sys.stderr)

@@ -12,9 +12,23 @@ from losses import IMAGE_LOSSES
 from models import MODELS, PRIORS
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
-from utils import (MAX_HVAE_CHANNELS, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, MAX_SEED, MAX_VAMP_COMPONENTS,
-                   PresetParser, fraction, int_in, non_negative_float, non_negative_int, positive_float, positive_int,
-                   VaeLabError, str2bool)
+from utils import (
+    MAX_HVAE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_LATENT,
+    MAX_MULTIPLIER,
+    MAX_SEED,
+    MAX_VAMP_COMPONENTS,
+    PresetParser,
+    VaeLabError,
+    fraction,
+    int_in,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    str2bool,
+)
 
 # --iw_samples: at most this many importance samples per image (cost grows linearly).
 MAX_IW_SAMPLES = 100_000
@@ -154,7 +168,8 @@ def add_model_args(g: Any) -> None:
               "resconv made hierarchical, a top code of --latent_space_size (the code embeddings use) over a 7x7 "
               "latent map of --hvae_channels, inferred top-down, its KL per level; unet: fcn with skips across the "
               "bottleneck; conv1xn: fcn of 1xN/Nx1 pairs")
-    _add(g, "--latent_space_size", type=int_in(1, MAX_LATENT), help="dimension z of the latent code (hvae: of its top code)")
+    _add(g, "--latent_space_size", type=int_in(1, MAX_LATENT),
+         help="dimension z of the latent code (hvae: of its top code)")
     _add(g, "--model_multiplier", type=int_in(1, MAX_MULTIPLIER), help="fcn, resconv, hvae: channel width multiplier")
     _add(g, "--split_filter", type=non_negative_int,
          help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")

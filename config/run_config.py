@@ -4,8 +4,8 @@ evaluation and the checkpoints. Its field names are train.py's flag names (``--b
 ``batch_size``); the model's config (models.ModelConfig) takes the fields of the same name."""
 from __future__ import annotations
 
-import re
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +23,9 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from config.run_config import RunConfig
 from datasets import Split, as_float
 from evaluation.metrics import posterior_means
-from config.run_config import RunConfig
 from models import VAE
 from runtime.checkpoints import is_legacy, load_checkpoint, load_model
 from utils import VaeLabError

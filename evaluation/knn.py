@@ -11,7 +11,7 @@ and seed is scored on the same images: differences between methods are not sampl
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold

@@ -5,7 +5,7 @@ per-dimension variance is Var(mu_j) + E[sigma_j^2]: where the decoder has seen c
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

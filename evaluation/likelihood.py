@@ -24,8 +24,8 @@ import math
 import torch
 
 from datasets import Split
-from losses import pixel_nll
 from evaluation.metrics import batches
+from losses import pixel_nll
 from models import VAE
 
 

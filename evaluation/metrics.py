@@ -8,7 +8,7 @@ image: summed over pixels or latent dimensions, averaged over the batch.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch

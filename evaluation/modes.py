@@ -12,9 +12,14 @@ from datasets import Split, load_split, train_val_split
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
+from evaluation.sample_quality import (
+    Classifier,
+    classifier_accuracy,
+    feature_stats,
+    frechet_distance,
+    load_or_train_classifier,
+)
 from evaluation.samplers import GaussianMixtureSampler, fitted_mixture, model_fingerprint
-from evaluation.sample_quality import (Classifier, classifier_accuracy, feature_stats,
-                                       frechet_distance, load_or_train_classifier)
 from fileio.atomic import write_json
 from losses import bits_per_dim
 from models import VAE

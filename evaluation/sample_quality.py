@@ -22,7 +22,7 @@ import math
 import os
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

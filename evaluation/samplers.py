@@ -44,7 +44,7 @@ class GaussianMixtureSampler:
     covariances: torch.Tensor
 
     @classmethod
-    def fit(cls, codes: np.ndarray, components: int, seed: int) -> "GaussianMixtureSampler":
+    def fit(cls, codes: np.ndarray, components: int, seed: int) -> GaussianMixtureSampler:
         """EM (scikit-learn) on ``codes`` (N, d), seeded; one line if there are too few codes."""
         check_components(components, len(codes))
         gmm = GaussianMixture(components, covariance_type="full", random_state=seed)

@@ -10,7 +10,8 @@ import io
 import json
 import os
 import tempfile
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 
 def _temp_prefix(path: str, pid: int) -> str:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from models.base import ModelConfig, VAE
+from models.base import VAE, ModelConfig
 from models.conv1xn import build_conv1xn
 from models.fc import build_fc, build_fc_conv
 from models.fcn import build_fcn

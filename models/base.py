@@ -3,9 +3,9 @@ prior p(z) (N(0, I) or the VampPrior, models/priors.py) and the terms the ELBO a
 bound are made of (``kl_terms``, ``importance_terms``), which a hierarchical model overrides."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ class ModelConfig:
 
     model_type: str = "fc_conv"
     latent_space_size: int = 10
-    model_multiplier: int = 1  # channel width multiplier of `fcn`
+    model_multiplier: int = 1  # channel width multiplier of `fcn`, `resconv` and `hvae`
     split_filter: int = 2  # `fcn`: encoder blocks shared by the mu and logvar heads
     image_channels: int = 1
     image_size: int = 28

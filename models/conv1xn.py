@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.base import ModelConfig, VAE
+from models.base import VAE, ModelConfig
 
 KERNELS = (3, 5, 7)
 

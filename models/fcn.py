@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.base import ModelConfig, VAE
+from models.base import VAE, ModelConfig
 
 
 def _encoder_blocks(in_ch: int, m: int) -> list[nn.Module]:

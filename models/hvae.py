@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, ModelConfig, VAE, repeat_rows
+from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig, repeat_rows
 from models.priors import gaussian_log_prob
 from models.resconv import ResidualBlock, down_block, stages, up_block
 

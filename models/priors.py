@@ -9,8 +9,8 @@ object per call, for what is a logsumexp over K diagonal Gaussians.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

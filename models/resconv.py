@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelConfig, VAE
+from models.base import VAE, ModelConfig
 
 
 class ResidualBlock(nn.Module):

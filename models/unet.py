@@ -15,7 +15,7 @@ import argparse
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, ModelConfig, VAE
+from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig
 from models.fcn import _encoder_blocks
 
 RESOLUTIONS = (7, 14, 28)

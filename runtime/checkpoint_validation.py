@@ -19,8 +19,15 @@ import torch
 from losses import LIKELIHOODS
 from models import MODELS, PRIORS, ModelConfig
 from models.unet import parse_skips
-from utils import (MAX_CLASSES, MAX_HVAE_CHANNELS, MAX_IMAGE_SIZE, MAX_LATENT, MAX_MULTIPLIER, MAX_VAMP_COMPONENTS,
-                   VaeLabError)
+from utils import (
+    MAX_CLASSES,
+    MAX_HVAE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_LATENT,
+    MAX_MULTIPLIER,
+    MAX_VAMP_COMPONENTS,
+    VaeLabError,
+)
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
 

@@ -20,7 +20,7 @@ from config.resolve import build_config
 from config.run_config import RunConfig, model_config
 from fileio.atomic import atomic_write
 from losses import likelihood_of
-from models import ModelConfig, VAE, build_model
+from models import VAE, ModelConfig, build_model
 from runtime.checkpoint_validation import check_checkpoint
 from utils import VaeLabError
 

@@ -6,7 +6,7 @@ The state is a plain dict (see runtime/checkpoints.py): the 2018 keys ``epoch``,
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,5 +1,6 @@
 """Shared fixtures. Fashion-MNIST comes from data/ or Debian's dataset-fashion-mnist; tests
-that need it skip with a reason when neither is there."""
+that need it, or the 2018 checkpoint, skip with a reason when it is not there, except under
+VAE_LAB_REQUIRE_DATA=1 (.ci/run sets it, having installed both), where a missing one fails."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,13 @@ from tools.idx_files import write_dataset, write_tiny_mnist  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def missing(reason: str) -> None:
+    """Skip for want of data, or fail where the data must be there (CI)."""
+    if os.environ.get("VAE_LAB_REQUIRE_DATA") == "1":
+        pytest.fail(f"{reason} (VAE_LAB_REQUIRE_DATA=1: CI installs it)")
+    pytest.skip(reason)
+
+
 def _fmnist_source() -> str | None:
     """A folder that ensure_raw_files can use without network, or None."""
     from datasets import DEBIAN_FMNIST_DIR, IDX_FILES
@@ -36,7 +44,7 @@ def fmnist_root(tmp_path_factory) -> str:
     """A data root holding the full official Fashion-MNIST (60k + 10k)."""
     src = _fmnist_source()
     if src is None:
-        pytest.skip("Fashion-MNIST is absent: install Debian's dataset-fashion-mnist (CI does)")
+        missing("Fashion-MNIST is absent: install Debian's dataset-fashion-mnist (CI does)")
     if src != "debian":
         return src
     from datasets import ensure_raw_files
@@ -76,7 +84,7 @@ def workdir(tmp_path, monkeypatch):
 def reference_ckpt() -> str:
     """The 2018 published checkpoint (../shared/reference/ beside the clone)."""
     if not os.path.isfile(REFERENCE_CKPT):
-        pytest.skip(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
+        missing(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
     return REFERENCE_CKPT
 
 

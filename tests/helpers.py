@@ -47,7 +47,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return run_module_cli(train, argv)
 
 
-# ---------------------------------------------------------------- reliability tests (issue 6)
+# ---------------------------------------------------------------- command lines and checkpoints
 
 TINY_BATCHES = 4  # tiny_mnist: 400 training images / 128 per minibatch
 
@@ -59,18 +59,24 @@ def tiny_args(root: str, *extra: str, epochs: int = 1, name: str = "r") -> list[
             *extra]
 
 
+def small_args(root: str, *extra: str, epochs: int = 3, name: str = "t") -> list[str]:
+    """train.py flags for a short run on a small real dataset (e.g. the fmnist_small fixture)."""
+    return ["--data_root", root, "--epochs", str(epochs), "--batch-size", "128", "--print-freq", "5",
+            "--lognumber", name, "--no_cuda", "True", *extra]
+
+
 def load_ckpt(path: str) -> dict:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def assert_cli_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2, exactly one line on stderr (train.py's error), no traceback, naming ``needles``."""
+def assert_cli_error(code: int, err: str, *needles: str, prog: str = "train.py") -> None:
+    """Exit 2, exactly one line on stderr (``prog``'s error), no traceback, naming ``needles``."""
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert "Traceback" not in err and lines[0].startswith("train.py: error: "), err
+    assert "Traceback" not in err and lines[0].startswith(f"{prog}: error: "), err
     for needle in needles:
         assert needle in err, (needle, err)
 

@@ -1,7 +1,5 @@
 """compare_embeddings.py: outputs, the 2018 numbers, bad input; embeddings.py's contracts."""
-import contextlib
 import csv
-import io
 import json
 import os
 import subprocess
@@ -13,31 +11,25 @@ import torch
 
 import compare_embeddings
 from evaluation import embeddings
-import utils
-from helpers import ROOT
-from tools.idx_files import write_dataset
+from helpers import ROOT, assert_cli_error, run_module_cli
 from models import ModelConfig, build_model
+from tools.idx_files import write_dataset
+
 
 def run(argv):
     """compare_embeddings.py's command line in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = utils.run_cli(compare_embeddings.main, compare_embeddings.get_args_parser(), argv)
-    return code, out.getvalue(), err.getvalue()
+    return run_module_cli(compare_embeddings, argv)
 
 
 def assert_one_line_error(code, err, *words):
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
+    assert_cli_error(code, err, *words, prog="compare_embeddings.py")
 
 
 @pytest.fixture(scope="module")
 def mnist_ckpt(tiny_mnist, tmp_path_factory) -> str:
     """A checkpoint written by train.py: fc, latent 6, one epoch on (synthetic) MNIST."""
-    from helpers import run_cli as run_train, tiny_args
+    from helpers import run_cli as run_train
+    from helpers import tiny_args
 
     d = tmp_path_factory.mktemp("mnist_ckpt")
     code, _, err = run_train(tiny_args(tiny_mnist, "--model_type", "fc", "--latent_space_size", "6",
@@ -285,7 +277,8 @@ def test_vae_umap_is_reported_like_the_others(tiny_mnist, mnist_ckpt, workdir):
 
 
 def test_a_hierarchical_vae_embeds_its_top_code(tiny_mnist, tmp_path, workdir):
-    from helpers import run_cli as run_train, tiny_args
+    from helpers import run_cli as run_train
+    from helpers import tiny_args
 
     code, _, err = run_train(tiny_args(tiny_mnist, "--model_type", "hvae", "--latent_space_size", "4",
                                        "--tensorboard", "False"))

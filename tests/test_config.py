@@ -41,15 +41,6 @@ def test_each_default_is_stated_once_and_the_model_config_derives_by_name():
         cfg.epochs = 3
 
 
-def test_flags_beat_a_config_file_which_beats_the_preset(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("training:\n  preset: best\n  epochs: 5\nlr: 0.01\n")
-    cfg = build_config(given_settings(parse("--config", str(path), "--lr", "0.002")))
-    assert cfg.model_type == "resconv" and cfg.batch_size == 128  # the file's preset
-    assert cfg.epochs == 5 and cfg.lr == 0.002  # the file, then the flag
-    assert cfg.lognumber == "fmnist_resconv_l10_best"
-
-
 def test_a_written_config_reads_back_as_the_same_run(tmp_path):
     cfg = build_config(given_settings(parse("--preset", "hvae", "--image_size", "32", "--channels", "3",
                                             "--unet_skips", "7,14", "--test_fraction", "0.2", "--compile", "False")))

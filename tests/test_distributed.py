@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
+from helpers import ROOT, load_ckpt, run_cli
 from runtime.distributed import World
-from helpers import ROOT, run_cli
 from utils import VaeLabError
 
 # 400 training images in minibatches of 130: 3 x 130 + 10, so the shards are uneven (65 = 33 + 32)
@@ -20,10 +20,6 @@ def torchrun(argv, cwd, n=2):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                            os.path.join(ROOT, "train.py"), *argv], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
@@ -52,7 +48,7 @@ def test_two_gloo_processes_equal_one_and_resume_with_one(tiny_mnist, workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert run_cli(ARGS + ["--data_root", tiny_mnist, "--epochs", "1", "--lognumber", "one"])[0] == 0
 
-    two, one = load("weights/two_checkpoint.pth.tar"), load("weights/one_checkpoint.pth.tar")
+    two, one = load_ckpt("weights/two_checkpoint.pth.tar"), load_ckpt("weights/one_checkpoint.pth.tar")
     # Both draw the whole minibatch's noise and augmentations from the same seeded RNGs, so
     # the only difference is float summation order (gradient all-reduce, half-batch matmuls).
     for k, v in one["state_dict"].items():
@@ -73,7 +69,7 @@ def test_two_gloo_processes_equal_one_and_resume_with_one(tiny_mnist, workdir):
     assert run_cli(ARGS + ["--data_root", tiny_mnist, "--epochs", "2", "--lognumber", "two",
                            "--resume", "weights/two_checkpoint.pth.tar"])[0] == 0
     assert run_cli(ARGS + ["--data_root", tiny_mnist, "--epochs", "2", "--lognumber", "one2"])[0] == 0
-    resumed, straight = load("weights/two_checkpoint.pth.tar"), load("weights/one2_checkpoint.pth.tar")
+    resumed, straight = load_ckpt("weights/two_checkpoint.pth.tar"), load_ckpt("weights/one2_checkpoint.pth.tar")
     for k, v in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][k], v, atol=1e-5, rtol=0)
 
@@ -95,6 +91,6 @@ def test_two_gloo_processes_on_a_colour_folder_equal_one(tmp_path, workdir):
     proc = torchrun(argv + ["--lognumber", "two"], workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert run_cli(argv + ["--lognumber", "one"])[0] == 0
-    two, one = load("weights/two_checkpoint.pth.tar"), load("weights/one_checkpoint.pth.tar")
+    two, one = load_ckpt("weights/two_checkpoint.pth.tar"), load_ckpt("weights/one_checkpoint.pth.tar")
     for k, v in one["state_dict"].items():  # log_scale too: the likelihood's scale is all-reduced like any weight
         torch.testing.assert_close(two["state_dict"][k], v, atol=1e-5, rtol=0)

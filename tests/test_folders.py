@@ -10,7 +10,6 @@ from PIL import Image
 
 import dataio.placement
 import datasets
-from config.resolve import build_config, given_settings
 from dataio import folders
 from datasets import load_split, reshape_images, train_val_split
 from helpers import assert_cli_error, load_ckpt, run_cli
@@ -220,20 +219,3 @@ def test_where_images_are_kept(monkeypatch):
     assert kept is x and "uint8 in memory" in words
 
 
-def test_default_run_names_follow_the_dataset(tmp_path, workdir):
-    """A run on other data, or of another model, with a default --lognumber never writes over the
-    Fashion-MNIST default run's files."""
-    import train
-
-    root = write_image_folder(str(tmp_path / "d"), n=28, size=(16, 16), layout="flat")
-    for argv, name in ((["--dataset_type", "folder"], "folder_fc_conv_l10_rebalance_no_norm"),
-                       (["--dataset_type", "cifar10", "--preset", "best"], "cifar10_resconv_l10_best"),
-                       (["--dataset_type", "mnist", "--lognumber", "fmnist_mine"], "fmnist_mine"),  # given: kept
-                       ([], "fmnist_fc_conv_l10_rebalance_no_norm"),
-                       (["--preset", "best", "--model_type", "hvae", "--prior", "vamp"], "fmnist_hvae_l10_best_vamp"),
-                       (["--model_type", "fc", "--latent_space_size", "2"], "fmnist_fc_l2_rebalance_no_norm")):
-        assert build_config(given_settings(train.get_args_parser().parse_args(argv))).lognumber == name
-    code, out, err = run_cli(["--dataset_type", "folder", "--data_root", root, "--model_type", "fc", "--epochs", "1",
-                              "--batch-size", "8", "--num_folds", "3", "--no_cuda", "True"])
-    assert code == 0, err
-    assert os.listdir("weights") and all(f.startswith("folder_") for f in os.listdir("weights"))

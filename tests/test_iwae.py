@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from helpers import assert_cli_error, load_ckpt, run_cli, tiny_args
 from evaluation.likelihood import DECODED_PER_PASS, iwae_evaluate, iwae_nll
+from helpers import assert_cli_error, load_ckpt, run_cli, tiny_args
 from models import VAE
 
 

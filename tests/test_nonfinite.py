@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from helpers import (TINY_BATCHES, assert_cli_error, load_ckpt, read_events, run_cli, snapshot, temp_files,
-                     tiny_args)
+from helpers import TINY_BATCHES, assert_cli_error, load_ckpt, read_events, run_cli, snapshot, temp_files, tiny_args
 
 # ------------------------------------------------------------------ non-finite values
 
@@ -79,9 +78,9 @@ def test_logvar_is_clamped_so_kl_and_gradients_stay_finite(model_type):
 
     model = build_model(ModelConfig(model_type=model_type, latent_space_size=4))
     x = torch.rand(8, 1, 28, 28)
+    real_encode = model.encode
     for extreme in (1e4, -1e4):
-        real_encode = model.encode
-        model.encode = lambda x, y=None: (real_encode(x)[0], torch.full((x.shape[0], 4), extreme))
+        model.encode = lambda x, y=None, extreme=extreme: (real_encode(x)[0], torch.full((x.shape[0], 4), extreme))
         logits, mu, logvar = model(x)
         assert logvar.max().item() <= LOGVAR_MAX and logvar.min().item() >= LOGVAR_MIN
         terms = VAELoss()(logits, x, mu, logvar)

@@ -1,10 +1,15 @@
-"""Exact resume: a run stopped after any epoch and resumed is the uninterrupted run."""
+"""Exact resume: a run stopped after any epoch and resumed is the uninterrupted run, whatever its
+schedule, KL controls and model; the 2018 checkpoint resumes too."""
+import math
+import os
 import shutil
 
 import pytest
 import torch
 
-from helpers import read_events, run_cli
+import train
+from helpers import load_ckpt, read_events, run_cli, small_args
+from runtime import optim
 
 EPOCHS = 3
 
@@ -17,10 +22,6 @@ def args(root, name, epochs, *extra):
             "--do_augs", "True", "--do_running_mean", "True", *extra]
 
 
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def run_ok(argv):
     code, out, err = run_cli(argv)
     assert code == 0, err
@@ -30,7 +31,7 @@ def run_ok(argv):
 @pytest.mark.parametrize("reader", ["accumulator", "dataserver"])
 def test_killed_after_any_epoch_and_resumed_is_the_same_run(tiny_mnist, workdir, reader):
     run_ok(args(tiny_mnist, "straight", EPOCHS))
-    straight = load("weights/straight_checkpoint.pth.tar")
+    straight = load_ckpt("weights/straight_checkpoint.pth.tar")
     straight_tb = read_events("tb_logs/straight", reader)
 
     for k in range(1, EPOCHS):
@@ -46,7 +47,7 @@ def test_killed_after_any_epoch_and_resumed_is_the_same_run(tiny_mnist, workdir,
         out = run_ok(args(tiny_mnist, name, EPOCHS, "--resume", ckpt))
         assert f"resumed '{ckpt}' at epoch {k}" in out
 
-        resumed = load(ckpt)
+        resumed = load_ckpt(ckpt)
         for key, w in straight["state_dict"].items():
             assert torch.equal(w, resumed["state_dict"][key]), (k, key)  # bit for bit
         for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
@@ -62,3 +63,62 @@ def test_killed_after_any_epoch_and_resumed_is_the_same_run(tiny_mnist, workdir,
             assert tb[tag] == series, (k, tag)
         assert [s for s, _ in tb["eph_val_loss"]] == list(range(1, EPOCHS + 1))
         assert tb["image:panno"] == [(0, float(EPOCHS))]
+
+
+def test_resume_equals_the_uninterrupted_run(fmnist_small, workdir):
+    assert run_cli(small_args(fmnist_small, epochs=2, name="straight"))[0] == 0
+    assert run_cli(small_args(fmnist_small, epochs=1, name="split"))[0] == 0
+    code, out, err = run_cli(small_args(fmnist_small, "--resume", "weights/split_checkpoint.pth.tar",
+                                   epochs=2, name="split"))
+    assert code == 0, err
+    a, b = load_ckpt("weights/straight_checkpoint.pth.tar"), load_ckpt("weights/split_checkpoint.pth.tar")
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
+    for ha, hb in zip(a["history"], b["history"]):
+        for k in ha:
+            if k != "seconds":
+                assert ha[k] == pytest.approx(hb[k], abs=1e-6), k
+    steps = [s for s, _ in read_events("tb_logs/split")["train_loss"]]
+    assert sorted(steps) == list(range(2 * 19))  # no duplicated or missing steps
+
+
+def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir, reference_ckpt):
+    code, out, err = run_cli(small_args(fmnist_small, "--resume", reference_ckpt, epochs=31, name="ref"))
+    assert code == 0, err
+    ck = load_ckpt("weights/ref_checkpoint.pth.tar")
+    assert ck["epoch"] == 31 and len(ck["history"]) == 1
+    code, out, err = run_cli(small_args(fmnist_small, "--resume", "weights/ref_checkpoint.pth.tar", "--predict",
+                                   "--predict_train", "True", epochs=31, name="ref"))
+    assert code == 0, err
+    files = set(os.listdir("results/ref"))
+    assert {"reconstructions.png", "samples.png", "interpolations.png", "val_mu.npy", "val_y.npy",
+            "test_mu.npy", "test_y.npy", "train_mu.npy", "train_y.npy"} <= files
+    import numpy as np
+
+    assert np.load("results/ref/test_mu.npy").shape == (1000, 10)
+    assert np.load("results/ref/val_y.npy").shape == (600,)
+
+
+def test_warmup_weight_is_exact_after_resume():
+    """The warm-up factor depends only on (epoch, batch): a resumed run continues the ramp."""
+    args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2.5"])
+    ramp = [optim.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
+    assert ramp == sorted(ramp) and math.isclose(ramp[1] - ramp[0], 0.1)
+
+
+def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small, workdir):
+    flags = ["--model_type", "fc", "--conditional", "True", "--lr_schedule", "cosine", "--kl_warmup_epochs",
+             "1.5", "--free_bits", "0.1", "--tensorboard_images", "False"]
+    assert run_cli(small_args(fmnist_small, *flags, epochs=3, name="straight"))[0] == 0
+    # epoch 1's lr is --lr whatever --epochs says, so a 1-epoch run is the first third of a 3-epoch one
+    assert run_cli(small_args(fmnist_small, *flags, epochs=1, name="split"))[0] == 0
+    code, _, err = run_cli(small_args(fmnist_small, *flags, "--resume", "weights/split_checkpoint.pth.tar",
+                                 epochs=3, name="split"))
+    assert code == 0, err
+    a, b = load_ckpt("weights/straight_checkpoint.pth.tar"), load_ckpt("weights/split_checkpoint.pth.tar")
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
+    assert [h["lr"] for h in b["history"]] == pytest.approx([1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
+    ev = read_events("tb_logs/split")
+    assert [v for _, v in ev["train_kl_weight"]] == pytest.approx([v for _, v in read_events(
+        "tb_logs/straight")["train_kl_weight"]])

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from helpers import ROOT, read_events, run_cli
+from helpers import ROOT, assert_cli_error, load_ckpt, read_events, run_cli, small_args
 
 SCALAR_TAGS = ["train_loss", "train_img_loss", "train_kl_loss", "train_ssim", "train_lr",
                "val_loss", "val_img_loss", "val_kl_loss", "val_ssim",
@@ -16,33 +15,17 @@ SCALAR_TAGS = ["train_loss", "train_img_loss", "train_kl_loss", "train_ssim", "t
                "eph_tr_img_loss", "eph_tr_kl_loss", "eph_val_img_loss", "eph_val_kl_loss"]
 
 
-def small(root, *extra, epochs=3, name="t"):
-    return ["--data_root", root, "--epochs", str(epochs), "--batch-size", "128", "--print-freq", "5",
-            "--lognumber", name, "--no_cuda", "True", *extra]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def assert_one_line_error(code, err):
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and "error" in lines[0]
-
-
 def test_short_real_run_learns_and_writes_checkpoints_and_events(fmnist_small, workdir):
-    code, out, err = run_cli(small(fmnist_small))
+    code, out, err = run_cli(small_args(fmnist_small))
     assert code == 0, err
-    ck = load("weights/t_checkpoint.pth.tar")
+    ck = load_ckpt("weights/t_checkpoint.pth.tar")
     assert {"epoch", "optimizer", "state_dict", "best_loss", "args", "scheduler", "rng_state",
             "model_config", "history"} <= set(ck)
     assert ck["epoch"] == 3 and isinstance(ck["args"], dict)
     val = [h["val_loss"] for h in ck["history"]]
     assert val[-1] < val[0] - 20, val  # a real fall, in nats per image
     assert ck["best_loss"] == min(val)
-    assert load("weights/t_best.pth.tar")["epoch"] == val.index(min(val)) + 1
+    assert load_ckpt("weights/t_best.pth.tar")["epoch"] == val.index(min(val)) + 1
     events = read_events("tb_logs/t")
     for tag in SCALAR_TAGS:
         assert tag in events, tag
@@ -52,23 +35,6 @@ def test_short_real_run_learns_and_writes_checkpoints_and_events(fmnist_small, w
     assert events["eph_val_loss"][-1][1] == pytest.approx(val[-1], rel=1e-5)
     assert events["image:panno"][0][1] == 3 and events["image:samples"][0][1] == 3
     assert "Epoch: [0][5/19]" in out and "tensorboard --logdir" in out
-
-
-def test_resume_equals_the_uninterrupted_run(fmnist_small, workdir):
-    assert run_cli(small(fmnist_small, epochs=2, name="straight"))[0] == 0
-    assert run_cli(small(fmnist_small, epochs=1, name="split"))[0] == 0
-    code, out, err = run_cli(small(fmnist_small, "--resume", "weights/split_checkpoint.pth.tar",
-                                   epochs=2, name="split"))
-    assert code == 0, err
-    a, b = load("weights/straight_checkpoint.pth.tar"), load("weights/split_checkpoint.pth.tar")
-    for k in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
-    for ha, hb in zip(a["history"], b["history"]):
-        for k in ha:
-            if k != "seconds":
-                assert ha[k] == pytest.approx(hb[k], abs=1e-6), k
-    steps = [s for s, _ in read_events("tb_logs/split")["train_loss"]]
-    assert sorted(steps) == list(range(2 * 19))  # no duplicated or missing steps
 
 
 def test_reference_checkpoint_evaluates_to_the_2018_metrics(fmnist_root, workdir, reference_ckpt):
@@ -86,23 +52,6 @@ def test_reference_checkpoint_evaluates_to_the_2018_metrics(fmnist_root, workdir
     assert "BCE+KL" in out
 
 
-def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir, reference_ckpt):
-    code, out, err = run_cli(small(fmnist_small, "--resume", reference_ckpt, epochs=31, name="ref"))
-    assert code == 0, err
-    ck = load("weights/ref_checkpoint.pth.tar")
-    assert ck["epoch"] == 31 and len(ck["history"]) == 1
-    code, out, err = run_cli(small(fmnist_small, "--resume", "weights/ref_checkpoint.pth.tar", "--predict",
-                                   "--predict_train", "True", epochs=31, name="ref"))
-    assert code == 0, err
-    files = set(os.listdir("results/ref"))
-    assert {"reconstructions.png", "samples.png", "interpolations.png", "val_mu.npy", "val_y.npy",
-            "test_mu.npy", "test_y.npy", "train_mu.npy", "train_y.npy"} <= files
-    import numpy as np
-
-    assert np.load("results/ref/test_mu.npy").shape == (1000, 10)
-    assert np.load("results/ref/val_y.npy").shape == (600,)
-
-
 @pytest.mark.parametrize("extra", [
     ["--model_type", "fc"],
     ["--model_type", "fcn", "--split_filter", "1"],
@@ -112,9 +61,9 @@ def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir, refere
     ["--optimizer", "sgd", "--lr", "1e-4", "--m1", "1", "--m2", "2", "--latent_space_size", "3"],
 ])
 def test_every_model_loss_and_optimizer_trains(fmnist_small, workdir, extra):
-    code, out, err = run_cli(small(fmnist_small, *extra, "--tensorboard_images", "False", epochs=2))
+    code, out, err = run_cli(small_args(fmnist_small, *extra, "--tensorboard_images", "False", epochs=2))
     assert code == 0, err
-    hist = load("weights/t_checkpoint.pth.tar")["history"]
+    hist = load_ckpt("weights/t_checkpoint.pth.tar")["history"]
     assert hist[1]["train_img_loss"] < hist[0]["train_img_loss"]
     assert hist[1]["val_ssim"] > hist[0]["val_ssim"] - 0.01
     if "--m1" in extra:
@@ -122,10 +71,10 @@ def test_every_model_loss_and_optimizer_trains(fmnist_small, workdir, extra):
 
 
 def test_same_seed_same_losses(fmnist_small, workdir):
-    run_cli(small(fmnist_small, "--tensorboard", "False", epochs=1, name="a"))
-    run_cli(small(fmnist_small, "--tensorboard", "False", epochs=1, name="b"))
-    ha = load("weights/a_checkpoint.pth.tar")["history"][0]
-    hb = load("weights/b_checkpoint.pth.tar")["history"][0]
+    run_cli(small_args(fmnist_small, "--tensorboard", "False", epochs=1, name="a"))
+    run_cli(small_args(fmnist_small, "--tensorboard", "False", epochs=1, name="b"))
+    ha = load_ckpt("weights/a_checkpoint.pth.tar")["history"][0]
+    hb = load_ckpt("weights/b_checkpoint.pth.tar")["history"][0]
     assert {k: v for k, v in ha.items() if k != "seconds"} == {k: v for k, v in hb.items() if k != "seconds"}
 
 
@@ -141,13 +90,13 @@ def test_same_seed_same_losses(fmnist_small, workdir):
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, workdir):
     code, out, err = run_cli(argv)
-    assert_one_line_error(code, err)
+    assert_cli_error(code, err)
 
 
 def test_unwritable_output_folder(tiny_mnist, workdir):
     (workdir / "a_file").write_text("x")
-    code, out, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--weights_dir", "a_file/weights"))
-    assert_one_line_error(code, err)
+    code, out, err = run_cli(small_args(tiny_mnist, "--dataset_type", "mnist", "--weights_dir", "a_file/weights"))
+    assert_cli_error(code, err)
     assert "cannot write" in err
 
 
@@ -161,40 +110,40 @@ def test_no_data_and_no_network(workdir, monkeypatch):
 
     monkeypatch.setattr(datasets.DATASETS["mnist"], "download", offline)
     code, out, err = run_cli(["--dataset_type", "mnist", "--data_root", str(workdir / "nothing")])
-    assert_one_line_error(code, err)
+    assert_cli_error(code, err)
     assert "downloading it failed" in err
 
 
 def test_reference_checkpoint_with_other_flags_is_refused(reference_ckpt, workdir):
     for flags in (["--latent_space_size", "5"], ["--model_type", "fc"]):
         code, _, err = run_cli(["--resume", reference_ckpt, "--evaluate", *flags])
-        assert_one_line_error(code, err)
+        assert_cli_error(code, err)
         assert "does not fit" in err
 
 
 def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
-    args = small(tiny_mnist, "--dataset_type", "mnist", "--latent_space_size", "4", epochs=1, name="z4")
+    args = small_args(tiny_mnist, "--dataset_type", "mnist", "--latent_space_size", "4", epochs=1, name="z4")
     assert run_cli(args)[0] == 0
     good = "weights/z4_checkpoint.pth.tar"
     before = open(good, "rb").read()
     # another latent size than the flags say
-    code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--latent_space_size", "10",
-                                 epochs=2, name="z4"))
-    assert_one_line_error(code, err)
+    code, _, err = run_cli(small_args(tiny_mnist, "--dataset_type", "mnist", "--resume", good,
+                                      "--latent_space_size", "10", epochs=2, name="z4"))
+    assert_cli_error(code, err)
     assert "--latent_space_size 4" in err
     # another model type
-    code, _, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--model_type", "fc",
+    code, _, err = run_cli(small_args(tiny_mnist, "--dataset_type", "mnist", "--resume", good, "--model_type", "fc",
                                  "--latent_space_size", "4", epochs=2, name="z4"))
-    assert_one_line_error(code, err)
+    assert_cli_error(code, err)
     # another dataset
-    code, _, err = run_cli(small(tiny_mnist, "--resume", good, "--dataset_type", "fmnist", epochs=2, name="z4"))
-    assert_one_line_error(code, err)
+    code, _, err = run_cli(small_args(tiny_mnist, "--resume", good, "--dataset_type", "fmnist", epochs=2, name="z4"))
+    assert_cli_error(code, err)
     assert "trained on mnist" in err
     # truncated and garbage files
     with open("weights/trunc.pth.tar", "wb") as f:
         f.write(before[: len(before) // 2])
-    code, _, err = run_cli(small(tiny_mnist, "--resume", "weights/trunc.pth.tar", epochs=2))
-    assert_one_line_error(code, err)
+    code, _, err = run_cli(small_args(tiny_mnist, "--resume", "weights/trunc.pth.tar", epochs=2))
+    assert_cli_error(code, err)
     assert "corrupt" in err
     # a pickle that would run code when loaded without weights_only
     marker = workdir / "pwned"
@@ -205,18 +154,18 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_mnist, workdir):
 
     with open("weights/evil.pth.tar", "wb") as f:
         pickle.dump({"state_dict": Payload()}, f)
-    code, _, err = run_cli(small(tiny_mnist, "--resume", "weights/evil.pth.tar", epochs=2))
-    assert_one_line_error(code, err)
+    code, _, err = run_cli(small_args(tiny_mnist, "--resume", "weights/evil.pth.tar", epochs=2))
+    assert_cli_error(code, err)
     assert not marker.exists()
     assert open(good, "rb").read() == before
 
 
 def test_non_finite_loss_stops_and_keeps_the_checkpoint(tiny_mnist, workdir):
-    base = small(tiny_mnist, "--dataset_type", "mnist", "--tensorboard", "False", epochs=1, name="nan")
+    base = small_args(tiny_mnist, "--dataset_type", "mnist", "--tensorboard", "False", epochs=1, name="nan")
     assert run_cli(base)[0] == 0
     before = open("weights/nan_checkpoint.pth.tar", "rb").read()
     code, _, err = run_cli(base + ["--optimizer", "sgd", "--lr", "1e12", "--overwrite"])
-    assert_one_line_error(code, err)
+    assert_cli_error(code, err)
     assert "non-finite loss" in err and "global step" in err
     assert open("weights/nan_checkpoint.pth.tar", "rb").read() == before
 
@@ -234,10 +183,10 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tiny_mnist, workdir, monkeypa
         return real(*a, **k)
 
     monkeypatch.setattr(train, "train_one_epoch", interrupt_second)
-    code, out, err = run_cli(small(tiny_mnist, "--dataset_type", "mnist", epochs=3, name="int"))
+    code, out, err = run_cli(small_args(tiny_mnist, "--dataset_type", "mnist", epochs=3, name="int"))
     assert code == 130
     assert "holds epoch 1" in err
-    assert load("weights/int_checkpoint.pth.tar")["epoch"] == 1
+    assert load_ckpt("weights/int_checkpoint.pth.tar")["epoch"] == 1
 
 
 def test_help_documents_every_2018_flag():
@@ -257,6 +206,6 @@ def test_help_documents_every_2018_flag():
 def test_real_entry_point_errors(argv, needle, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv], cwd=tmp_path,
                           capture_output=True, text=True)
-    assert_one_line_error(proc.returncode, proc.stderr)
+    assert_cli_error(proc.returncode, proc.stderr)
     assert needle in proc.stderr
     assert not os.listdir(tmp_path)  # nothing written

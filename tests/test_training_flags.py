@@ -1,22 +1,15 @@
-"""Issue 5's model and flags: resconv, --conditional, KL warm-up, free bits, bce_ssim, cosine LR, --preset."""
-import math
+"""The model and training flags beyond 2018: resconv, --conditional, KL warm-up, free bits, bce_ssim,
+cosine LR (their resume: test_resume.py; --preset: test_presets.py)."""
 import os
 
 import pytest
 import torch
 
 import train
-from config.run_config import PRESETS
-from runtime import optim
-from helpers import assert_cli_error, load_ckpt, read_events, run_cli
+from helpers import assert_cli_error, load_ckpt, read_events, run_cli, small_args
 from losses import VAELoss, bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
 from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
-
-
-def small(root, *extra, epochs=2, name="q"):
-    return ["--data_root", root, "--epochs", str(epochs), "--batch-size", "128", "--print-freq", "5",
-            "--lognumber", name, "--no_cuda", "True", *extra]
-
+from runtime import optim
 
 # ---------------------------------------------------------------- models
 
@@ -118,28 +111,12 @@ def test_cosine_schedule_closed_form():
 # ---------------------------------------------------------------- --preset
 
 
-def test_preset_sets_defaults_and_explicit_flags_win():
-    p = train.get_args_parser()
-    best = p.parse_args(["--preset", "best"])
-    for k, v in PRESETS["best"].items():
-        assert getattr(best, k) == v
-    mixed = p.parse_args(["--epochs", "3", "--preset", "best"])
-    assert mixed.epochs == 3 and mixed.model_type == "resconv"
-    assert p.parse_args([]).model_type == "fc_conv"  # the parser's own defaults are untouched
-    assert p.get_default("epochs") == 30
-
-
-def test_unknown_preset_is_one_line(workdir):
-    code, out, err = run_cli(["--preset", "fastest"])
-    assert_cli_error(code, err, "--preset", "fastest")
-
-
 # ---------------------------------------------------------------- end to end
 
 
 def test_resconv_with_kl_controls_learns_and_logs_them(fmnist_small, workdir):
-    code, out, err = run_cli(small(fmnist_small, "--model_type", "resconv", "--kl_warmup_epochs", "1",
-                                   "--free_bits", "0.25", "--lr_schedule", "cosine", "--epochs", "3"))
+    code, out, err = run_cli(small_args(fmnist_small, "--model_type", "resconv", "--kl_warmup_epochs", "1",
+                                        "--free_bits", "0.25", "--lr_schedule", "cosine", epochs=3, name="q"))
     assert code == 0, err
     ck = load_ckpt("weights/q_checkpoint.pth.tar")
     val = [h["val_loss"] for h in ck["history"]]
@@ -154,8 +131,8 @@ def test_resconv_with_kl_controls_learns_and_logs_them(fmnist_small, workdir):
 
 
 def test_bce_ssim_run_trains(fmnist_small, workdir):
-    code, out, err = run_cli(small(fmnist_small, "--image_loss_type", "bce_ssim", "--ssim_weight", "0.5",
-                                   "--tensorboard_images", "False"))
+    code, out, err = run_cli(small_args(fmnist_small, "--image_loss_type", "bce_ssim", "--ssim_weight", "0.5",
+                                   "--tensorboard_images", "False", epochs=2, name="q"))
     assert code == 0, err
     hist = load_ckpt("weights/q_checkpoint.pth.tar")["history"]
     assert hist[-1]["val_loss"] < hist[0]["val_loss"] and hist[-1]["val_ssim"] > hist[0]["val_ssim"]
@@ -164,18 +141,19 @@ def test_bce_ssim_run_trains(fmnist_small, workdir):
 
 
 def test_conditional_run_draws_class_grids_and_resumes(fmnist_small, workdir):
-    code, out, err = run_cli(small(fmnist_small, "--conditional", "True", "--model_type", "fc", "--epochs", "2"))
+    code, out, err = run_cli(small_args(fmnist_small, "--conditional", "True", "--model_type", "fc", epochs=2,
+                                        name="q"))
     assert code == 0, err
     hist = load_ckpt("weights/q_checkpoint.pth.tar")["history"]
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]
     ev = read_events("tb_logs/q")
     assert ev["image:class_samples"][0][1] == 2 and ev["image:samples"][0][1] == 2
     ck = "weights/q_checkpoint.pth.tar"
-    code, out, err = run_cli(small(fmnist_small, "--model_type", "fc", "--resume", ck, "--epochs", "3",
-                                   "--conditional", "False"))
+    code, out, err = run_cli(small_args(fmnist_small, "--model_type", "fc", "--resume", ck, "--epochs", "3",
+                                   "--conditional", "False", epochs=2, name="q"))
     assert_cli_error(code, err, "--conditional True")
-    code, out, err = run_cli(small(fmnist_small, "--conditional", "True", "--model_type", "fc", "--resume", ck,
-                                   "--epochs", "3"))
+    code, out, err = run_cli(small_args(fmnist_small, "--conditional", "True", "--model_type", "fc", "--resume", ck,
+                                   "--epochs", "3", epochs=2, name="q"))
     assert code == 0, err
     code, out, err = run_cli(["--data_root", fmnist_small, "--model_type", "fc", "--conditional", "True",
                               "--resume", ck, "--predict", "--evaluate", "--lognumber", "q", "--no_cuda", "True"])
@@ -191,34 +169,9 @@ def test_warmup_with_running_mean_is_refused(workdir):
     assert_cli_error(code, err, "--kl_warmup_epochs")
 
 
-def test_warmup_weight_is_exact_after_resume():
-    """The warm-up factor depends only on (epoch, batch): a resumed run continues the ramp."""
-    args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2.5"])
-    ramp = [optim.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
-    assert ramp == sorted(ramp) and math.isclose(ramp[1] - ramp[0], 0.1)
-
-
-def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small, workdir):
-    flags = ["--model_type", "fc", "--conditional", "True", "--lr_schedule", "cosine", "--kl_warmup_epochs",
-             "1.5", "--free_bits", "0.1", "--tensorboard_images", "False"]
-    assert run_cli(small(fmnist_small, *flags, epochs=3, name="straight"))[0] == 0
-    # epoch 1's lr is --lr whatever --epochs says, so a 1-epoch run is the first third of a 3-epoch one
-    assert run_cli(small(fmnist_small, *flags, epochs=1, name="split"))[0] == 0
-    code, _, err = run_cli(small(fmnist_small, *flags, "--resume", "weights/split_checkpoint.pth.tar",
-                                 epochs=3, name="split"))
-    assert code == 0, err
-    a, b = load_ckpt("weights/straight_checkpoint.pth.tar"), load_ckpt("weights/split_checkpoint.pth.tar")
-    for k in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
-    assert [h["lr"] for h in b["history"]] == pytest.approx([1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
-    ev = read_events("tb_logs/split")
-    assert [v for _, v in ev["train_kl_weight"]] == pytest.approx([v for _, v in read_events(
-        "tb_logs/straight")["train_kl_weight"]])
-
-
 def test_compare_embeddings_refuses_a_conditional_checkpoint(tmp_path):
-    from runtime.checkpoints import save_checkpoint
     from evaluation.embeddings import load_vae
+    from runtime.checkpoints import save_checkpoint
     from utils import VaeLabError
 
     cfg = ModelConfig(model_type="fc", conditional=True)
