@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make train   set up .venv and train the 2018 best model (python3 train.py)
-#   make test    set up .venv and run the test suite
+#   make test    set up .venv, lint (ruff) and run the test suite
 #   make tensorboard   watch tb_logs/ in TensorBoard (installed into .venv the first time)
 # VENV can point elsewhere (CI keeps one per requirements hash outside the clone).
 VENV ?= .venv
@@ -23,7 +23,9 @@ train: venv
 	@echo "Checkpoints: weights/  (resume with --resume weights/<lognumber>_checkpoint.pth.tar)"
 	@echo "TensorBoard: make tensorboard"
 
+# ruff first (pyproject.toml): the tree stays at zero findings
 test: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 # The viewer is not needed to train or test, so it is not in requirements.txt.

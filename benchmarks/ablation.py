@@ -19,15 +19,16 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from fileio.atomic import write_json, write_text  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli  # noqa: E402
+from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
+
+from fileio.atomic import write_json, write_text
+from utils import OneLineParser, positive_int, run_cli
 
 Flags = list[str]
 

@@ -15,7 +15,6 @@ Plus the full ``python3 train.py`` as a subprocess (wall clock, peak RSS, its me
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
@@ -32,15 +31,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the benchmarks import the project's modules
     sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
+import torch
 
-import engine  # noqa: E402
-from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_split  # noqa: E402
-from evaluation.metrics import batch_metrics  # noqa: E402
-from losses import VAELoss  # noqa: E402
-from models import ModelConfig, build_model  # noqa: E402
-from runtime.optim import make_optimizer  # noqa: E402
-from runtime.tensorboard import RunWriter  # noqa: E402
+import engine
+from config.run_config import RunConfig, model_config
+from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_split
+from evaluation.metrics import batch_metrics
+from losses import VAELoss
+from models import build_model
+from runtime.optim import make_optimizer
+from runtime.tensorboard import RunWriter
 
 METHODS = ("train.py", "bare", "2018")
 # The 2018 best checkpoint on the same validation fold (shared/reference/README.md).
@@ -68,18 +68,21 @@ def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
                 tr.tolist(), va.tolist())
 
 
-def train_args(argv: list[str] = ()) -> argparse.Namespace:
-    """train.py's flags (its defaults unless ``argv`` says otherwise)."""
-    import train  # the CLI's parser: its defaults are the 2018 best command
+def train_args(argv: list[str] = ()) -> RunConfig:
+    """The run config train.py builds from these flags (its defaults, the 2018 best command, unless
+    ``argv`` says otherwise): what its engine is handed."""
+    import train  # the CLI's parser
+    from config.resolve import build_config, given_settings
 
-    return train.get_args_parser().parse_args(list(argv))
+    return build_config(given_settings(train.get_args_parser().parse_args(list(argv))))
 
 
 def build(model_type: str, device: torch.device, seed: int = 0):
-    """(model, optimizer, loss) as train.py builds them."""
+    """(model, optimizer, loss) as train.py builds them for the 2018 best command with ``--model_type``."""
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(model_type=model_type)).to(device)
-    return model, make_optimizer("adam", model.parameters(), 1e-3), VAELoss("bce")
+    cfg = RunConfig(model_type=model_type)
+    model = build_model(model_config(cfg)).to(device)
+    return model, make_optimizer(cfg.optimizer, model.parameters(), cfg.lr), VAELoss(cfg.image_loss_type)
 
 
 def sync(device: torch.device) -> None:
@@ -110,8 +113,8 @@ def train_trainpy(model, optimizer, loss_fn, x: torch.Tensor, args, epoch: int =
     :func:`scratch_writer`, as train.py writes them), ``net`` the compiled model if any."""
     generator = torch.Generator().manual_seed(epoch)
     with contextlib.redirect_stdout(io.StringIO()):
-        engine.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args, epoch,
-                              generator, writer)
+        engine.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args,
+                               epoch, generator, writer)
 
 
 def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed: int = 0) -> None:
@@ -231,7 +234,7 @@ def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dic
     its own training time and the last epoch's validation metrics from the checkpoint."""
     workdir = workdir or tempfile.mkdtemp(prefix="vae_lab_bench_")
     cmd = [sys.executable, "-c", _PEAK_RSS_WRAPPER, os.path.join(ROOT, "train.py"),
-           "--data_root", os.path.abspath(data_root), "--lognumber", "bench", *argv]
+           "--data_root", os.path.abspath(data_root), "--lognumber", "bench", "--overwrite", *argv]
     out_path, err_path = os.path.join(workdir, "stdout.txt"), os.path.join(workdir, "stderr.txt")
     with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
         t0 = time.perf_counter()

@@ -22,12 +22,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import ROOT, add_sweep_args, cell, command_line, mean_std, run_scored, start  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from datasets import CACHE_DIR, CLASS_NAMES, ensure_raw_files, load_split  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli  # noqa: E402
+from sweep import ROOT, add_sweep_args, cell, command_line, mean_std, run_scored, start
+
+from datasets import CACHE_DIR, CLASS_NAMES, ensure_raw_files, load_split
+from fileio.atomic import write_json, write_text
+from utils import OneLineParser, positive_int, run_cli
 
 METRICS = (("val_bce_kl", ".2f"), ("val_ssim", ".4f"), ("knn_acc", ".4f"), ("seconds_per_epoch", ".2f"))
 

@@ -16,15 +16,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import run_splits  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from datasets import Split  # noqa: E402
-from evaluation.likelihood import iwae_evaluate  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli  # noqa: E402
+from sweep import command_line, run_splits
+
+from datasets import Split
+from evaluation.likelihood import iwae_evaluate
+from fileio.atomic import write_json, write_text
+from runtime.checkpoints import load_model
+from utils import OneLineParser, positive_int, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,10 +43,9 @@ def main(args: argparse.Namespace) -> list[dict]:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     rows = []
     for path in args.checkpoints:
-        ckpt = load_checkpoint(path)
-        seed = ckpt["args"]["seed"]
-        model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path)
-        _, val, _ = run_splits(ckpt, args.data_root)
+        model, run = load_model(path)
+        seed = run.seed
+        _, val, _ = run_splits(run, args.data_root)
         t0 = time.perf_counter()
         fold = iwae_evaluate(model, val, torch.device("cpu"), args.k, seed=seed, labels=model.conditional)
         part = iwae_evaluate(model, Split(val.x[:args.images], val.y[:args.images]), torch.device("cpu"), args.k,
@@ -56,7 +55,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                      "offset": part - fold, "seconds": time.perf_counter() - t0})
         print(rows[-1], flush=True)
     lines = [f"# IWAE bound (K = {args.k}) on the validation fold's first {args.images} images vs the whole fold", "",
-             f"`python3 benchmarks/iwae_subset.py {' '.join(sys.argv[1:])}`; nats per image, lower is better.", "",
+             f"`{command_line('iwae_subset.py')}`; nats per image, lower is better.", "",
              "| checkpoint | family | first N | whole fold | subset - fold |", "|---|---|---|---|---|"]
     lines += [f"| {r['checkpoint']} | {r['family']} | {r['subset']:.2f} | {r['fold']:.2f} | {r['offset']:+.2f} |"
               for r in rows]

@@ -21,12 +21,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import (KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std,  # noqa: E402
-                   run_scored, start)
-import torch  # noqa: E402
+import torch
 
-from fileio.atomic import write_json, write_text  # noqa: E402
-from utils import OneLineParser, non_negative_int, positive_int, run_cli  # noqa: E402
+from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
+
+from fileio.atomic import write_json, write_text
+from utils import OneLineParser, non_negative_int, positive_int, run_cli
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {

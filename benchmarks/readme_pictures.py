@@ -20,17 +20,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
+import torch
 
-import train  # noqa: E402
-from datasets import CLASS_NAMES, as_float, train_val_split  # noqa: E402
-from evaluation.latent_pictures import write_latent_map, write_traversals  # noqa: E402
-from evaluation.metrics import posterior_means  # noqa: E402
-from evaluation.pictures import fixed_codes, image_grids, save_png  # noqa: E402
-from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
+import train
+from config.run_config import data_options
+from datasets import CLASS_NAMES, as_float, train_val_split
+from evaluation.latent_pictures import write_latent_map, write_traversals
+from evaluation.metrics import posterior_means
+from evaluation.pictures import fixed_codes, image_grids, save_png
+from evaluation.samplers import GaussianMixtureSampler
+from runtime.checkpoints import load_model
+from utils import OneLineParser, positive_int, run_cli, select_device
 
 DEFAULT_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_resconv_l10_best_best.pth.tar")
 DEFAULT_MAP_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_fc_conv_l2_best.pth.tar")
@@ -43,6 +43,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--map_checkpoint", default=DEFAULT_MAP_CHECKPOINT, help="a model with a 2-d latent code")
     p.add_argument("--train", action="store_true",
                    help="first train `train.py --preset best` and `train.py --latent_space_size 2` into weights/")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --train: replace runs of those names already in weights/ (else refused)")
     p.add_argument("--data_root", default="data")
     p.add_argument("--gmm_components", type=positive_int, default=10)
     p.add_argument("--scale", type=positive_int, default=3, help="upscaling factor of the grids (nearest neighbour)")
@@ -52,11 +54,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, data_root: str, device: torch.device):
-    ckpt = load_checkpoint(path)
-    run = ckpt["args"]
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path).to(device)
-    train_set, val = train_val_split(run["dataset_type"], data_root, run["fold"], run["num_folds"], run["seed"])
-    return model, run, train_set, val
+    """A checkpoint's model on ``device``, the config of its run, and that run's training and validation folds."""
+    model, run = load_model(path)
+    train_set, val = train_val_split(run.dataset_type, data_root, run.fold, run.num_folds, run.seed,
+                                     **data_options(run))
+    return model.to(device), run, train_set, val
 
 
 def _save_upscaled(grid: torch.Tensor, path: str, scale: int) -> None:
@@ -67,15 +69,17 @@ def _save_upscaled(grid: torch.Tensor, path: str, scale: int) -> None:
 def main(args: argparse.Namespace) -> dict[str, str]:
     if args.train:
         common = ["--data_root", args.data_root, "--tensorboard_images", "False"]
+        if args.overwrite:  # weights/ also holds the user's own `train.py --preset best`: replaced when asked only
+            common.append("--overwrite")
         args.checkpoint = train.main(train.get_args_parser().parse_args(["--preset", "best", *common]))["best"]
         args.map_checkpoint = train.main(train.get_args_parser().parse_args(
             ["--latent_space_size", "2", "--lognumber", "fmnist_fc_conv_l2", *common]))["best"]
     device = select_device("auto")
     model, run, train_set, val = _load(args.checkpoint, args.data_root, device)
-    gmm = GaussianMixtureSampler.fit(posterior_means(model, train_set, device), args.gmm_components, run["seed"])
+    gmm = GaussianMixtureSampler.fit(posterior_means(model, train_set, device), args.gmm_components, run.seed)
     grids = image_grids(model, as_float(val.x[:16].to(device)), val.y[:16].to(device),
-                        fixed_codes(run["seed"], model, device), interpolations=True,
-                        z_gmm=fixed_codes(run["seed"], model, device, gmm=gmm))
+                        fixed_codes(run.seed, model, device), interpolations=True,
+                        z_gmm=fixed_codes(run.seed, model, device, gmm=gmm))
     os.makedirs(args.out, exist_ok=True)
     paths = {name: os.path.join(args.out, f"{args.prefix}_{name}.png") for name in
              ("reconstructions", "samples_prior_vs_gmm", "interpolations", "traversals", "latent_map_2d")}
@@ -87,8 +91,8 @@ def main(args: argparse.Namespace) -> dict[str, str]:
     write_traversals(model, val, device, paths["traversals"])
     print(f"wrote {paths['traversals']}")
     map_model, map_run, _, map_val = _load(args.map_checkpoint, args.data_root, device)
-    write_latent_map(map_model, map_val, device, paths["latent_map_2d"], CLASS_NAMES[map_run["dataset_type"]],
-                     map_run["seed"])
+    write_latent_map(map_model, map_val, device, paths["latent_map_2d"], CLASS_NAMES[map_run.dataset_type],
+                     map_run.seed)
     print(f"wrote {paths['latent_map_2d']}")
     return paths
 

@@ -18,12 +18,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import ROOT, cell, mean_std, parse_seeds  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-import train  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from utils import OneLineParser, run_cli  # noqa: E402
+from sweep import ROOT, cell, mean_std, parse_seeds
+
+import train
+from fileio.atomic import write_json, write_text
+from utils import OneLineParser, run_cli
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
 METRICS = ("bce", "kl", "bce_kl", "ssim")
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         summary = _train(["--seed", str(seed), "--epochs", str(args.epochs), "--data_root", args.data_root,
                           "--weights_dir", args.work_dir, "--lognumber", name, "--tensorboard", "False",
-                          "--tensorboard_images", "False"])
+                          "--tensorboard_images", "False", "--overwrite"])  # a rerun replaces the seed's run
         seconds = time.perf_counter() - t0
         ev = _evaluate(summary["best"], args.work_dir, args.data_root, name)
         runs.append({"seed": seed, "train_seconds": seconds, **ev})

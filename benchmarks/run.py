@@ -12,15 +12,16 @@ Writes benchmarks/results.md (and results.json beside it).
 from __future__ import annotations
 
 import argparse
-import shlex
 import math
 import os
+import shlex
 import sys
 import time
 
 import torch
 
 import baselines as B  # puts the project root on sys.path
+
 from fileio.atomic import write_json, write_text
 from runtime import accelerators
 
@@ -152,7 +153,8 @@ def report(results: dict) -> str:
         rows = []
         for r in dres["grid"]:
             rows.append([r["model"], r["batch"], r["train_train.py"], r["train_bare"], r["train_2018"],
-                         f"{r['train_bare'] / r['train_train.py']:.2f}x", f"{r['train_train.py'] / r['train_2018']:.1f}x",
+                         f"{r['train_bare'] / r['train_train.py']:.2f}x",
+                         f"{r['train_train.py'] / r['train_2018']:.1f}x",
                          r["eval_train.py"], r["eval_bare"], r["eval_2018"],
                          f"{r['eval_bare'] / r['eval_train.py']:.2f}x", f"{r['eval_train.py'] / r['eval_2018']:.1f}x"])
         lines.append("### Images per second\n")
@@ -176,7 +178,8 @@ def report(results: dict) -> str:
                                   "compile time (first - steady)"], vrows) + "\n")
         ab = dres.get("malloc_ab")
         if ab:
-            lines.append("### malloc tuning (accelerators.tune_malloc, as train.py calls it), bare fc_conv loop, batch 512\n")
+            lines.append("### malloc tuning (accelerators.tune_malloc, as train.py calls it), bare fc_conv loop, "
+                         "batch 512\n")
             lines.append("Fresh processes, alternating, median of 3 (every other measurement above runs with it on).\n")
             lines.append(B.table(["glibc malloc", "ms per step", "minor page faults per step", "each run (ms/step)"], [
                 [mode, f"{ab[mode]['step_ms']:.2f}", f"{ab[mode]['faults_per_step']:.0f}",
@@ -205,7 +208,8 @@ def targets(dev: str, dres: dict) -> list[list]:
         ratio = default["train_bare"] / default["train_train.py"]
         speedup = default["train_train.py"] / default["train_2018"]
         out += [["training time vs the bare eager loop", f"{ratio:.2f}x", "<= 1.3x", "yes" if ratio <= 1.3 else "no"],
-                ["training speed vs the 2018 DataLoader", f"{speedup:.1f}x", ">= 10x", "yes" if speedup >= 10 else "no"]]
+                ["training speed vs the 2018 DataLoader", f"{speedup:.1f}x", ">= 10x",
+                 "yes" if speedup >= 10 else "no"]]
     fr = dres.get("full_run")
     if fr and dev == "cpu":
         out += [["30-epoch python3 train.py, wall clock with start", f"{fr['wall_s']:.1f} s", "<= 20 s",

@@ -23,19 +23,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import add_sweep_args, cell, command_line, mean_std, official_split, run_scored, start  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from datasets import Split, kfold_indices  # noqa: E402
-from evaluation.modes import sample_scores  # noqa: E402
-from evaluation.metrics import posterior_means  # noqa: E402
-from evaluation.sample_quality import (COMPARABILITY, feature_stats, frechet_distance,  # noqa: E402
-                                       load_or_train_classifier)
-from evaluation.samplers import GaussianMixtureSampler  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
+from sweep import add_sweep_args, cell, command_line, mean_std, official_split, run_scored, start
+
+from datasets import Split, kfold_indices
+from evaluation.metrics import posterior_means
+from evaluation.modes import sample_scores
+from evaluation.sample_quality import COMPARABILITY, feature_stats, frechet_distance, load_or_train_classifier
+from evaluation.samplers import GaussianMixtureSampler
+from fileio.atomic import write_json, write_text
+from runtime.checkpoints import load_model
+from utils import OneLineParser, positive_int, run_cli, select_device
 
 CONFIGS: dict[str, tuple[list[str], str]] = {
     "2018": ([], "the 2018 best command (fc_conv, 30 epochs)"),
@@ -64,12 +63,12 @@ def _classifier(data_root: str, weights_dir: str, device_name: str):
 
 def score_samples(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
     """FIDs (test set) of one checkpoint's prior and GMM samples and reconstructions."""
-    ckpt = load_checkpoint(best_ckpt)
-    run, device = ckpt["args"], select_device(args.device)
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
+    model, run = load_model(best_ckpt)
+    device = select_device(args.device)
+    model = model.to(device)
     full_train = official_split("fmnist", os.path.abspath(args.data_root), True)
     test = official_split("fmnist", os.path.abspath(args.data_root), False)
-    tr, _ = kfold_indices(full_train.y, run["fold"], run["num_folds"], run["seed"])  # the run's training fold
+    tr, _ = kfold_indices(full_train.y, run.fold, run.num_folds, run.seed)  # the run's training fold
     train = Split(full_train.x[torch.from_numpy(tr)], full_train.y[torch.from_numpy(tr)])
     t0 = time.perf_counter()
     gmm = GaussianMixtureSampler.fit(posterior_means(model, train, device), args.gmm_components, seed)

@@ -22,16 +22,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import ROOT, command_line  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-import train  # noqa: E402
-from datasets import train_val_split  # noqa: E402
-from evaluation.metrics import evaluate  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import OneLineParser, positive_int, run_cli, select_device  # noqa: E402
+from sweep import ROOT, command_line
+
+import train
+from config.run_config import data_options
+from datasets import train_val_split
+from evaluation.metrics import evaluate
+from fileio.atomic import write_json, write_text
+from runtime.checkpoints import load_model
+from utils import OneLineParser, positive_int, run_cli, select_device
 
 SHAPES = ((28, 1), (32, 1), (64, 1), (28, 3))  # (image size, channels)
 MODELS = ("fc", "resconv")
@@ -62,12 +63,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     argv = ["--dataset_type", "fmnist", "--data_root", args.data_root, "--image_size", str(size), "--channels",
             str(channels), "--model_type", model_type, "--image_loss_type", "logistic", "--epochs", str(args.epochs),
             "--seed", str(args.seed), "--weights_dir", args.work_dir, "--lognumber", name, "--tensorboard", "False",
-            "--tensorboard_images", "False", "--print-freq", str(10**6), "--device", args.device]
+            "--tensorboard_images", "False", "--print-freq", str(10**6), "--device", args.device,
+            "--overwrite"]  # a rerun of the benchmark replaces its row's run in --work_dir
     summary = train.main(train.get_args_parser().parse_args(argv))
     device = select_device(args.device)
-    ckpt = load_checkpoint(summary["best"])
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), summary["best"]).to(device)
-    _, val = train_val_split("fmnist", args.data_root, 0, 5, args.seed, image_size=size, channels=channels)
+    model, run = load_model(summary["best"])
+    model = model.to(device)
+    _, val = train_val_split(run.dataset_type, args.data_root, run.fold, run.num_folds, run.seed, **data_options(run))
     ev = evaluate(model, val, device, batch_size=500)
     return {"row": name, "model": model_type, "image_size": size, "channels": channels,
             "params": sum(p.numel() for p in model.parameters()), "epochs": len(summary["history"]),

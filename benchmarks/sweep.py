@@ -1,4 +1,6 @@
-"""The training sweep shared by ablation.py and quality.py: train.py command lines, scored.
+"""The training sweep: train.py command lines, scored. ablation.py, quality.py, samples.py and
+folder_vs_fmnist.py run their configurations through it; unet_skips.py, shapes.py,
+reproduce_2018.py and iwae_subset.py use its helpers (report cells, seeds, a run's data splits).
 
 Each run is a train.py command line parsed by train.py's own parser (so presets, flag types
 and cross-flag checks apply), trained through ``train.main`` and scored on its best
@@ -18,28 +20,28 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the benchmarks import the project's modules
     sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
+import torch
 
-import train  # noqa: E402
-from datasets import TEST_FRACTION, Split, data_options, kfold_indices, load_split  # noqa: E402
-from evaluation.knn import sampled_test_accuracy  # noqa: E402
-from evaluation.likelihood import iwae_evaluate  # noqa: E402
-from evaluation.metrics import evaluate, posterior_means  # noqa: E402
-from fileio.atomic import write_json  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import VaeLabError, positive_int, select_device  # noqa: E402
+import train
+from config.run_config import RunConfig, data_options
+from datasets import TEST_FRACTION, Split, kfold_indices, load_split
+from evaluation.knn import sampled_test_accuracy
+from evaluation.likelihood import iwae_evaluate
+from evaluation.metrics import evaluate, posterior_means
+from fileio.atomic import write_json
+from runtime.checkpoints import load_checkpoint, load_model
+from utils import VaeLabError, positive_int, select_device
 
 KNN_K = 10
 KNN_DRAWS = 5
 # What decides a score: the product's code and the scoring code here (not the reports).
-SOURCE_DIRS = ("models", "losses", "runtime", "evaluation", "fileio", "dataio")
+SOURCE_DIRS = ("config", "models", "losses", "runtime", "evaluation", "fileio", "dataio")
 SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "utils.py", "requirements.txt", "benchmarks/sweep.py")
 
 
@@ -65,13 +67,13 @@ def official_split(dataset: str, data_root: str, train_set: bool, image_size: in
     return load_split(dataset, data_root, train_set, image_size, channels, test_fraction)
 
 
-def run_splits(ckpt: dict, data_root: str) -> tuple[Split, Split, Split]:
-    """A checkpoint's official training set, its run's own validation fold, and the test set."""
-    saved = ckpt["args"]
-    options = data_options(saved)
-    full_train = official_split(saved["dataset_type"], os.path.abspath(data_root), True, **options)
-    test = official_split(saved["dataset_type"], os.path.abspath(data_root), False, **options)
-    _, va = kfold_indices(full_train.y, saved["fold"], saved["num_folds"], saved["seed"])
+def run_splits(run: RunConfig, data_root: str) -> tuple[Split, Split, Split]:
+    """The official training set of a run (its config, runtime.checkpoints.load_model), the run's own
+    validation fold, and the test set, read from ``data_root`` (this machine's copy of its data)."""
+    options = data_options(run)
+    full_train = official_split(run.dataset_type, os.path.abspath(data_root), True, **options)
+    test = official_split(run.dataset_type, os.path.abspath(data_root), False, **options)
+    _, va = kfold_indices(full_train.y, run.fold, run.num_folds, run.seed)
     va_t = torch.from_numpy(va)
     return full_train, Split(full_train.x[va_t], full_train.y[va_t]), test
 
@@ -84,8 +86,9 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     CPU hours per model)."""
     ckpt = load_checkpoint(best_ckpt)
     device = select_device(device_name)
-    model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), best_ckpt).to(device)
-    full_train, val, test = run_splits(ckpt, data_root)
+    model, run = load_model(best_ckpt, ckpt)
+    model = model.to(device)
+    full_train, val, test = run_splits(run, data_root)
     # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
     ev = evaluate(model, val, device, window_size=5, batch_size=512)
     out = {"val_bce_kl": ev["bce_kl"], "val_bce": ev["bce"], "val_kl": ev["kl"], "val_ssim": ev["ssim"],
@@ -190,7 +193,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def shown_path(path: str) -> str:
+    """A path as a report shows it: relative to the repository when inside it (``docs/img/x.png``,
+    not this machine's ``/home/.../docs/img/x.png``), else as given."""
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, ROOT)
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def command_line(script: str) -> str:
-    """How this sweep was started, for the report (the script's own flags)."""
-    cmd = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(script) else ""
-    return f"python3 benchmarks/{script} {cmd}".strip()
+    """How this sweep was started, for the report: the script's own flags as typed, a path inside
+    the repository shown relative to it (:func:`shown_path`)."""
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(script) else []
+    return " ".join(["python3", f"benchmarks/{script}", *map(shown_path, argv)])

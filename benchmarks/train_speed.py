@@ -17,10 +17,12 @@ import shlex
 import sys
 import time
 
+import torch
+
 import baselines as B  # puts the project root on sys.path
+
 from fileio.atomic import write_text
 from runtime import accelerators
-import torch
 
 TARGET = 8.0  # issue 2: at least 8x the 2018 way on a 2-core CPU
 
@@ -86,16 +88,19 @@ def write_report(args: argparse.Namespace, res: dict) -> None:
          ", ".join(f"{t:.2f}" for t in times["train.py"])],
         ["2018: per-sample DataLoader + PIL ToTensor, shuffle=True", ips["2018"],
          ", ".join(f"{t:.2f}" for t in times["2018"])],
-        ["ratio", f"{res['ratio']:.1f}x (target >= {TARGET:.0f}x: {'met' if res['ratio'] >= TARGET else 'not met'})", ""],
+        ["ratio", f"{res['ratio']:.1f}x (target >= {TARGET:.0f}x: {'met' if res['ratio'] >= TARGET else 'not met'})",
+         ""],
     ]) + "\n")
     fr = res["full_run"]
     if fr:
-        lines.append("The full default run, `python3 train.py` (30 epochs, validation every epoch), as a new process:\n")
+        lines.append("The full default run, `python3 train.py` (30 epochs, validation every epoch), as a new "
+                     "process:\n")
         lines.append(B.table(["", ""], [
             ["wall clock, process start included", f"{fr['wall_s']:.1f} s"],
             ["training loop (train.py's 'done in')", f"{fr['training_s']:.1f} s"],
             ["peak RSS", f"{fr['peak_rss_mb']:.0f} MiB"],
-            ["validation BCE+KL after 30 epochs", f"{fr['val_bce_kl']:.2f} (2018 checkpoint: {B.REFERENCE_VAL['bce_kl']})"],
+            ["validation BCE+KL after 30 epochs",
+             f"{fr['val_bce_kl']:.2f} (2018 checkpoint: {B.REFERENCE_VAL['bce_kl']})"],
             ["validation SSIM after 30 epochs", f"{fr['val_ssim']:.4f} (2018 checkpoint: {B.REFERENCE_VAL['ssim']})"],
         ]) + "\n")
     write_text(args.out, "\n".join(lines))

@@ -27,16 +27,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sweep import ROOT, cell, command_line, mean_std, parse_seeds  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from datasets import as_float, train_val_split  # noqa: E402
-from evaluation.pictures import save_png  # noqa: E402
-from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage  # noqa: E402
-from fileio.atomic import write_json, write_text  # noqa: E402
-from models import ModelConfig  # noqa: E402
-from runtime.checkpoints import load_checkpoint, model_from_checkpoint  # noqa: E402
-from utils import OneLineParser, VaeLabError, run_cli, select_device  # noqa: E402
+from sweep import ROOT, cell, command_line, mean_std, parse_seeds, shown_path
+
+from config.run_config import data_options
+from datasets import as_float, train_val_split
+from evaluation.pictures import save_png
+from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage
+from fileio.atomic import write_json, write_text
+from runtime.checkpoints import load_model
+from utils import OneLineParser, VaeLabError, run_cli, select_device
 
 ROWS = ("unet_skips_all", "unet_skips_coarsest", "unet_skips_none")
 PICTURE_IMAGES = 8
@@ -75,7 +76,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
     lines += ["", "KL per latent dimension, largest first (first seed):", ""]
     lines += [f"- {r['row']}: " + ", ".join(f"{v:.2f}" for v in r["kl_per_dim_first_seed"]) for r in rows]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"seeds": args.seeds, "rows": rows, "picture": args.picture})
+    write_json(args.out + ".json", {"seeds": args.seeds, "rows": rows, "picture": shown_path(args.picture)})
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -88,13 +89,12 @@ def main(args: argparse.Namespace) -> list[dict]:
             path = os.path.join(args.work_dir, f"{name}_s{seed}_best.pth.tar")
             if not os.path.isfile(path):
                 continue
-            ckpt = load_checkpoint(path)
-            if ckpt["model_config"].get("model_type") != "unet":
-                kind = ckpt["model_config"].get("model_type")
-                raise VaeLabError(f"{path} is not a unet checkpoint (model_type {kind})")
-            run = ckpt["args"]
-            model = model_from_checkpoint(ckpt, ModelConfig(**ckpt["model_config"]), path).to(device)
-            _, val = train_val_split(run["dataset_type"], args.data_root, run["fold"], run["num_folds"], run["seed"])
+            model, run = load_model(path)
+            if run.model_type != "unet":
+                raise VaeLabError(f"{path} is not a unet checkpoint (model_type {run.model_type})")
+            model = model.to(device)
+            _, val = train_val_split(run.dataset_type, args.data_root, run.fold, run.num_folds, run.seed,
+                                     **data_options(run))
             runs.append({"seed": seed, "skips": model.skips, **skip_usage(model, val, device, seed)})
             print(f"[unet_skips] {name} seed {seed}: BCE {runs[-1]['bce']:.2f}, with a prior code "
                   f"{runs[-1]['bce_prior_code']:.2f}, KL {runs[-1]['kl']:.2f}", flush=True)

@@ -12,10 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
+import torch
 
-from helpers import REFERENCE_CKPT  # noqa: E402
-from tools.idx_files import write_dataset, write_tiny_mnist  # noqa: E402
+from helpers import REFERENCE_CKPT
+from tools.idx_files import write_dataset, write_tiny_mnist
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -71,7 +71,8 @@ def test_lr_decay_row_scales_the_2018_milestones():
     assert ablation.ROWS["lr_decay"](2) == ["--m1", "1", "--m2", "2"]
 
 
-@pytest.mark.parametrize("argv, needle", [(["--only", "nope"], "unknown configuration"), (["--seeds", "a,b"], "--seeds")])
+@pytest.mark.parametrize("argv, needle", [(["--only", "nope"], "unknown configuration"),
+                                         (["--seeds", "a,b"], "--seeds")])
 def test_bad_input_is_one_line(argv, needle, workdir):
     code, _, err = ablation_cli(argv + ["--work_dir", "runs", "--out", "out/abl"])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
@@ -89,10 +90,10 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
     assert ck["model_config"]["input_mean"] == pytest.approx(mean) and 0.2 < mean < 0.4
     assert ck["model_config"]["input_std"] == pytest.approx(std) and 0.2 < std < 0.5
 
+    from config.run_config import RunConfig
     from runtime.checkpoints import model_from_checkpoint
-    from models import ModelConfig
 
-    model = model_from_checkpoint(ck, ModelConfig()).eval()  # no --normalize flag: the checkpoint decides
+    model = model_from_checkpoint(ck, RunConfig()).eval()  # no --normalize flag: the checkpoint decides
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(model.encode(x)[0], model._encode((x - mean) / std, None)[0])
     # --evaluate without --normalize reports pixel-space metrics of the normalised model.

@@ -27,8 +27,9 @@ def test_run_py_writes_its_report(fmnist_small, tmp_path):
 
 
 def test_train_speed_and_the_full_run(fmnist_small, tmp_path):
-    import baselines
     import train_speed
+
+    import baselines
 
     out = tmp_path / "train_speed.md"
     res = train_speed.main(train_speed.get_args_parser().parse_args(

@@ -42,6 +42,7 @@ def test_unknown_config_is_one_line(workdir):
 
 def test_iwae_subset_compares_the_first_images_with_the_whole_fold(tiny_mnist, workdir):
     import iwae_subset
+
     from helpers import run_cli, tiny_args
 
     assert run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--prior", "vamp", "--vamp_components", "4"))[0] == 0

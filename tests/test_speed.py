@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import accelerators
 from helpers import run_cli
+from runtime import accelerators
 from utils import VaeLabError
 
 
