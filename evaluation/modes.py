@@ -9,6 +9,7 @@ import torch
 
 from config.run_config import RunConfig, data_options
 from datasets import Split, load_split, train_val_split
+from evaluation.codecs import cached_codec_bits
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
@@ -27,7 +28,10 @@ from utils import VaeLabError, ensure_writable_dir
 
 SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level
                  ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
-                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
+                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"),
+                 # lossless codecs on the same images (evaluation/codecs.py): the bar for the two above
+                 ("png_bits_per_dim", "PNG b/d", ".4f"), ("webp_bits_per_dim", "WebP b/d", ".4f"),
+                 ("xz_bits_per_dim", "xz b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
                  ("fid_gmm", "FID GMM", ".2f"),
                  ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
 
@@ -46,6 +50,11 @@ def print_eval_table(results: dict[str, dict]) -> None:
             f" {r[key]:>10{fmt}}" if key in r else f" {'':>10}" for key, _, fmt in extra)
         print(f"{split:<6} {r['n']:>7d} {r['bce']:>9.2f} {r['mse']:>8.2f} {r['kl']:>8.2f} "
               f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}{cells}")
+    if any("xz_bits_per_dim" in r for r in results.values()):
+        print("b/d: bits per pixel and channel, a lossless code length (PNG and WebP per image, xz over the whole "
+              "split); " + ("the model's: its negative ELBO (and IWAE bound) with bits-back coding" if any(
+                  "bits_per_dim" in r for r in results.values()) else "a model has one with a discrete likelihood "
+                  "(--image_loss_type logistic): the Bernoulli BCE is not a code length of 8-bit pixels"))
 
 
 @torch.no_grad()
@@ -103,7 +112,8 @@ def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
     gmm = mixture_for(model, cfg.resume, train, cfg, device) if cfg.fid or cfg.sampler == "gmm" else None
     summary: dict = {}
     if cfg.evaluate:
-        results = {split: {**evaluate(model, data, device, cfg.ssim_window_size), "family": model.family}
+        results = {split: {**evaluate(model, data, device, cfg.ssim_window_size), "family": model.family,
+                           **cached_codec_bits(data.x, os.path.join(cfg.weights_dir, "codecs"))}
                    for split, data in (("val", val), ("test", test))}
         if cfg.iw_samples:
             t0 = time.perf_counter()
