@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from config.flags import group_of, parse_settings, train_parser
-from config.run_config import INVOCATION, RunConfig
+from config.run_config import COMMAND_LINE_ONLY, INVOCATION, RunConfig
 from fileio.atomic import write_text
 from utils import VaeLabError
 
@@ -66,7 +66,7 @@ def read_config(path: str) -> dict[str, Any]:
                 raise VaeLabError(f"{where}: keys must be names, got {k!r:.40}")
             if k in flat:
                 raise VaeLabError(f"{where}: {k} is set twice")
-            if k == "config":
-                raise VaeLabError(f"{where}: a config file cannot name another (key 'config')")
+            if k in COMMAND_LINE_ONLY:
+                raise VaeLabError(f"{where}: {k} is given on the command line (--{k}), not in a config file")
             flat[k] = v
     return parse_settings(flat, where)

@@ -112,10 +112,13 @@ class RunConfig:
 
 FIELDS = tuple(f.name for f in fields(RunConfig))
 
-# What an invocation asks for rather than what the run is: neither taken from a resumed
-# checkpoint nor written to the run's config file.
-INVOCATION = frozenset({"config", "resume", "evaluate", "iw_samples", "fid", "predict", "predict_train", "overwrite",
-                        "device", "no_cuda", "weights_dir", "tb_dir", "results_dir"})
+# What only the command line asks for (the modes, --resume, --config, --overwrite): a config file that
+# sets one is refused.
+COMMAND_LINE_ONLY = frozenset({"config", "resume", "evaluate", "iw_samples", "fid", "predict", "predict_train",
+                               "overwrite"})
+# What an invocation asks for rather than what the run is (those, the device, output folders): neither
+# taken from a resumed checkpoint nor written to the run's config file.
+INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", "results_dir"}
 # What a checkpoint's model and data were made for: a flag or file that contradicts the checkpoint is
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
 FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",

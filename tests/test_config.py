@@ -64,7 +64,8 @@ def test_a_written_config_reads_back_as_the_same_run(tmp_path):
     ("epochs: 3\nepochs: 4\n", []),  # YAML keeps the last: not an error
     ("[1, 2]\n", ["must be a mapping"]),
     ("epochs: 3\n  lr: :\n", ["not valid YAML", "line"]),
-    ("config: other.yaml\n", ["cannot name another"]),
+    ("config: other.yaml\n", ["config is given on the command line"]),
+    ("checkpoints:\n  resume: weights/r_best.pth.tar\n", ["resume is given on the command line"]),
 ])
 def test_a_bad_config_file_is_one_line_naming_the_key(tmp_path, workdir, text, needles):
     path = tmp_path / "bad.yaml"
