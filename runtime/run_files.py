@@ -44,11 +44,14 @@ def check_outputs(cfg: RunConfig) -> None:
 
 def resumes_own_run(resume: str, saved_name: str | None, weights_dir: str, lognumber: str) -> bool:
     """True when the checkpoint ``resume`` (which names its run ``saved_name``) continues the run
-    ``lognumber``: one of its own checkpoint files, or a checkpoint of that name."""
+    ``lognumber`` of ``weights_dir``: one of its own checkpoint files, or a checkpoint of that name in
+    that folder (a copy of an earlier epoch, say). A checkpoint of that name elsewhere starts a new
+    run here, under the same checks as any other."""
     if not resume:
         return False
     own = {os.path.realpath(p) for p in checkpoint_paths(weights_dir, lognumber)}
-    return os.path.realpath(resume) in own or saved_name == lognumber
+    same_folder = os.path.realpath(os.path.dirname(os.path.abspath(resume))) == os.path.realpath(weights_dir)
+    return os.path.realpath(resume) in own or (same_folder and saved_name == lognumber)
 
 
 def check_name_free(weights_dir: str, lognumber: str, describe) -> None:

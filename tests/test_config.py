@@ -3,6 +3,7 @@ every run writes and `--config` reads; a checkpoint alone is enough to evaluate,
 compare; a run's name is its identity (no silent overwrite, one live process)."""
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -104,6 +105,11 @@ def test_a_taken_name_is_refused_and_says_what_is_there_and_the_ways_on(tiny_mni
     code, out, err = run_cli(["--resume", "weights/r_checkpoint.pth.tar", "--epochs", "3", "--data_root", tiny_mnist])
     assert code == 0, err
     assert load_ckpt("weights/r_checkpoint.pth.tar")["args"]["batch_size"] == 128
+    # a checkpoint of that name from another folder does not continue this folder's run
+    os.makedirs("elsewhere")
+    shutil.copy("weights/r_checkpoint.pth.tar", "elsewhere/r_checkpoint.pth.tar")
+    code, _, err = run_cli(["--resume", "elsewhere/r_checkpoint.pth.tar", "--epochs", "4", "--data_root", tiny_mnist])
+    assert_cli_error(code, err, "a run named 'r' exists")
     # --overwrite replaces it, and what was made of the old checkpoints goes with it
     open("weights/r_eval.json", "w").write("{}")
     code, out, err = run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--overwrite", name="r"))
