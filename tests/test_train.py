@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, assert_cli_error, load_ckpt, read_events, run_cli, small_args
+from helpers import ROOT, assert_cli_error, load_ckpt, read_events, run_cli, small_args, tiny_args
 
 SCALAR_TAGS = ["train_loss", "train_img_loss", "train_kl_loss", "train_ssim", "train_lr",
                "val_loss", "val_img_loss", "val_kl_loss", "val_ssim",
@@ -209,3 +209,14 @@ def test_real_entry_point_errors(argv, needle, tmp_path):
     assert_cli_error(proc.returncode, proc.stderr)
     assert needle in proc.stderr
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_the_run_comparison_tool_tells_the_same_run_from_another(tiny_mnist, tmp_path, monkeypatch):
+    from tools.compare_runs import compare
+
+    for folder, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        assert run_cli(tiny_args(tiny_mnist, "--seed", seed, epochs=2))[0] == 0
+    assert compare(str(tmp_path / "a"), str(tmp_path / "b"), "r") == []
+    assert "checkpoint: state_dict differs" in compare(str(tmp_path / "a"), str(tmp_path / "c"), "r")
