@@ -176,7 +176,7 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             optimizer.step()
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
-                terms["ssim"] = ssim(torch.sigmoid(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
+                terms["ssim"] = ssim(plain.image_of(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
             log.add(global_step + i, i, x.shape[0], terms)
     finally:
         bar.close()

@@ -150,6 +150,7 @@ MAX_IMAGE_SIZE = 1024  # pixels a side
 MAX_CLASSES = 100_000  # class sub-folders of a --dataset_type folder
 MAX_VAMP_COMPONENTS = 10_000  # --vamp_components: pseudo-inputs through the encoder every step
 MAX_HVAE_CHANNELS = 64  # --hvae_channels
+MAX_MIXTURE = 32  # --mixture_components
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:

@@ -8,12 +8,12 @@ import os
 
 from config.run_config import RunConfig
 from datasets import Split
-from models import PLAIN_ONLY, shape_problem
+from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
 from utils import VaeLabError, launched_processes
 
 MAX_SSIM_WINDOW = 27
 # --iw_train K > 1 is a likelihood bound: these image losses are likelihoods
-IW_LOSSES = ("bce", "logistic", "gaussian")
+IW_LOSSES = ("bce", "logistic", "gaussian", "dmol")
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -48,6 +48,9 @@ def _check_model(cfg: RunConfig) -> None:
                                         or cfg.prior != "gaussian"):
         raise VaeLabError(f"--model_type {cfg.model_type} supports neither --conditional, --normalize, --prior "
                           f"vamp nor --model_multiplier above 1")
+    if cfg.image_loss_type == "dmol" and cfg.model_type not in ANY_SHAPE:
+        raise VaeLabError(f"--image_loss_type dmol needs a decoder that predicts its pixels' mixtures: "
+                          f"--model_type {', '.join(ANY_SHAPE)}, not {cfg.model_type}")
     if cfg.prior == "vamp" and cfg.conditional:
         raise VaeLabError("--prior vamp does not combine with --conditional True: the VampPrior's pseudo-inputs "
                           "have no class")

@@ -16,6 +16,7 @@ from utils import (
     MAX_HVAE_CHANNELS,
     MAX_IMAGE_SIZE,
     MAX_LATENT,
+    MAX_MIXTURE,
     MAX_MULTIPLIER,
     MAX_SEED,
     MAX_VAMP_COMPONENTS,
@@ -86,7 +87,9 @@ def train_parser() -> argparse.ArgumentParser:
          help="reconstruction term, summed over pixels: bce (from logits), mse (of sigmoid output), ssim = sum "
               "over pixels of (1 - SSIM map), i.e. pixels x (1 - mean SSIM) per image, scaled like a summed BCE so "
               "it competes with the KL term; bce_ssim: bce + --ssim_weight x ssim; logistic, gaussian: discretised "
-              "logistic / Gaussian likelihoods with a learnt scale per channel")
+              "logistic / Gaussian likelihoods with a learnt scale per channel; dmol: the decoder predicts a mixture "
+              "of --mixture_components discretised logistics per pixel (location and scale per pixel and channel, "
+              "colour channels coupled as in PixelCNN++): fc, resconv, hvae")
     _add(g, "--img_loss_weight", type=positive_float, help="weight of the reconstruction term")
     _add(g, "--kl_loss_weight", type=positive_float, help="weight of the KL term")
     _add(g, "--kl_warmup_epochs", type=non_negative_float,
@@ -110,6 +113,9 @@ def train_parser() -> argparse.ArgumentParser:
               "2016) instead of the ELBO; 1 = the ELBO. Logged beside it: the ELBO of the same samples "
               "(train_elbo). Single process, eager, float32, with a likelihood loss (bce, logistic, gaussian), "
               "unweighted terms and no KL controls")
+    _add(g, "--mixture_components", type=int_in(1, MAX_MIXTURE), metavar="K",
+         help="--image_loss_type dmol: discretised logistics in each pixel's mixture (PixelCNN++); 1 = one "
+              "logistic with its own location and scale per pixel and channel")
     _add(g, "--ssim_window_size", type=positive_int,
          help="odd side of the Gaussian SSIM window (sigma 1.5), at most the image size; used by the metric and "
               "the ssim loss")

@@ -69,6 +69,7 @@ class RunConfig:
     do_running_mean: bool = False  # 2018 rebalancing of the terms by their running means
     normalize: bool = False  # the encoder sees (x - mean) / std of the training fold
     iw_train: int = 1  # IWAE samples per image; 1: the ELBO
+    mixture_components: int = 5  # --image_loss_type dmol: logistics in each pixel's mixture
     ssim_window_size: int = 5  # odd side of the Gaussian SSIM window
     # ---- optimisation
     optimizer: str = "adam"
@@ -123,7 +124,7 @@ INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", 
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
 FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",
                        "hvae_channels", "prior", "vamp_components", "conditional", "normalize", "dataset_type",
-                       "image_size", "channels")
+                       "image_size", "channels", "mixture_components")
 
 
 def run_name(cfg: RunConfig) -> str:

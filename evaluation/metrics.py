@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from datasets import Split, as_float
-from losses import bce_loss, bits_per_dim, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
+from losses import DISCRETE, bce_loss, bits_per_dim, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
 from models import VAE
+from models.pixels import MIXTURE
 
 # What --evaluate reports per split (plus bce_kl = bce + kl, nll_kl = nll + kl, n, and for the
 # discretised logistic, bits per dimension).
@@ -50,11 +51,13 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
         kls = None
     else:  # the KL per image and level from the model (VampPrior: one sample of a fixed seed)
         logits, mu, logvar, kls = model(x, y=y, with_kl=True)
+    # the BCE and MSE of the image the output stands for (for one logit per pixel: of the logits)
+    image_logits = logits if model.likelihood != MIXTURE else torch.logit(model.image_of(logits), eps=1e-6)
     measure: dict[str, Callable[[], torch.Tensor]] = {
-        "bce": lambda: bce_loss(logits, x),
-        "mse": lambda: mse_loss(logits, x),
+        "bce": lambda: bce_loss(image_logits, x),
+        "mse": lambda: mse_loss(image_logits, x),
         "kl": lambda: kl_divergence(mu, logvar) if kls is None else kls.sum(1).mean(),
-        "ssim": lambda: ssim(torch.sigmoid(logits), x, window_size).mean(),
+        "ssim": lambda: ssim(model.image_of(logits), x, window_size).mean(),
         "nll": lambda: pixel_nll(model.likelihood, logits, x, model.log_scale).sum() / x.shape[0],
         "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
                                                 model.log_scale),
@@ -81,7 +84,7 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
     result = {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
               "ssim": out["ssim"], "n": len(data), "likelihood": model.likelihood, "nll": out["nll"],
               "nll_kl": out["nll"] + out["kl"], **{level: out[level] for level in levels}}
-    if model.likelihood == "logistic":
+    if model.likelihood in DISCRETE:
         result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())
     return result
 

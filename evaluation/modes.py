@@ -22,7 +22,7 @@ from evaluation.sample_quality import (
 )
 from evaluation.samplers import GaussianMixtureSampler, fitted_mixture, model_fingerprint
 from fileio.atomic import write_json
-from losses import bits_per_dim
+from losses import DISCRETE, bits_per_dim
 from models import VAE
 from utils import VaeLabError, ensure_writable_dir
 
@@ -70,7 +70,8 @@ def _decode(model: VAE, z: torch.Tensor, y: torch.Tensor | None, device: torch.d
 @torch.no_grad()
 def _reconstruct(model: VAE, data: Split, device: torch.device) -> torch.Tensor:
     model.eval()
-    return torch.cat([torch.sigmoid(model(x, y=y)[0]).cpu() for x, y in batches(data, 1000, device, model.conditional)])
+    return torch.cat([model.image_of(model(x, y=y)[0]).cpu()
+                      for x, y in batches(data, 1000, device, model.conditional)])
 
 
 def sample_scores(model: VAE, gmm: GaussianMixtureSampler, splits: dict[str, Split], n: int, seed: int,
@@ -121,7 +122,7 @@ def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
                 results[split]["iwae_nll"] = iwae_evaluate(model, data, device, cfg.iw_samples, seed=cfg.seed,
                                                           labels=model.conditional)
                 results[split]["iw_samples"] = cfg.iw_samples
-                if model.likelihood == "logistic":  # a bound on -log P(x) of the 8-bit image
+                if model.likelihood in DISCRETE:  # a bound on -log P(x) of the 8-bit image
                     results[split]["iwae_bits_per_dim"] = bits_per_dim(results[split]["iwae_nll"], data.x[0].numel())
             print(f"IWAE bound (-log p(x), nats/image), K={cfg.iw_samples}: {len(val) + len(test)} images "
                   f"in {time.perf_counter() - t0:.1f} s")

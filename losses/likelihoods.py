@@ -12,6 +12,9 @@ the location of the logistic / Gaussian, so every picture of a model decodes the
   bits per dimension compares with the likelihood literature.
 - ``gaussian``: a Gaussian with a learnt standard deviation per channel: a density of x, not a
   distribution over levels (its NLL can be negative).
+- ``dmol``: a mixture of K discretised logistics per pixel, each with its own location and scale
+  per pixel and channel, colour channels coupled as in PixelCNN++ (models/pixels.py lays out the
+  decoder's output); the decoder outputs the mixture's parameters instead of one logit per channel.
 """
 from __future__ import annotations
 
@@ -20,7 +23,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-LIKELIHOODS = ("bernoulli", "logistic", "gaussian")
+from models.pixels import MIXTURE, coupled_locations, split_mixture
+
+LIKELIHOODS = ("bernoulli", "logistic", "gaussian", MIXTURE)
+# likelihoods that are distributions over the 256 levels: their NLL is a code length (bits per dimension)
+DISCRETE = ("logistic", MIXTURE)
 LEVELS = 256  # 8-bit images
 # smallest learnt log-scale used: exp(-7) ~ 1e-3 of the [0, 1] range, a quarter of a grey level
 LOG_SCALE_MIN = -7.0
@@ -33,9 +40,13 @@ def _per_channel(log_scale: torch.Tensor) -> torch.Tensor:
 
 def discretized_logistic_nll(logits: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log P(x) per pixel, x in {0, 1/255, ..., 1}; location sigmoid(logits), scale exp(log_scale)."""
-    log_s = _per_channel(log_scale)
+    return -_logistic_bin_log_prob(torch.sigmoid(logits), _per_channel(log_scale), x)
+
+
+def _logistic_bin_log_prob(loc: torch.Tensor, log_s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log P(x's bin) under logistics of location ``loc`` and log-scale ``log_s`` (broadcast)."""
     half = 0.5 / (LEVELS - 1)
-    centred = (x - torch.sigmoid(logits)) * torch.exp(-log_s)
+    centred = (x - loc) * torch.exp(-log_s)
     upper, lower = centred + half * torch.exp(-log_s), centred - half * torch.exp(-log_s)
     log_cdf_upper = upper - F.softplus(upper)  # log sigmoid(upper): the first bin takes the left tail
     log_sf_lower = -F.softplus(lower)  # log (1 - sigmoid(lower)): the last bin takes the right tail
@@ -43,8 +54,17 @@ def discretized_logistic_nll(logits: torch.Tensor, log_scale: torch.Tensor, x: t
     # a bin far in a tail: its mass underflows, so use the density at its centre times its width
     log_mass_approx = centred - log_s - 2 * F.softplus(centred) + math.log(2 * half)
     log_mass = torch.where(mass > 1e-5, torch.log(mass.clamp_min(1e-12)), log_mass_approx)
-    log_p = torch.where(x < half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, log_mass))
-    return -log_p
+    return torch.where(x < half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, log_mass))
+
+
+def mixture_nll(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log P(x) of each pixel (all its channels together) under the decoder's mixture of discretised
+    logistics ``params`` (..., P, H, W) (models/pixels.py); shape (..., 1, H, W)."""
+    logit_pi, loc, log_s, coeffs = split_mixture(params, x.shape[-3])
+    xk = x.unsqueeze(-4)  # (..., 1, C, H, W): one copy for every component
+    log_p = _logistic_bin_log_prob(coupled_locations(loc, coeffs, xk), log_s.clamp_min(LOG_SCALE_MIN), xk)
+    log_mix = torch.log_softmax(logit_pi, dim=-3) + log_p.sum(-3)  # (..., K, H, W)
+    return -torch.logsumexp(log_mix, dim=-3, keepdim=True)
 
 
 def gaussian_nll(logits: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -54,16 +74,19 @@ def gaussian_nll(logits: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor)
 
 
 def likelihood_of(image_loss_type: str) -> str:
-    """The model's likelihood for a ``--image_loss_type``: its own for logistic and gaussian, else
+    """The model's likelihood for a ``--image_loss_type``: its own for logistic, gaussian and dmol, else
     bernoulli (the BCE, MSE and SSIM losses all decode sigmoid(logits) with no learnt scale)."""
-    return image_loss_type if image_loss_type in ("logistic", "gaussian") else "bernoulli"
+    return image_loss_type if image_loss_type in LIKELIHOODS else "bernoulli"
 
 
 def pixel_nll(likelihood: str, logits: torch.Tensor, x: torch.Tensor,
               log_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """-log p(x|z) per pixel under ``likelihood`` (``log_scale`` (C,) for logistic and gaussian)."""
+    """-log p(x|z) per pixel under ``likelihood`` (``log_scale`` (C,) for logistic and gaussian; the
+    mixture's is per pixel and all channels together: shape (..., 1, H, W))."""
     if likelihood == "bernoulli":
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    if likelihood == MIXTURE:
+        return mixture_nll(logits, x)
     if log_scale is None:
         raise ValueError(f"the {likelihood} likelihood needs the model's log_scale")
     if likelihood == "logistic":

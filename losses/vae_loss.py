@@ -12,7 +12,7 @@ from losses.likelihoods import pixel_nll
 from losses.ssim import ssim_map
 
 # logistic / gaussian: the likelihoods of losses/likelihoods.py, with the model's learnt scale
-IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim", "logistic", "gaussian")
+IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim", "logistic", "gaussian", "dmol")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,9 @@ def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor, ssim_w
                         ssim_weight: float = 1.0, log_scale: torch.Tensor | None = None) -> torch.Tensor:
     """``bce_ssim`` is BCE + ssim_weight x the ssim loss: the likelihood keeps every pixel's
     grey level honest, the SSIM term rewards local structure (edges, texture). ``logistic`` and
-    ``gaussian``: their NLL with the model's learnt ``log_scale`` per channel."""
-    if kind in ("logistic", "gaussian"):
+    ``gaussian``: their NLL with the model's learnt ``log_scale`` per channel; ``dmol``: the NLL of the
+    decoder's pixel mixtures (``logits`` holds their parameters)."""
+    if kind in ("logistic", "gaussian", "dmol"):
         return pixel_nll(kind, logits, x, log_scale).sum() / x.shape[0]
     if kind == "bce":
         return bce_loss(logits, x)

@@ -30,7 +30,8 @@ MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
 PLAIN_ONLY = ("unet", "conv1xn")
 
 
-# Built for any (C, H, W); the others are the 2018 models of 28x28 grey images.
+# Built for any (C, H, W) and any likelihood; the others are the 2018 models of 28x28 grey images, one
+# logit per pixel.
 ANY_SHAPE = ("fc", "resconv", "hvae")
 
 
@@ -53,9 +54,9 @@ def build_model(cfg: ModelConfig) -> VAE:
     model.input_mean, model.input_std = float(cfg.input_mean), float(cfg.input_std)
     model.model_type = cfg.model_type
     model.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)  # what it encodes and decodes
-    if cfg.likelihood != "bernoulli":
+    model.likelihood = cfg.likelihood
+    if cfg.likelihood in ("logistic", "gaussian"):
         # one learnt log-scale per channel, starting at 0.1 of the [0, 1] range
-        model.likelihood = cfg.likelihood
         model.log_scale = nn.Parameter(torch.full((cfg.image_channels,), math.log(0.1)))
     if cfg.prior not in PRIORS:
         raise KeyError(f"unknown prior {cfg.prior!r}; choose from {PRIORS}")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.pixels import mean_image, output_channels
 from models.priors import batchnorm_frozen, gaussian_log_prob, mixture_log_prob
 
 
@@ -42,6 +43,13 @@ class ModelConfig:
     vamp_components: int = 500
     # `hvae`: channels of its 7x7 (at 28x28) lower latent map
     hvae_channels: int = 2
+    # likelihood "dmol": logistics in the mixture of each pixel (models/pixels.py)
+    mixture_components: int = 5
+
+    @property
+    def output_channels(self) -> int:
+        """What the decoder's last layer outputs per pixel: a logit per channel, or the mixture's parameters."""
+        return output_channels(self.likelihood, self.image_channels, self.mixture_components)
 
     @property
     def decoder_input_size(self) -> int:
@@ -169,7 +177,12 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] from latent codes (B, z)."""
-        return torch.sigmoid(self.decode_logits(z, y))
+        return self.image_of(self.decode_logits(z, y))
+
+    def image_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """The image in [0, 1] (B, C, H, W) that the decoder's output stands for: sigmoid of its logits,
+        or its pixel mixture's mean (models/pixels.py)."""
+        return mean_image(self.likelihood, logits, self.image_shape[0])
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) as (mu, logvar), logvar clamped to [LOGVAR_MIN, LOGVAR_MAX]: what training,

@@ -20,7 +20,8 @@ class FCVAE(VAE):
         self.fc21 = nn.Linear(hidden, self.latent_size)
         self.fc22 = nn.Linear(hidden, self.latent_size)
         self.fc3 = nn.Linear(cfg.decoder_input_size, hidden)
-        self.fc4 = nn.Linear(hidden, n_pix)
+        self.out_shape = (cfg.output_channels, cfg.image_size, cfg.image_size)
+        self.fc4 = nn.Linear(hidden, cfg.output_channels * cfg.image_size * cfg.image_size)
         self._setup_conditioning(cfg, hidden)
 
     def _encode(self, x, y):
@@ -28,7 +29,7 @@ class FCVAE(VAE):
         return self.fc21(h), self.fc22(h)
 
     def _decode(self, z):
-        return self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape)
+        return self.fc4(F.relu(self.fc3(z))).view(-1, *self.out_shape)
 
 
 class FCConvVAE(VAE):

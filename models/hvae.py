@@ -55,7 +55,7 @@ class HierarchicalVAE(VAE):
         self.z1_in = nn.Conv2d(cz, c2, 3, padding=1)
         self.dec_conv = nn.Sequential(ResidualBlock(c2), *[up_block(c2, c2) for _ in range(k - 2)], up_block(c2, c1),
                                       ResidualBlock(c1), up_block(c1, c1),
-                                      nn.Conv2d(c1, cfg.image_channels, 3, padding=1))
+                                      nn.Conv2d(c1, cfg.output_channels, 3, padding=1))
         # start with q(z|x) as wide as the prior and q(z1|x,z) = p(z1|z): no huge early KL terms
         for layer in (self.logvar, self.prior_map, self.posterior_map[-1]):
             nn.init.zeros_(layer.weight)

@@ -91,7 +91,7 @@ class ResConvVAE(VAE):
             up_block(c2, c1),  # 7 -> 14
             ResidualBlock(c1),
             up_block(c1, c1),  # 14 -> 28
-            nn.Conv2d(c1, cfg.image_channels, 3, padding=1),
+            nn.Conv2d(c1, cfg.output_channels, 3, padding=1),
         )
         self._setup_conditioning(cfg, c1)
 

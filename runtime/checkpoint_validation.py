@@ -24,6 +24,7 @@ from utils import (
     MAX_HVAE_CHANNELS,
     MAX_IMAGE_SIZE,
     MAX_LATENT,
+    MAX_MIXTURE,
     MAX_MULTIPLIER,
     MAX_VAMP_COMPONENTS,
     VaeLabError,
@@ -97,6 +98,7 @@ def _check_model_config(cfg: Any) -> None:
         raise _Bad(f"'model_config' names an unknown prior {cfg.get('prior')!r:.40}")
     _int(cfg.get("vamp_components", 500), "'model_config' vamp_components", 1, MAX_VAMP_COMPONENTS)
     _int(cfg.get("hvae_channels", 2), "'model_config' hvae_channels", 1, MAX_HVAE_CHANNELS)
+    _int(cfg.get("mixture_components", 5), "'model_config' mixture_components", 1, MAX_MIXTURE)
     if cfg.get("likelihood", "bernoulli") not in LIKELIHOODS:
         raise _Bad(f"'model_config' names an unknown likelihood {cfg.get('likelihood')!r:.40}")
     try:

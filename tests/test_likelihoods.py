@@ -75,3 +75,79 @@ def test_a_logistic_run_learns_its_scale_and_reports_bits_per_dim(tiny_mnist, wo
 def test_a_bernoulli_model_is_as_before(tiny_mnist):
     model = build_model(ModelConfig(model_type="fc_conv"))
     assert model.log_scale is None and "log_scale" not in model.state_dict() and model.likelihood == "bernoulli"
+
+
+# ---------------------------------------------------------------- the pixel mixture (dmol)
+
+
+def _all_levels() -> torch.Tensor:
+    """Every 8-bit value of a grey pixel: (256, 1, 1, 1)."""
+    return torch.arange(256, dtype=torch.float32).div(255).view(256, 1, 1, 1)
+
+
+@pytest.mark.parametrize("components", [1, 3])
+def test_the_pixel_mixture_is_a_distribution_over_the_256_levels(components):
+    from models.pixels import params_per_component
+
+    torch.manual_seed(0)
+    params = torch.randn(1, components * params_per_component(1), 1, 1) * 2
+    nll = pixel_nll("dmol", params.expand(256, -1, -1, -1), _all_levels())
+    assert nll.shape == (256, 1, 1, 1)
+    torch.testing.assert_close(nll.neg().exp().sum(), torch.tensor(1.0), rtol=0, atol=2e-3)
+
+
+def test_one_component_is_the_discretised_logistic_with_a_location_and_scale_per_pixel():
+    torch.manual_seed(1)
+    loc_logits, log_s = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4) - 2
+    x = torch.randint(0, 256, (2, 1, 4, 4)) / 255
+    params = torch.cat([torch.zeros(2, 1, 4, 4), loc_logits, log_s], dim=1)  # K = 1: logit, location, log-scale
+    # the bin's mass by its closed form, in float64: the CDF at its edges, the edge bins taking the tails
+    mu, s, xd, half = torch.sigmoid(loc_logits).double(), log_s.double().exp(), x.double(), 0.5 / 255
+    upper = torch.where(xd > 1 - half, torch.ones_like(xd), torch.sigmoid((xd + half - mu) / s))
+    lower = torch.where(xd < half, torch.zeros_like(xd), torch.sigmoid((xd - half - mu) / s))
+    mass = upper - lower
+    kept = mass > 1e-6  # deep in a tail this underflows; the likelihood then takes the density (rtol 1e-3)
+    assert kept.float().mean() > 0.8
+    torch.testing.assert_close(pixel_nll("dmol", params, x).double()[kept], -mass.log()[kept], rtol=1e-3, atol=1e-4)
+
+
+def test_colour_channels_are_coupled_and_the_joint_sums_to_one():
+    """P(r, g, b) = P(r) P(g | r) P(b | r, g): summing out b, then g, then r gives 1 (checked on a
+    pixel whose mixture has one component, over a grid of r and g, exactly over b)."""
+    from models.pixels import mean_image, params_per_component
+
+    torch.manual_seed(2)
+    params = torch.randn(1, 2 * params_per_component(3), 1, 1)
+    r, g = torch.tensor(0.3), torch.tensor(0.6)
+    b = torch.arange(256, dtype=torch.float32).div(255)
+    x = torch.stack([r.expand(256), g.expand(256), b], 1).view(256, 3, 1, 1)
+    joint_rg = pixel_nll("dmol", params.expand(256, -1, -1, -1), x).neg().exp().sum()  # P(r, g)
+    assert 0 < joint_rg < 1
+    # the coupling matters: another red moves green's and blue's locations
+    x2 = x.clone()
+    x2[:, 0] = 0.9
+    assert not torch.allclose(pixel_nll("dmol", params.expand(256, -1, -1, -1), x),
+                              pixel_nll("dmol", params.expand(256, -1, -1, -1), x2))
+    img = mean_image("dmol", params, 3)
+    assert img.shape == (1, 3, 1, 1) and ((0 <= img) & (img <= 1)).all()
+
+
+def test_a_mixture_run_trains_evaluates_in_bits_and_resumes(tiny_mnist, workdir):
+    flags = ("--model_type", "resconv", "--image_loss_type", "dmol", "--mixture_components", "2")
+    code, out, err = run_cli(tiny_args(tiny_mnist, *flags, epochs=2))
+    assert code == 0, err
+    hist = load_ckpt("weights/r_checkpoint.pth.tar")["history"]
+    assert hist[1]["train_loss"] < hist[0]["train_loss"]
+    code, out, err = run_cli(["--evaluate", "--resume", "weights/r_best.pth.tar", "--iw_samples", "2",
+                              "--data_root", tiny_mnist])
+    assert code == 0, err
+    val = json.load(open("weights/r_eval.json"))["val"]
+    assert val["likelihood"] == "dmol" and 0 < val["bits_per_dim"] < 8 and 0 < val["iwae_bits_per_dim"] < 8
+    assert 0 < val["ssim"] <= 1 and val["bce"] > 0
+    code, out, err = run_cli(["--predict", "--resume", "weights/r_best.pth.tar", "--data_root", tiny_mnist])
+    assert code == 0, err
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", "--mixture_components",
+                                     "3", epochs=3))
+    assert_cli_error(code, err, "--mixture_components 2")
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--image_loss_type", "dmol", name="x"))  # fc_conv: one logit
+    assert_cli_error(code, err, "--image_loss_type dmol", "fc_conv")

@@ -35,16 +35,20 @@ def compare(run_a: str, run_b: str, name: str) -> list[str]:
     for kind in ("checkpoint", "best"):
         a, b = (torch.load(os.path.join(r, "weights", f"{name}_{kind}.pth.tar"), weights_only=True)
                 for r in (run_a, run_b))
+        shared = a["model_config"].keys() & b["model_config"].keys()  # a field added since: not compared
         timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in c["history"]] for c in (a, b)]
         for key, same in (("state_dict", _equal(a["state_dict"], b["state_dict"])),
                           ("optimizer", _equal(a["optimizer"], b["optimizer"])),
                           ("history", _equal(*timeless)),
+                          ("model_config", _equal(*({k: c["model_config"][k] for k in shared} for c in (a, b)))),
                           *((k, _equal(a.get(k), b.get(k))) for k in ("epoch", "best_loss", "global_step",
-                                                                     "scheduler", "model_config", "loss_state"))):
+                                                                     "scheduler", "loss_state"))):
             if not same:
                 problems.append(f"{kind}: {key} differs")
         settings = sorted(k for k in set(a["args"]) | set(b["args"]) if a["args"].get(k) != b["args"].get(k))
-        print(f"{kind}: stored settings that differ (not compared): {settings}")
+        added = sorted(a["model_config"].keys() ^ b["model_config"].keys())
+        print(f"{kind}: stored settings that differ (not compared): {settings}; model config fields in one only: "
+              f"{added}")
     ea, eb = (read_events(os.path.join(r, "tb_logs", name)) for r in (run_a, run_b))
     problems += [f"TensorBoard {tag} differs" for tag in sorted(set(ea) | set(eb)) if ea.get(tag) != eb.get(tag)]
     return problems
