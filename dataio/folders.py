@@ -22,6 +22,8 @@ from utils import VaeLabError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CACHE_DIR = ".vae_lab_cache"  # under --data_root
 CACHE_FORMAT = 2  # 2: transparency, bit depth, EXIF orientation, colour spaces, skipped files (dataio/decode.py)
+DECODE_THREADS = min(8, os.cpu_count() or 1)  # Pillow and torch release the GIL: one thread per core
+DECODE_WINDOW = 256  # files decoded ahead of the one being stored
 HOLDOUT_SEED = 0  # the held-out test set does not move with --seed: every run is tested on the same images
 
 # a folder without train/ and test/ sub-folders: this fraction is held out as the test set
@@ -127,7 +129,7 @@ def _decode_all(root: str, files: list[str], image_size: int | None, channels: i
     A file that cannot be decoded is skipped with one line naming it and why: in a folder of
     thousands, one damaged download should not stop a run (all of them unreadable is an error)."""
     import warnings
-    from collections import Counter
+    from collections import Counter, deque
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -141,11 +143,22 @@ def _decode_all(root: str, files: list[str], image_size: int | None, channels: i
         except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on damaged files
             return e
 
+    def in_order(pool: ThreadPoolExecutor):
+        """The results in file order, at most DECODE_WINDOW files ahead (Executor.map would submit
+        them all at once: 100,000 pending results held ~200 MiB)."""
+        pending: deque = deque()
+        for f in files:
+            pending.append(pool.submit(one, f))
+            if len(pending) >= DECODE_WINDOW:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
     out: torch.Tensor | None = None
     kept, bad, sizes, notes = [], [], set(), Counter()
-    with warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+    with warnings.catch_warnings(), ThreadPoolExecutor(DECODE_THREADS) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big photos are decoded in draft mode
-        for i, result in enumerate(pool.map(one, files)):
+        for i, result in enumerate(in_order(pool)):
             if isinstance(result, Exception):
                 bad.append(f"{files[i]} ({_why(result, os.path.join(root, files[i]))})")
                 continue
