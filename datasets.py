@@ -2,7 +2,8 @@
 
 MNIST, Fashion-MNIST, KMNIST, CIFAR-10, SVHN and CelebA are read through torchvision's dataset
 classes (its folder layout under ``--data_root``); ``folder`` is a folder of the user's own
-images. JPEG/PNG files are decoded once, then cached. Any dataset can be resized
+images. Image files are decoded once (transparency, bit depth, orientation and colour space as
+dataio/decode.py says), then cached. Any dataset can be resized
 (``image_size``) and converted to grey or colour (``channels``). A split's images are one uint8
 tensor (N, C, H, W); :func:`place_images` puts it where training reads it (float32 in host memory
 when small, else uint8 on the device or streamed) and a batch is an index copy converted by
@@ -15,6 +16,7 @@ the model is checked in config/checks.py, where flags, data and models meet.
 from __future__ import annotations
 
 from dataio.augment import augment_batch
+from dataio.decode import BACKGROUNDS, parse_background
 from dataio.folders import CACHE_DIR, CACHE_FORMAT, HOLDOUT_SEED, IMAGE_EXTENSIONS, TEST_FRACTION, decoded_images
 from dataio.placement import as_float, pixel_mean_std, place_images
 from dataio.reshape import reshape_images
@@ -32,11 +34,10 @@ from dataio.sources import (
 from dataio.split import Split, kfold_indices, load_split, train_val_split
 
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision
-__all__ = ["CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR", "FOLDER", "FOLDERS",
-           "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS", "OTHER_TORCHVISION", "Split", "TEST_FRACTION",
-           "as_float", "augment_batch", "decoded_images",
-           "ensure_raw_files", "kfold_indices", "load_split", "pixel_mean_std", "place_images", "reshape_images",
-           "train_val_split"]
+__all__ = ["BACKGROUNDS", "CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR",
+           "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS", "OTHER_TORCHVISION", "Split",
+           "TEST_FRACTION", "as_float", "augment_batch", "decoded_images", "ensure_raw_files", "kfold_indices",
+           "load_split", "parse_background", "pixel_mean_std", "place_images", "reshape_images", "train_val_split"]
 
 
 def __getattr__(name: str):

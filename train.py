@@ -127,7 +127,7 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
     config_file = config_path(cfg.weights_dir, cfg.lognumber)
     if world.is_main and ckpt is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path):
         sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
-    print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement))
+    print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement, train_set.notes))
 
     replacing, first_save = cfg.overwrite and not continuing, True
     t_start, epoch = time.perf_counter(), start_epoch

@@ -4,7 +4,12 @@ seen on a page, and the latent-space pictures of ``--predict``.
 From the best checkpoint (``--checkpoint``): reconstructions, prior samples, samples of the
 GMM sampler beside them, interpolations (the grids of ``train.py --predict``, the first 16
 validation images of the run's fold, codes drawn with the run's seed), latent traversals; and
-the latent map of a model with a 2-d code (``--map_checkpoint``).
+the latent map of a model with a 2-d code (``--map_checkpoint``; "" for none); and the
+validation metrics of the best model (bits per dimension with the discretised logistic) in
+``{prefix}_metrics.json``. The colour showcase (Twemoji, docs/datasets.md):
+
+    python3 benchmarks/readme_pictures.py --checkpoint weights/twemoji32_best.pth.tar --map_checkpoint "" \
+        --data_root data/twemoji --prefix twemoji
 
     python3 benchmarks/readme_pictures.py --train     # first train both models (~10 CPU minutes)
     python3 benchmarks/readme_pictures.py --checkpoint weights/fmnist_resconv_l10_best_best.pth.tar \\
@@ -26,9 +31,10 @@ import train
 from config.run_config import data_options
 from datasets import CLASS_NAMES, as_float, train_val_split
 from evaluation.latent_pictures import write_latent_map, write_traversals
-from evaluation.metrics import posterior_means
+from evaluation.metrics import evaluate, posterior_means
 from evaluation.pictures import fixed_codes, image_grids, save_png
 from evaluation.samplers import GaussianMixtureSampler
+from fileio.atomic import write_json
 from runtime.checkpoints import load_model
 from utils import OneLineParser, positive_int, run_cli, select_device
 
@@ -40,7 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="readme_pictures.py", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the best model (a checkpoint of ours)")
-    p.add_argument("--map_checkpoint", default=DEFAULT_MAP_CHECKPOINT, help="a model with a 2-d latent code")
+    p.add_argument("--map_checkpoint", default=DEFAULT_MAP_CHECKPOINT,
+                   help="a model with a 2-d latent code, on data with classes (\"\": no latent map)")
     p.add_argument("--train", action="store_true",
                    help="first train `train.py --preset best` and `train.py --latent_space_size 2` into weights/")
     p.add_argument("--overwrite", action="store_true",
@@ -90,6 +97,15 @@ def main(args: argparse.Namespace) -> dict[str, str]:
                    args.scale)
     write_traversals(model, val, device, paths["traversals"])
     print(f"wrote {paths['traversals']}")
+    metrics = evaluate(model, val, device, run.ssim_window_size)
+    paths["metrics"] = os.path.join(args.out, f"{args.prefix}_metrics.json")
+    write_json(paths["metrics"], {"checkpoint": os.path.relpath(args.checkpoint, ROOT), "split": "val",
+                                  "images": len(val), **metrics})
+    print(f"wrote {paths['metrics']}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                  if isinstance(v, float)))
+    if not args.map_checkpoint:
+        del paths["latent_map_2d"]
+        return paths
     map_model, map_run, _, map_val = _load(args.map_checkpoint, args.data_root, device)
     write_latent_map(map_model, map_val, device, paths["latent_map_2d"], CLASS_NAMES[map_run.dataset_type],
                      map_run.seed)

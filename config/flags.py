@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from config.run_config import PRESETS, RunConfig
-from datasets import DATASET_TYPES
+from datasets import DATASET_TYPES, parse_background
 from losses import IMAGE_LOSSES
 from models import MODELS, PRIORS
 from models.conv1xn import KERNELS
@@ -197,17 +197,32 @@ def add_model_args(g: Any) -> None:
               "and the decoder (concatenated to z); TensorBoard and --predict draw a grid of samples per class")
 
 
+def background_flag(text: str) -> str:
+    """--background: white, black or R,G,B, as given (lower case, no spaces)."""
+    try:
+        parse_background(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return str(text).strip().lower().replace(" ", "")
+
+
 def add_data_args(g: Any) -> None:
     """The data flags (``g``: a parser or an argument group): which images, and their shape."""
     _add(g, "--dataset_type", choices=DATASET_TYPES,
          help="fmnist: Fashion-MNIST; mnist, kmnist, cifar10, svhn, celeba: torchvision's (downloaded when online; "
-              "Debian's Fashion-MNIST used offline); folder: the images (png, jpg, bmp, webp) under --data_root, "
+              "Debian's Fashion-MNIST used offline); folder: the images (png, jpg, bmp, webp, gif, tif; the first "
+              "frame of an animation) under --data_root, "
               "labelled by their class sub-folders if any, split by train/ and test/ sub-folders if any")
     _add(g, "--data_root", help="dataset folder (torchvision layout, or your images)")
     _add(g, "--image_size", type=int_in(4, MAX_IMAGE_SIZE),
          help="centre-crop to a square and resize every image to N x N (default: the data's own size)")
     _add(g, "--channels", type=int, choices=[1, 3],
          help="convert the images to grey (1) or colour (3) (default: the data's own)")
+    _add(g, "--background", type=background_flag, metavar="white|black|R,G,B",
+         help="image files with transparency (alpha, a transparent palette index: icons, emoji, logos, sprites) "
+              "are composited onto this colour, so no model sees the colours hidden under transparent pixels; "
+              "grey+alpha images onto its grey level. White by default: it is what browsers, document viewers and "
+              "file managers show behind transparency, so the images look as their makers drew them")
     _add(g, "--test_fraction", type=fraction,
          help="folder without train/ and test/: the fraction held out (seeded, stratified) as the test set, the "
               "same images whatever --seed")

@@ -57,6 +57,7 @@ class RunConfig:
     image_size: int | None = None  # pixels a side; None: the data's own
     channels: int | None = None  # 1 or 3; None: the data's own
     test_fraction: float = TEST_FRACTION  # a folder without train/ and test/: share held out
+    background: str = "white"  # image files: the colour under transparent pixels (white, black or R,G,B)
     fold: int = 0  # validation fold of the training images
     num_folds: int = 5  # StratifiedKFold splits: 5 gives 48k train / 12k val
     # ---- loss
@@ -124,7 +125,7 @@ INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", 
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
 FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",
                        "hvae_channels", "prior", "vamp_components", "conditional", "normalize", "dataset_type",
-                       "image_size", "channels", "mixture_components")
+                       "image_size", "channels", "background", "mixture_components")
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -149,6 +150,7 @@ def model_config(cfg: RunConfig, image_channels: int = 1, image_size: int = 28, 
 
 
 def data_options(cfg: RunConfig) -> dict[str, Any]:
-    """The run's image shape and held-out fraction as keyword arguments of datasets.load_split and
-    datasets.train_val_split."""
-    return {"image_size": cfg.image_size, "channels": cfg.channels, "test_fraction": cfg.test_fraction}
+    """The run's image shape, held-out fraction and background as keyword arguments of
+    datasets.load_split and datasets.train_val_split."""
+    return {"image_size": cfg.image_size, "channels": cfg.channels, "test_fraction": cfg.test_fraction,
+            "background": cfg.background}

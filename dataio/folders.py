@@ -9,17 +9,21 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from dataio.decode import DRAFT_MARGIN, decode_image, parse_background
 from dataio.reshape import reshape_images
 from fileio.atomic import atomic_write
 from utils import VaeLabError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CACHE_DIR = ".vae_lab_cache"  # under --data_root
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: transparency, bit depth, EXIF orientation, colour spaces, skipped files (dataio/decode.py)
+DECODE_THREADS = min(8, os.cpu_count() or 1)  # Pillow and torch release the GIL: one thread per core
+DECODE_WINDOW = 256  # files decoded ahead of the one being stored
 HOLDOUT_SEED = 0  # the held-out test set does not move with --seed: every run is tested on the same images
 
 # a folder without train/ and test/ sub-folders: this fraction is held out as the test set
@@ -28,9 +32,20 @@ TEST_FRACTION = 1 / 7
 
 
 def _image_files(folder: str) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden folders skipped), as sorted relative paths."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    """Image files under ``folder`` (recursively, hidden folders skipped, symlinked folders followed
+    once each: a link back to a folder already walked is a loop and is not entered), as sorted
+    relative paths. A folder that cannot be listed is one line: a class or split would go missing."""
+    def refuse(e: OSError) -> None:
+        raise VaeLabError(f"cannot read the folder {e.filename!r} ({e.strerror or e}); fix its permissions or move "
+                          f"it out of --data_root")
+
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=refuse, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop (or a second link to one folder): its files are listed once
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [os.path.relpath(os.path.join(dirpath, f), folder) for f in filenames
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
@@ -60,79 +75,162 @@ def _labels(files: list[str], has_splits: bool) -> tuple[list[int], list[str] | 
     return [index[f.split(os.sep, 1)[0]] for f in within], classes
 
 
-def _decode(path: str, channels: int | None) -> torch.Tensor:
-    """One image file as uint8 (C, H, W): grey or RGB as stored (``channels`` when given)."""
-    from PIL import Image  # here: only folders decode images
+class Decoded(NamedTuple):
+    """A set of image files decoded: ``x`` (N, C, H, W) uint8 of the files that could be read,
+    ``kept`` their indices in the file list, ``notes`` what the run's first line reports (bit
+    depths scaled, unreadable files skipped), e.g. "12 16-bit images scaled to 8 bits (/257)"."""
 
-    with Image.open(path) as im:
-        mode = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
-        array = np.asarray(im.convert(mode))
-    return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+    x: torch.Tensor
+    kept: torch.Tensor
+    notes: list[str]
 
 
-def _decode_all(root: str, files: list[str], image_size: int | None, channels: int | None) -> torch.Tensor:
-    """Every file decoded (threads: PIL releases the GIL while decoding), resized, stacked."""
+def _decode(path: str, channels: int | None, background: tuple[int, int, int], min_side: int | None
+            ) -> tuple[torch.Tensor, str | None]:
+    """One image file as uint8 (C, H, W): grey or RGB as stored (``channels`` when given; grey as
+    Pillow's "L"), and decode_image's note."""
+    array, note = decode_image(path, background, min_side)
+    if channels == 1 and array.ndim == 3:
+        from PIL import Image
+
+        array = np.asarray(Image.fromarray(array).convert("L"))
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # Pillow's buffer: torch wants its own
+        array = array.copy()
+    t = torch.from_numpy(array).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+    return (t.expand(3, -1, -1) if channels == 3 else t), note
+
+
+def _why(e: Exception, path: str) -> str:
+    """Why a file cannot be decoded, in a few words."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(e, Image.DecompressionBombError):
+        return f"decompression-bomb guard: over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+    if isinstance(e, UnidentifiedImageError):  # Pillow says no more; the first bytes tell a damaged image
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError:
+            head = b""
+        if not head:
+            return "empty file"
+        magic = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"II*", b"MM\0*", b"BM")
+        return "damaged header" if head.startswith(magic) else "not an image"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).splitlines()[0][:60] if str(e) else type(e).__name__
+
+
+def _decode_all(root: str, files: list[str], image_size: int | None, channels: int | None,
+                background: tuple[int, int, int]) -> Decoded:
+    """Every file decoded and resized in threads (Pillow and torch release the GIL), written into one
+    preallocated tensor as it comes, so that the decode holds the final tensor plus a few images.
+    A file that cannot be decoded is skipped with one line naming it and why: in a folder of
+    thousands, one damaged download should not stop a run (all of them unreadable is an error)."""
+    import warnings
+    from collections import Counter, deque
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(f: str) -> torch.Tensor | Exception:
+    from PIL import Image
+
+    def one(f: str) -> tuple[torch.Tensor, str | None] | Exception:
         try:
-            return _decode(os.path.join(root, f), channels)
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on damaged files
+            t, note = _decode(os.path.join(root, f), channels, background, image_size)
+            if image_size is not None:
+                t = reshape_images(t[None], image_size, None)[0]
+            return t, note
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on damaged files
             return e
 
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(one, files))
-    bad = [f for f, im in zip(files, images) if isinstance(im, Exception)]
-    if bad:
-        raise VaeLabError(f"{len(bad)} of {len(files)} image files under {root!r} cannot be read: "
+    def in_order(pool: ThreadPoolExecutor):
+        """The results in file order, at most DECODE_WINDOW files ahead (Executor.map would submit
+        them all at once: 100,000 pending results held ~200 MiB)."""
+        pending: deque = deque()
+        for f in files:
+            pending.append(pool.submit(one, f))
+            if len(pending) >= DECODE_WINDOW:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    out: torch.Tensor | None = None
+    kept, bad, sizes, notes = [], [], set(), Counter()
+    with warnings.catch_warnings(), ThreadPoolExecutor(DECODE_THREADS) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big photos are decoded in draft mode
+        for i, result in enumerate(in_order(pool)):
+            if isinstance(result, Exception):
+                bad.append(f"{files[i]} ({_why(result, os.path.join(root, files[i]))})")
+                continue
+            t, note = result
+            sizes.add(tuple(t.shape[1:]))
+            if note:
+                notes[note] += 1
+            if out is None:
+                out = torch.empty((len(files), *t.shape), dtype=torch.uint8)
+            if t.shape[1:] != out.shape[2:]:
+                continue  # different sizes without --image_size: refused below
+            if t.shape[0] > out.shape[1]:  # grey and colour mixed: all colour
+                out = out.expand(-1, 3, -1, -1).clone()
+            out[len(kept)] = t
+            kept.append(i)
+    if out is None:
+        raise VaeLabError(f"none of the {len(files)} image files under {root!r} can be read: "
                           f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove or repair them")
-    if channels is None and len({im.shape[0] for im in images}) > 1:
-        images = [im.expand(3, -1, -1) for im in images]  # grey and colour mixed: all colour
-    if image_size is None:
-        sizes = sorted({tuple(im.shape[1:]) for im in images})
-        if len(sizes) > 1:
-            raise VaeLabError(f"the images under {root!r} have {len(sizes)} different sizes (e.g. "
-                              f"{sizes[0][1]}x{sizes[0][0]} and {sizes[-1][1]}x{sizes[-1][0]}); pass --image_size N "
-                              "to centre-crop and resize them all to N x N")
-        if sizes[0][0] != sizes[0][1]:
-            raise VaeLabError(f"the images under {root!r} are {sizes[0][1]}x{sizes[0][0]}, not square; pass "
-                              "--image_size N to centre-crop and resize them to N x N")
-        return torch.stack(images)
-    return torch.cat([reshape_images(im[None], image_size, channels) for im in images])
+    if bad:
+        print(f"vae-lab: skipped {len(bad)} of {len(files)} image files under {root!r} that cannot be read: "
+              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}", file=sys.stderr)
+    if len(sizes) > 1:
+        sizes = sorted(sizes)
+        raise VaeLabError(f"the images under {root!r} have {len(sizes)} different sizes (e.g. "
+                          f"{sizes[0][1]}x{sizes[0][0]} and {sizes[-1][1]}x{sizes[-1][0]}); pass --image_size N "
+                          "to centre-crop and resize them all to N x N")
+    if image_size is None and out.shape[2] != out.shape[3]:
+        raise VaeLabError(f"the images under {root!r} are {out.shape[3]}x{out.shape[2]}, not square; pass "
+                          "--image_size N to centre-crop and resize them to N x N")
+    skipped = [f"{len(bad)} unreadable image files skipped"] if bad else []
+    return Decoded(out[:len(kept)], torch.tensor(kept, dtype=torch.int64),
+                   [f"{n} {note}" for note, n in sorted(notes.items())] + skipped)
 
 
-def _cache_key(base: str, files: list[str], image_size: int | None, channels: int | None) -> str:
+def _cache_key(base: str, files: list[str], image_size: int | None, channels: int | None,
+               background: tuple[int, int, int]) -> str:
     import hashlib
 
-    h = hashlib.sha256(repr((CACHE_FORMAT, image_size, channels)).encode())
+    h = hashlib.sha256(repr((CACHE_FORMAT, image_size, channels, background, DRAFT_MARGIN)).encode())
     for f in files:
-        st = os.stat(os.path.join(base, f))
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(os.path.join(base, f))
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError as e:  # a dangling link or a link loop: decoded (and skipped) as unreadable
+            h.update(f"{f}\0{e.errno}\n".encode())
     return h.hexdigest()[:20]
 
 
-def _read_cache(path: str, n: int) -> torch.Tensor | None:
+def _read_cache(path: str, n: int) -> Decoded | None:
     """The cached images, or None when absent, unreadable or not what the key promises."""
     if not os.path.isfile(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            x = z["x"]
-        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != n:
+            x, kept, notes = z["x"], z["kept"], [str(s) for s in z["notes"]]
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(kept) or len(kept) > n or (
+                len(kept) and not 0 <= kept.min() <= kept.max() < n):
             raise ValueError("shapes")
     except Exception as e:  # a damaged cache is rebuilt, never trusted
         print(f"vae-lab: the image cache {path!r} is unreadable ({type(e).__name__}); decoding the images again",
               file=sys.stderr)
         return None
-    return torch.from_numpy(x)
+    return Decoded(torch.from_numpy(x), torch.from_numpy(kept.astype(np.int64)), notes)
 
 
-def _write_cache(path: str, x: torch.Tensor, tag: str) -> None:
+def _write_cache(path: str, d: Decoded, tag: str) -> None:
     """Written atomically; older caches of the same ``tag`` (other files, sizes) are removed."""
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        atomic_write(path, lambda f: np.savez(f, x=x.numpy()))
+        atomic_write(path, lambda f: np.savez(f, x=d.x.numpy(), kept=d.kept.numpy(),
+                                              notes=np.array(d.notes, dtype=np.str_)))
     except OSError as e:  # a read-only data folder: the run goes on, the next one decodes again
         print(f"vae-lab: could not cache the decoded images in {folder!r} ({e.strerror or e})", file=sys.stderr)
         return
@@ -142,25 +240,30 @@ def _write_cache(path: str, x: torch.Tensor, tag: str) -> None:
 
 
 def decoded_images(base: str, files: list[str], image_size: int | None, channels: int | None,
-                   tag: str = "all") -> torch.Tensor:
-    """The image files (relative to ``base``) as one uint8 tensor (N, C, H, W), decoded once and
-    cached in ``base``/.vae_lab_cache/ under a key of the file list, sizes, mtimes and the shape
-    asked for; ``tag`` names a set of files whose older caches a new one replaces."""
-    path = os.path.join(base, CACHE_DIR, f"{tag}-{_cache_key(base, files, image_size, channels)}.npz")
-    x = _read_cache(path, len(files))
-    if x is None:
-        x = _decode_all(base, files, image_size, channels)
-        _write_cache(path, x, tag)
-    return x
+                   tag: str = "all", background: str = "white") -> Decoded:
+    """The image files (relative to ``base``) as one uint8 tensor (N, C, H, W) with the indices of
+    the files it holds and the notes of dataio/decode.py, decoded once and cached in
+    ``base``/.vae_lab_cache/ under a key of the file list, sizes, mtimes and the decode asked for
+    (shape, ``background``); ``tag`` names a set of files whose older caches a new one replaces."""
+    rgb = parse_background(background)
+    path = os.path.join(base, CACHE_DIR, f"{tag}-{_cache_key(base, files, image_size, channels, rgb)}.npz")
+    d = _read_cache(path, len(files))
+    if d is None:
+        d = _decode_all(base, files, image_size, channels, rgb)
+        _write_cache(path, d, tag)
+    return d
 
 
-def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int | None, test_fraction: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int | None, test_fraction: float,
+                  background: str = "white") -> tuple[torch.Tensor, torch.Tensor, list[str] | None, list[str]]:
     """The training or test images of a folder: its train/ or test/ sub-folder, or else the
-    rest or the seeded, stratified (by class, when there are classes) hold-out of ``test_fraction``."""
+    rest or the seeded, stratified (by class, when there are classes) hold-out of ``test_fraction``;
+    and the decode's notes (Decoded.notes)."""
     files, has_splits = _scan_folder(root)
+    decoded = decoded_images(root, files, image_size, channels, background=background)
+    files = [files[i] for i in decoded.kept.tolist()]  # the unreadable ones skipped
     labels, classes = _labels(files, has_splits)
-    x, y = decoded_images(root, files, image_size, channels), torch.tensor(labels, dtype=torch.int64)
+    x, y = decoded.x, torch.tensor(labels, dtype=torch.int64)
     if has_splits:
         is_test = torch.tensor([f.startswith("test" + os.sep) for f in files])
         keep = is_test if not train else ~is_test
@@ -186,4 +289,4 @@ def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int 
     if not keep.any():
         raise VaeLabError(f"the {'training' if train else 'test'} set of {root!r} is empty")
     idx = keep.nonzero().squeeze(1)
-    return x[idx], y[idx], classes
+    return x[idx], y[idx], classes, decoded.notes

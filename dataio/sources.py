@@ -111,14 +111,16 @@ def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) 
 
 
 def _load_bytes(name: str, root: str, train: bool, image_size: int | None, channels: int | None,
-                test_fraction: float) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """Images (N, C, H, W) and labels (N,) as uint8 / int64, and the class names."""
+                test_fraction: float, background: str = "white"
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, list[str]]:
+    """Images (N, C, H, W) and labels (N,) as uint8 / int64, the class names, and what decoding
+    files did that a run should say (bit depths scaled, unreadable files skipped; folders.Decoded)."""
     if name == FOLDER:
-        return _folder_bytes(root, train, image_size, channels, test_fraction)
+        return _folder_bytes(root, train, image_size, channels, test_fraction, background)
     if name in OTHER_TORCHVISION:
         return _torchvision_bytes(name, root, train, image_size, channels)
     images, labels = _idx_bytes(name, root, train)
-    return reshape_images(images.unsqueeze(1), image_size, channels), labels, CLASS_NAMES[name]
+    return reshape_images(images.unsqueeze(1), image_size, channels), labels, CLASS_NAMES[name], []
 
 
 def _open_torchvision(name: str, root: str, train: bool, split: str | None = None) -> Any:
@@ -143,21 +145,21 @@ def _open_torchvision(name: str, root: str, train: bool, split: str | None = Non
 
 
 def _torchvision_bytes(name: str, root: str, train: bool, image_size: int | None, channels: int | None
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, list[str]]:
     """CIFAR-10 and SVHN as torchvision holds them (uint8 arrays); CelebA's aligned JPEGs (no
     labels: its 40 attributes are not classes) decoded once and cached beside them."""
     if name == "celeba":  # training: CelebA's train and valid partitions (the folds are ours)
         parts = [_open_torchvision(name, root, train, split) for split in (("train", "valid") if train else ("test",))]
         base = os.path.join(parts[0].root, parts[0].base_folder, "img_align_celeba")
         files = [f for ds in parts for f in ds.filename]
-        x = decoded_images(base, files, image_size, channels, tag="train" if train else "test")
-        return x, torch.zeros(len(x), dtype=torch.int64), None
+        decoded = decoded_images(base, files, image_size, channels, tag="train" if train else "test")
+        return decoded.x, torch.zeros(len(decoded.x), dtype=torch.int64), None, decoded.notes
     ds = _open_torchvision(name, root, train)
     if name == "cifar10":
         x, y, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets), list(ds.classes)
     else:  # svhn: stored (N, 3, 32, 32)
         x, y, classes = torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long(), CLASS_NAMES["svhn"]
-    return reshape_images(x.contiguous(), image_size, channels), y, classes
+    return reshape_images(x.contiguous(), image_size, channels), y, classes, []
 
 
 def _idx_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 validation split of the training set."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,26 +16,29 @@ from utils import VaeLabError
 class Split:
     """One set of images: ``x`` (N, C, H, W), uint8 as stored (a quarter of float32's memory;
     :func:`as_float` converts a batch) or float in [0, 1]; ``y`` int64 (N,) class indices;
-    ``classes``: the class names, None for a folder without class sub-folders (y all 0)."""
+    ``classes``: the class names, None for a folder without class sub-folders (y all 0); ``notes``:
+    what decoding the files did that the run's first line says (bit depths scaled, files skipped)."""
 
     x: torch.Tensor
     y: torch.Tensor
     classes: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
 
 def load_split(name: str, root: str, train: bool, image_size: int | None = None, channels: int | None = None,
-               test_fraction: float = TEST_FRACTION) -> Split:
+               test_fraction: float = TEST_FRACTION, background: str = "white") -> Split:
     """The training or test set as tensors on the CPU (for MNIST / Fashion-MNIST the official
-    60k / 10k), resized to ``image_size`` and converted to ``channels`` when given."""
-    images, labels, classes = _load_bytes(name, root, train, image_size, channels, test_fraction)
-    return _as_split(images, labels, classes)
+    60k / 10k), resized to ``image_size`` and converted to ``channels`` when given; transparent
+    pixels of image files composited onto ``background`` (dataio/decode.py)."""
+    images, labels, classes, notes = _load_bytes(name, root, train, image_size, channels, test_fraction, background)
+    return _as_split(images, labels, classes, notes)
 
 
-def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None) -> Split:
-    return Split(x=images.contiguous(), y=labels.to(torch.int64), classes=classes)
+def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None, notes: list[str]) -> Split:
+    return Split(x=images.contiguous(), y=labels.to(torch.int64), classes=classes, notes=list(notes))
 
 
 def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int, seed: int
@@ -60,13 +63,15 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
 
 
 def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, image_size: int | None = None,
-                    channels: int | None = None, test_fraction: float = TEST_FRACTION) -> tuple[Split, Split]:
+                    channels: int | None = None, test_fraction: float = TEST_FRACTION, background: str = "white"
+                    ) -> tuple[Split, Split]:
     """The 2018 split of the training images (60k for MNIST / Fashion-MNIST) into train and
     validation folds.
 
     Indexed as bytes, then converted: a quarter of the memory traffic, the same floats.
     """
-    images, labels, classes = _load_bytes(name, root, True, image_size, channels, test_fraction)
+    images, labels, classes, notes = _load_bytes(name, root, True, image_size, channels, test_fraction, background)
     tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
-    return _as_split(images[tr_t], labels[tr_t], classes), _as_split(images[va_t], labels[va_t], classes)
+    return (_as_split(images[tr_t], labels[tr_t], classes, notes),
+            _as_split(images[va_t], labels[va_t], classes, notes))

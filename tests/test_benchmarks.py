@@ -46,3 +46,16 @@ def test_median(values, expected):
     import baselines
 
     assert baselines.median(values) == expected
+
+
+def test_decode_py_compares_the_loader_with_a_plain_loop(tmp_path):
+    import decode
+
+    args = decode.get_args_parser().parse_args(["--small", "6", "--big", "0", "--many", "5",
+                                                "--files", str(tmp_path / "files"), "--out", str(tmp_path / "d")])
+    rows = decode.main(args)
+    assert [r["loader"] for r in rows] == ["plain PIL loop", "vae-lab 1 thread", "vae-lab", "vae-lab"]
+    assert rows[0]["shape"] == [6, 64, 64, 3]  # the plain loop's (N, H, W, C)
+    assert rows[2]["shape"] == [6, 3, 64, 64] and rows[3]["shape"] == [5, 1, 8, 8]
+    text = (tmp_path / "d.md").read_text()
+    assert "| 6 178x218 JPEGs (CelebA's size) -> 64x64 | vae-lab |" in text and "| 1.0x |" in text
