@@ -151,6 +151,8 @@ MAX_CLASSES = 100_000  # class sub-folders of a --dataset_type folder
 MAX_VAMP_COMPONENTS = 10_000  # --vamp_components: pseudo-inputs through the encoder every step
 MAX_HVAE_CHANNELS = 64  # --hvae_channels
 MAX_MIXTURE = 32  # --mixture_components
+MAX_PIXEL_LAYERS = 32  # --pixel_layers
+MAX_PIXEL_CHANNELS = 512  # --pixel_channels
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:

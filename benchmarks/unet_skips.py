@@ -33,8 +33,9 @@ from sweep import ROOT, cell, command_line, mean_std, parse_seeds, shown_path
 
 from config.run_config import data_options
 from datasets import as_float, train_val_split
+from evaluation.metrics import ACTIVE_UNIT_VARIANCE
 from evaluation.pictures import save_png
-from evaluation.skips import ACTIVE_UNIT_VARIANCE, skip_picture_rows, skip_usage
+from evaluation.skips import skip_picture_rows, skip_usage
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
 from utils import OneLineParser, VaeLabError, run_cli, select_device

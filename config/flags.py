@@ -18,6 +18,8 @@ from utils import (
     MAX_LATENT,
     MAX_MIXTURE,
     MAX_MULTIPLIER,
+    MAX_PIXEL_CHANNELS,
+    MAX_PIXEL_LAYERS,
     MAX_SEED,
     MAX_VAMP_COMPONENTS,
     PresetParser,
@@ -172,8 +174,10 @@ def add_model_args(g: Any) -> None:
               "configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch normalisation, "
               "the quality model (benchmarks/quality.md; --model_multiplier scales its 16/32 channels); hvae: "
               "resconv made hierarchical, a top code of --latent_space_size (the code embeddings use) over a 7x7 "
-              "latent map of --hvae_channels, inferred top-down, its KL per level; unet: fcn with skips across the "
-              "bottleneck; conv1xn: fcn of 1xN/Nx1 pairs")
+              "latent map of --hvae_channels, inferred top-down, its KL per level; pixelvae: resconv whose decoder "
+              "sees its neighbours (a gated PixelCNN over the code's feature map: each pixel predicted from the code "
+              "and the pixels before it; drawn pixel by pixel); unet: fcn with skips across the bottleneck; "
+              "conv1xn: fcn of 1xN/Nx1 pairs")
     _add(g, "--latent_space_size", type=int_in(1, MAX_LATENT),
          help="dimension z of the latent code (hvae: of its top code)")
     _add(g, "--model_multiplier", type=int_in(1, MAX_MULTIPLIER), help="fcn, resconv, hvae: channel width multiplier")
@@ -185,6 +189,10 @@ def add_model_args(g: Any) -> None:
     _add(g, "--conv_n", type=int, choices=KERNELS, help="conv1xn: N of the 1xN / Nx1 pairs")
     _add(g, "--hvae_channels", type=int_in(1, MAX_HVAE_CHANNELS),
          help="hvae: channels of the lower latent map (7x7 for 28x28 images)")
+    _add(g, "--pixel_layers", type=int_in(0, MAX_PIXEL_LAYERS),
+         help="pixelvae: gated layers of the autoregressive decoder after its 7x7-window first one; a pixel sees "
+              "4 + this many rows above and pixels to its left: the less it sees, the more the code must carry")
+    _add(g, "--pixel_channels", type=int_in(1, MAX_PIXEL_CHANNELS), help="pixelvae: width of those layers")
     _add(g, "--prior", choices=PRIORS,
          help="p(z) of the (top) code: gaussian N(0, I), or vamp, the VampPrior (Tomczak & Welling 2018): the "
               "mixture of the encoder's posteriors at --vamp_components learnt pseudo-inputs; its KL term has no "

@@ -48,6 +48,8 @@ class RunConfig:
     unet_skips: str = "all"  # unet: the resolutions whose encoder maps the decoder gets
     conv_n: int = 3  # conv1xn: N of the 1xN / Nx1 pairs
     hvae_channels: int = 2  # hvae: channels of the lower latent map
+    pixel_layers: int = 3  # pixelvae: gated layers of the autoregressive decoder (its receptive field)
+    pixel_channels: int = 32  # pixelvae: their width
     prior: str = "gaussian"  # p(z): gaussian or vamp
     vamp_components: int = 500  # VampPrior pseudo-inputs
     conditional: bool = False  # CVAE
@@ -125,7 +127,8 @@ INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", 
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
 FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",
                        "hvae_channels", "prior", "vamp_components", "conditional", "normalize", "dataset_type",
-                       "image_size", "channels", "background", "mixture_components")
+                       "image_size", "channels", "background", "mixture_components", "pixel_layers",
+                       "pixel_channels")
 
 
 def run_name(cfg: RunConfig) -> str:

@@ -67,6 +67,15 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
     return {name: measure[name]() for name in names}
 
 
+ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
+
+
+def active_units(means: torch.Tensor) -> int:
+    """Latent dimensions the code uses: those whose posterior mean varies over the images (``means``
+    (N, z)) by more than ACTIVE_UNIT_VARIANCE."""
+    return int((means.var(0, unbiased=False) > ACTIVE_UNIT_VARIANCE).sum())
+
+
 @torch.no_grad()
 def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5, batch_size: int = 1000
              ) -> dict[str, float]:

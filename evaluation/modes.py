@@ -42,7 +42,11 @@ def print_eval_table(results: dict[str, dict]) -> None:
     # NLL+KL: only when the likelihood is not the Bernoulli one (else it is BCE+KL)
     extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())
              and (key != "nll_kl" or any(r.get("likelihood", "bernoulli") != "bernoulli" for r in results.values()))]
-    print(f"model: {next(iter(results.values())).get('family', '?')}")
+    first = next(iter(results.values()))
+    print(f"model: {first.get('family', '?')}")
+    if first.get("autoregressive"):
+        print("its decoder sees the pixels before each one: BCE, MSE and SSIM score each pixel's prediction from the "
+              "code and the true pixels before it; reconstructions (pictures, FID) are drawn from the code alone")
     head = (f" {f'IWAE K={iw[0]}':>12}" if iw else "") + "".join(f" {name:>10}" for _, name, _ in extra)
     print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
     for split, r in results.items():
@@ -70,8 +74,7 @@ def _decode(model: VAE, z: torch.Tensor, y: torch.Tensor | None, device: torch.d
 @torch.no_grad()
 def _reconstruct(model: VAE, data: Split, device: torch.device) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.image_of(model(x, y=y)[0]).cpu()
-                      for x, y in batches(data, 1000, device, model.conditional)])
+    return torch.cat([model.reconstruct(x, y).cpu() for x, y in batches(data, 1000, device, model.conditional)])
 
 
 def sample_scores(model: VAE, gmm: GaussianMixtureSampler, splits: dict[str, Split], n: int, seed: int,
@@ -114,6 +117,7 @@ def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
     summary: dict = {}
     if cfg.evaluate:
         results = {split: {**evaluate(model, data, device, cfg.ssim_window_size), "family": model.family,
+                           **({"autoregressive": True} if model.autoregressive else {}),
                            **cached_codec_bits(data.x, os.path.join(cfg.weights_dir, "codecs"))}
                    for split, data in (("val", val), ("test", test))}
         if cfg.iw_samples:

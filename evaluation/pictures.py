@@ -47,8 +47,7 @@ def image_grids(model: VAE, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
 
     model.eval()
     cond = y if model.conditional else None
-    logits, _, _ = model(x, y=cond)
-    grids = {"panno": make_grid(torch.cat([x, model.image_of(logits)]).cpu(), nrow=x.shape[0], padding=2)}
+    grids = {"panno": make_grid(torch.cat([x, model.reconstruct(x, cond)]).cpu(), nrow=x.shape[0], padding=2)}
     rows = SAMPLES_PER_ROW
     y_rows = torch.arange(z.shape[0], device=z.device) // rows % model.num_classes if model.conditional else None
     grids["samples"] = make_grid(model.decode(z, y_rows).cpu(), nrow=rows, padding=2)

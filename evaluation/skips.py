@@ -12,11 +12,9 @@ import torch
 
 from datasets import Split
 from evaluation.latent_pictures import posterior_stats
-from evaluation.metrics import batches
+from evaluation.metrics import active_units, batches
 from losses import bce_loss
 from models.unet import UNetVAE
-
-ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
 
 
 @torch.no_grad()
@@ -40,7 +38,7 @@ def skip_usage(model: UNetVAE, val: Split, device: torch.device, seed: int, batc
     out = {key: total / len(val) for key, total in sums.items()}
     out.update(kl=kl_dims.sum().item(), kl_per_dim=sorted(kl_dims.tolist(), reverse=True),
                kl_top_dim=kl_dims.max().item(),
-               active_units=int((means.var(0, unbiased=False) > ACTIVE_UNIT_VARIANCE).sum()))
+               active_units=active_units(means))
     return out
 
 

@@ -23,14 +23,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.pixels import MIXTURE, coupled_locations, split_mixture
+from models.pixels import LOG_SCALE_MIN, MIXTURE, coupled_locations, split_mixture
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian", MIXTURE)
 # likelihoods that are distributions over the 256 levels: their NLL is a code length (bits per dimension)
 DISCRETE = ("logistic", MIXTURE)
 LEVELS = 256  # 8-bit images
-# smallest learnt log-scale used: exp(-7) ~ 1e-3 of the [0, 1] range, a quarter of a grey level
-LOG_SCALE_MIN = -7.0
 
 
 def _per_channel(log_scale: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from models.conv1xn import build_conv1xn
 from models.fc import build_fc, build_fc_conv
 from models.fcn import build_fcn
 from models.hvae import build_hvae
+from models.pixelvae import build_pixelvae
 from models.priors import PRIORS
 from models.resconv import build_resconv, stages
 from models.unet import build_unet
@@ -24,6 +25,7 @@ MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
     "unet": build_unet,
     "conv1xn": build_conv1xn,
     "hvae": build_hvae,
+    "pixelvae": build_pixelvae,
 }
 
 # The 2018 failures rebuilt for study: unconditional, un-normalised, at multiplier 1 only.
@@ -32,7 +34,7 @@ PLAIN_ONLY = ("unet", "conv1xn")
 
 # Built for any (C, H, W) and any likelihood; the others are the 2018 models of 28x28 grey images, one
 # logit per pixel.
-ANY_SHAPE = ("fc", "resconv", "hvae")
+ANY_SHAPE = ("fc", "resconv", "hvae", "pixelvae")
 
 
 def shape_problem(model_type: str, channels: int, size: int) -> str | None:
@@ -40,7 +42,7 @@ def shape_problem(model_type: str, channels: int, size: int) -> str | None:
     if model_type not in ANY_SHAPE and (channels, size) != (1, 28):
         return (f"--model_type {model_type} is a 2018 model of 28x28 grey images, not {channels}x{size}x{size}; "
                 f"{', '.join(ANY_SHAPE)} build for any size and channel count")
-    if model_type in ("resconv", "hvae") and (size < 8 or stages(size) is None):
+    if model_type in ("resconv", "hvae", "pixelvae") and (size < 8 or stages(size) is None):
         return (f"--model_type {model_type} cannot be built for {size}x{size} images (their stride-2 stages need "
                 "a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); pass --image_size")
     return None

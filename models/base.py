@@ -45,6 +45,10 @@ class ModelConfig:
     hvae_channels: int = 2
     # likelihood "dmol": logistics in the mixture of each pixel (models/pixels.py)
     mixture_components: int = 5
+    # `pixelvae`: gated layers of its autoregressive decoder (each sees one more row above and pixel
+    # to the left) and their width
+    pixel_layers: int = 3
+    pixel_channels: int = 32
 
     @property
     def output_channels(self) -> int:
@@ -100,6 +104,9 @@ class VAE(nn.Module):
     prior: str = "gaussian"  # see ModelConfig.prior; set by models.build_model
     # The KL terms the loss sums, one per latent level (a hierarchical model has several).
     kl_levels: tuple[str, ...] = ("kl",)
+    # Whether the decoder's output for a pixel depends on the pixels before it (models/pixelvae.py):
+    # then ``decode_given`` needs the images, and ``decode`` draws them pixel by pixel.
+    autoregressive: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,9 +182,19 @@ class VAE(nn.Module):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def decode_given(self, z: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for images ``x`` given their codes: what the likelihood scores. Only an
+        autoregressive decoder reads ``x`` (each pixel's output from the pixels before it)."""
+        return self.decode_logits(z, y)
+
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] from latent codes (B, z)."""
         return self.image_of(self.decode_logits(z, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] decoded from the posterior means of ``x`` (in eval mode)."""
+        return self.image_of(self(x, y=y)[0])
 
     def image_of(self, logits: torch.Tensor) -> torch.Tensor:
         """The image in [0, 1] (B, C, H, W) that the decoder's output stands for: sigmoid of its logits,
@@ -201,7 +218,7 @@ class VAE(nn.Module):
         mu, logvar = self.posterior(x, y)
         if self.training and eps is None:
             eps = torch.randn_like(mu)
-        logits = self.decode_logits(self.reparameterize(mu, logvar, eps), y)
+        logits = self.decode_given(self.reparameterize(mu, logvar, eps), y, x)
         if not with_kl:
             return logits, mu, logvar
         return logits, mu, logvar, self.kl_terms(mu, logvar, self._eval_noise(mu) if eps is None else eps)
@@ -259,10 +276,10 @@ class VAE(nn.Module):
         """For K codes per image z_k = mu + eps_k * sigma (``eps`` (K, B, noise_size)): the
         log-ratios log p(z_k) - log q(z_k|x), (K, B, L) with one per latent level (``kl_levels``;
         their sum is the code's), and the decoded pixel logits (K, B, C, H, W).
-        ``x`` is unused here; a hierarchical model's lower levels need it."""
+        ``x``: read by an autoregressive decoder (and a hierarchical model's lower levels)."""
         k, b = eps.shape[0], mu.shape[0]
         z, log_ratio = self.code_log_ratio(mu, logvar, eps)
-        logits = self.decode_logits(z.reshape(k * b, -1), repeat_rows(y, k))
+        logits = self.decode_given(z.reshape(k * b, -1), repeat_rows(y, k), repeat_rows(x, k))
         return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
 
     def code_log_ratio(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor

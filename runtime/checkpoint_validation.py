@@ -26,6 +26,8 @@ from utils import (
     MAX_LATENT,
     MAX_MIXTURE,
     MAX_MULTIPLIER,
+    MAX_PIXEL_CHANNELS,
+    MAX_PIXEL_LAYERS,
     MAX_VAMP_COMPONENTS,
     VaeLabError,
 )
@@ -99,6 +101,8 @@ def _check_model_config(cfg: Any) -> None:
     _int(cfg.get("vamp_components", 500), "'model_config' vamp_components", 1, MAX_VAMP_COMPONENTS)
     _int(cfg.get("hvae_channels", 2), "'model_config' hvae_channels", 1, MAX_HVAE_CHANNELS)
     _int(cfg.get("mixture_components", 5), "'model_config' mixture_components", 1, MAX_MIXTURE)
+    _int(cfg.get("pixel_layers", 3), "'model_config' pixel_layers", 0, MAX_PIXEL_LAYERS)
+    _int(cfg.get("pixel_channels", 32), "'model_config' pixel_channels", 1, MAX_PIXEL_CHANNELS)
     if cfg.get("likelihood", "bernoulli") not in LIKELIHOODS:
         raise _Bad(f"'model_config' names an unknown likelihood {cfg.get('likelihood')!r:.40}")
     try:
