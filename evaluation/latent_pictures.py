@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 
 from datasets import Split
 from evaluation.metrics import batches
@@ -100,6 +99,8 @@ def write_latent_map(model: VAE, val: Split, device: torch.device, path: str,
         spread = std
         labels = (f"z0 - {float(centre[0]):.2f} (its mean)", f"z1 - {float(centre[1]):.2f} (its mean)")
     else:
+        from sklearn.decomposition import PCA  # here: importing sklearn costs ~1 s of every run's start-up
+
         pca = PCA(2, random_state=seed).fit(mu.numpy())
         axes_2d = torch.from_numpy(pca.components_).to(mu.dtype)  # (2, d)
         plane = (mu - centre) @ axes_2d.T

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from runtime.checkpoints import load_checkpoint_file, save_checkpoint
 from runtime.run_files import mixture_path
@@ -46,6 +44,10 @@ class GaussianMixtureSampler:
     @classmethod
     def fit(cls, codes: np.ndarray, components: int, seed: int) -> GaussianMixtureSampler:
         """EM (scikit-learn) on ``codes`` (N, d), seeded; one line if there are too few codes."""
+        # here: importing scikit-learn costs ~1 s of every run's start-up, and most runs fit no mixture
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
         check_components(components, len(codes))
         gmm = GaussianMixture(components, covariance_type="full", random_state=seed)
         with warnings.catch_warnings():  # a mixture that has not fully converged still samples well
