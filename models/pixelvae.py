@@ -113,6 +113,9 @@ class PixelVAE(ResConvVAE):
     """resconv's encoder and decoder trunk; the trunk's last layer gives the causal stack its map."""
 
     autoregressive = True
+    # Channels-last: its many small full-resolution convolutions train faster so on a 2-core CPU
+    # (benchmarks/pixelvae_step.md); the images are put in this layout on the way in.
+    memory_format = torch.channels_last
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -120,15 +123,13 @@ class PixelVAE(ResConvVAE):
         self.dec_conv[-1] = nn.Conv2d(trunk.in_channels, cfg.pixel_channels, 3, padding=1)
         self.stack = CausalStack(cfg.image_channels, cfg.pixel_channels, cfg.pixel_layers, cfg.pixel_channels,
                                  cfg.output_channels)
-        # Channels-last: its many small full-resolution convolutions train 1.3x faster so on a 2-core CPU
-        # (one training step measured side by side, AMD EPYC); the images are put in that layout below.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=self.memory_format)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().encode(x.contiguous(memory_format=torch.channels_last), y)
+        return super().encode(x.contiguous(memory_format=self.memory_format), y)
 
     def decode_given(self, z: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        return self.stack(x.contiguous(memory_format=torch.channels_last), self.code_map(z, y))
+        return self.stack(x.contiguous(memory_format=self.memory_format), self.code_map(z, y))
 
     def code_map(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioning map (B, pixel_channels, H, W) of codes (B, z) (and classes)."""

@@ -74,7 +74,7 @@ def test_the_likelihood_sums_over_pixels_it_sees_through_forward_and_the_iwae_te
 def test_a_run_trains_evaluates_predicts_and_resumes_exactly(tiny_mnist, workdir):
     flags = ("--model_type", "pixelvae", "--image_loss_type", "dmol", "--pixel_layers", "1", "--pixel_channels", "8",
              "--mixture_components", "2")
-    code, out, err = run_cli(tiny_args(tiny_mnist, *flags, epochs=2))
+    code, out, err = run_cli(tiny_args(tiny_mnist, *flags, "--tensorboard_images", "True", epochs=2))
     assert code == 0, err
     h = load_ckpt("weights/r_checkpoint.pth.tar")["history"]
     assert h[1]["train_loss"] < h[0]["train_loss"]
@@ -84,10 +84,26 @@ def test_a_run_trains_evaluates_predicts_and_resumes_exactly(tiny_mnist, workdir
     assert resumed["model_config"]["pixel_channels"] == 8
     assert all(torch.equal(resumed["state_dict"][k], v) for k, v in straight["state_dict"].items())
     # nothing but the checkpoint: evaluate (with the IWAE bound and the codecs) and draw the pictures
-    code, out, err = run_cli(["--resume", "weights/r_best.pth.tar", "--evaluate", "--iw_samples", "2"])
+    code, out, err = run_cli(["--resume", "weights/r_best.pth.tar", "--evaluate", "--iw_samples", "2", "--fid", "40",
+                              "--gmm_components", "3"])
     assert code == 0, err
     val = json.load(open("weights/r_eval.json"))["val"]
     assert val["family"].startswith("pixelvae") and 0 < val["iwae_bits_per_dim"] <= val["bits_per_dim"] + 0.01
-    assert "xz_bits_per_dim" in val
-    code, out, err = run_cli(["--resume", "weights/r_best.pth.tar", "--predict"])
+    assert "xz_bits_per_dim" in val and val["fid_gmm"] >= 0 and "true pixels before it" in out
+    code, out, err = run_cli(["--resume", "weights/r_best.pth.tar", "--predict", "--sampler", "gmm",
+                              "--gmm_components", "3"])
     assert code == 0, err
+    from PIL import Image
+
+    grid = Image.open("results/r/samples_gmm.png")
+    assert grid.size[0] > 28 and len(set(grid.getdata())) > 2  # drawn images, not a blank grid
+
+
+def test_a_conditional_model_draws_each_class():
+    model = tiny_pixelvae(likelihood="dmol", pixel_layers=0, conditional=True)
+    z, y = torch.zeros(2, 10), torch.tensor([0, 1])
+    with torch.no_grad():
+        drawn = model.decode(z, y)
+        assert not torch.equal(model.code_map(z, y)[0], model.code_map(z, y)[1])  # the class reaches the decoder
+        again = model.decode(z, y)
+    assert torch.equal(drawn, again) and drawn.shape == (2, 1, 16, 16)
