@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import re
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,6 +54,12 @@ class ExplorerServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: ExplorerServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out as two writes: without TCP_NODELAY, Nagle's algorithm holds the body until
+        # the client's delayed ACK (~40 ms a request, most of a slider frame)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would bury the URL and the errors
