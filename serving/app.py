@@ -54,6 +54,7 @@ class ExplorerServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: ExplorerServer
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a connection may stall mid-request (a body shorter than its Content-Length)
 
     def setup(self) -> None:
         super().setup()

@@ -261,14 +261,14 @@ def test_cli_errors_are_one_line_exit_2(run_dir, tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium (Debian's, driven by Playwright); skipped without it, except where CI installs it."""
+    from conftest import missing  # skip, or fail under VAE_LAB_REQUIRE_DATA=1 (CI installs both)
+
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install -r requirements.txt)")
+        missing("playwright is not installed (pip install -r requirements.txt)")
     if not os.path.isfile(CHROMIUM) and not shutil.which("chromium"):
-        if os.environ.get("VAE_LAB_REQUIRE_DATA") == "1":
-            pytest.fail(f"Chromium is absent ({CHROMIUM}) (VAE_LAB_REQUIRE_DATA=1: .ci/run installs it)")
-        pytest.skip(f"Chromium is absent ({CHROMIUM}): apt-get install chromium")
+        missing(f"Chromium is absent ({CHROMIUM}): apt-get install chromium")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM if os.path.isfile(CHROMIUM) else shutil.which("chromium"),
                               args=["--no-sandbox"])
