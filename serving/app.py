@@ -5,7 +5,7 @@ Served by the standard library's ``ThreadingHTTPServer``: one local user, a doze
 bodies need no web framework, and a framework would be one more dependency for a tool that
 trains nothing (threads: a slow decode does not hold back the page's other requests).
 
-API (JSON in and out; an error is ``{"error": "one line"}`` with status 400, 404 or 413):
+API (JSON in and out; an error is ``{"error": "one line"}`` with status 400, 404, 413, or 500 if the model fails):
 
     GET  /api/info                     model, KL order, the map's plane and points, config, eval numbers
     GET  /api/val/<i>                  validation image i, its code and class
@@ -102,6 +102,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(404, f"no such page: {path}")
         except BadRequest as e:
             self._error(e.status, str(e))
+        except Exception as e:  # as in do_POST
+            self._error(500, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'failed'}")
 
     def do_POST(self) -> None:
         url = urlparse(self.path)
@@ -120,28 +122,30 @@ class Handler(BaseHTTPRequestHandler):
                 self._discard(length)
                 raise BadRequest(f"the request is {length:,} bytes; at most {MAX_JSON_BYTES:,}", 413)
             body = self._body(length)
-            y = ex.label(body.get("y"))
+            y = lambda: ex.label(body.get("y"))  # noqa: E731 (the class, for the routes that decode)
             if url.path == "/api/decode":
                 code = ex.code(body.get("code"))
-                images, ms = ex.decode(code[None], y)
+                images, ms = ex.decode(code[None], y())
                 self._json({"image": images[0], "ms": ms, "decode_ms": ex.single_ms, "point": ex.project(code)})
             elif url.path == "/api/sweep":
-                self._json(ex.sweep(ex.code(body.get("code")), body.get("dim"), y))
+                self._json(ex.sweep(ex.code(body.get("code")), body.get("dim"), y()))
             elif url.path == "/api/start":
                 code = ex.start_code(body.get("kind"), body.get("seed", 0))
                 self._json({"code": code.tolist(), "note": ex.gmm_note if body.get("kind") == "gmm" else ""})
             elif url.path == "/api/map":
                 code = ex.map_code(body.get("point"))
-                images, ms = ex.decode(code[None], y)
+                images, ms = ex.decode(code[None], y())
                 self._json({"code": code.tolist(), "image": images[0], "ms": ms})
             elif url.path == "/api/interpolate":
-                self._json(ex.interpolate(ex.code(body.get("a")), ex.code(body.get("b")), body.get("steps"), y))
+                self._json(ex.interpolate(ex.code(body.get("a")), ex.code(body.get("b")), body.get("steps"), y()))
             else:
                 self._error(404, f"no such API: {url.path}")
         except BadRequest as e:
             self._error(e.status, str(e))
         except VaeLabError as e:  # e.g. a saved mixture that does not fit: the page says it, the server goes on
             self._error(400, str(e))
+        except Exception as e:  # a model that fails on a code: one line, a 500, and the server goes on
+            self._error(500, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'failed'}")
 
     def _length(self) -> int:
         try:

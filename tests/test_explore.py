@@ -222,10 +222,39 @@ def test_a_cvae_decodes_each_class_and_an_hvae_says_what_its_lower_level_is():
     assert pixels(cvae.decode(code[None], 0)[0][0]).tolist() != pixels(cvae.decode(code[None], 1)[0][0]).tolist()
     with pytest.raises(decoding.BadRequest, match="needs a class"):
         cvae.label(None)
+    server = make_server("127.0.0.1", 0)  # over HTTP: the class is asked for where a decode needs it
+    server.explorer = cvae
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = url_of(server)
+        status, r = call(base, "/api/decode", {"code": code.tolist()})
+        assert status == 400 and "needs a class" in r["error"]
+        assert call(base, "/api/decode", {"code": code.tolist(), "y": 3})[0] == 200
+        assert call(base, "/api/start", {"kind": "prior", "seed": 2})[0] == 200  # a code needs no class
+        status, r = call(base, "/api/upload?y=12", raw=png_bytes(np.zeros((28, 28), np.uint8)))
+        assert status == 400 and "needs a class" in r["error"]
+        assert call(base, "/api/upload?y=4", raw=png_bytes(np.zeros((28, 28), np.uint8)))[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
     hvae = Explorer(build_model(ModelConfig(model_type="hvae")), explore_cfg(), val)
     assert "lower levels are at their mean" in hvae.info()["levels_note"]
     np.testing.assert_array_equal(pixels(hvae.decode(code[None], None)[0][0]),
                                   as_uint8(hvae.model.eval().decode(code[None])[0]))
+
+
+def test_a_model_that_fails_is_a_500_with_one_line_and_the_server_goes_on(served, monkeypatch, capsys):
+    base, ex = served
+
+    def broken(z, y=None):
+        raise RuntimeError("shapes do not match\nsecond line")
+
+    monkeypatch.setattr(ex.model, "decode", broken)
+    status, r = call(base, "/api/decode", {"code": [7.5] * ex.model.latent_size})
+    assert status == 500 and r["error"] == "RuntimeError: shapes do not match"
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.undo()
+    assert call(base, "/api/decode", {"code": [7.5] * ex.model.latent_size})[0] == 200
 
 
 def explore_cfg():
