@@ -180,9 +180,8 @@ def screenshot(page, path: str) -> None:
     from PIL import Image
 
     im = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
-    # 128 colours (max coverage: the class colours kept): a third of the bytes, the text still sharp
-    small = im.quantize(colors=128, method=Image.Quantize.MAXCOVERAGE)
-    atomic_write(path, lambda f: small.save(f, format="PNG", optimize=True))
+    # lossless: a palette of a few hundred colours tinted the grey images (the greys and the class colours compete)
+    atomic_write(path, lambda f: im.save(f, format="PNG", optimize=True))
     print(f"wrote {path} ({im.width}x{im.height})")
 
 

@@ -98,8 +98,10 @@ class Explorer:
                                                                               self.seed)
         self.shown = np.random.default_rng(self.seed).permutation(len(self.val))[:MAP_POINTS]
         self.hits = self.misses = 0
-        self.single_ms = 0.0  # the model's time to decode one image (the last one not cached): the page
-        self.decode(self.centre[None], 0 if self.model.conditional else None)  # sweeps only a fast model's
+        # the model's time for one image (its last uncached single decode, timed here first): the page asks
+        # a fast model for a slider's whole track, a slow one for single frames
+        self.single_ms = 0.0
+        self.decode(self.centre[None], 0 if self.model.conditional else None)
 
     @classmethod
     def from_checkpoint(cls, path: str, data_root: str | None = None) -> Explorer:
