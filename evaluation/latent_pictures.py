@@ -84,6 +84,25 @@ def write_traversals(model: VAE, val: Split, device: torch.device, path: str) ->
     return {"kl_per_dimension": kl.tolist(), "order": order}
 
 
+def latent_plane(mu: torch.Tensor, centre: torch.Tensor, std: torch.Tensor, seed: int = 42
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, str]]:
+    """The plane the latent map shows, from posterior means ``mu`` (N, d), their ``centre`` and the
+    aggregate posterior's ``std`` (d,): its axes (2, d), the means' coordinates on it (N, 2), the
+    spread of each coordinate (2,) and the axes' names. z itself for a 2-d code, else the first two
+    principal axes of the means; a point p of the plane is the code ``centre + p @ axes``."""
+    if mu.shape[1] == 2:
+        labels = (f"z0 - {float(centre[0]):.2f} (its mean)", f"z1 - {float(centre[1]):.2f} (its mean)")
+        return torch.eye(2, dtype=mu.dtype), mu - centre, std, labels
+    from sklearn.decomposition import PCA  # here: importing sklearn costs ~1 s of every run's start-up
+
+    pca = PCA(2, random_state=seed).fit(mu.numpy())
+    axes_2d = torch.from_numpy(pca.components_).to(mu.dtype)  # (2, d)
+    plane = (mu - centre) @ axes_2d.T
+    labels = (f"PC1 ({pca.explained_variance_ratio_[0]:.0%} of the means' variance)",
+              f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
+    return axes_2d, plane, plane.std(0), labels
+
+
 @torch.no_grad()
 def write_latent_map(model: VAE, val: Split, device: torch.device, path: str,
                      class_names: Sequence[str] | None = None, seed: int = 42) -> dict:
@@ -94,19 +113,7 @@ def write_latent_map(model: VAE, val: Split, device: torch.device, path: str,
 
     mu, centre, std, _ = posterior_stats(model, val, device)
     d = mu.shape[1]
-    if d == 2:
-        axes_2d, plane = torch.eye(2, dtype=mu.dtype), mu - centre
-        spread = std
-        labels = (f"z0 - {float(centre[0]):.2f} (its mean)", f"z1 - {float(centre[1]):.2f} (its mean)")
-    else:
-        from sklearn.decomposition import PCA  # here: importing sklearn costs ~1 s of every run's start-up
-
-        pca = PCA(2, random_state=seed).fit(mu.numpy())
-        axes_2d = torch.from_numpy(pca.components_).to(mu.dtype)  # (2, d)
-        plane = (mu - centre) @ axes_2d.T
-        spread = plane.std(0)
-        labels = (f"PC1 ({pca.explained_variance_ratio_[0]:.0%} of the means' variance)",
-                  f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
+    axes_2d, plane, spread, labels = latent_plane(mu, centre, std, seed)
     ticks = torch.linspace(-3, 3, MAP_SIDE, dtype=mu.dtype)
     a, b = torch.meshgrid(ticks * spread[0], ticks.flip(0) * spread[1], indexing="xy")  # top row: high b
     coords = torch.stack([a.flatten(), b.flatten()], 1)
