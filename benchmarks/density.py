@@ -23,6 +23,7 @@ trained once per ``--seeds`` by benchmarks/sweep.py and scored on the official t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -68,6 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--iw_samples", type=positive_int, default=100, help="importance samples of the IWAE bound")
     p.add_argument("--iw_images", type=positive_int, default=1000, help="the first N test images get the IWAE bound")
     p.add_argument("--fid_samples", type=non_negative_int, default=1000, help="prior samples for the FID; 0 skips it")
+    p.add_argument("--from_json", action="store_true",
+                   help="train nothing: write the .md again from the rows of the .json (e.g. after a run was stopped)")
     add_sweep_args(p, "density")
     return p
 
@@ -139,23 +142,25 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str | None = None,
+             command: str | None = None, note: str = "") -> str:
     codecs = rows[0]["codecs"]
     lines = ["# Density models on Fashion-MNIST against the codecs (test set, bits per dimension)", "",
-             f"`{command_line('density.py')}`; torch {torch.__version__}, {cpu_name()}, "
+             f"`{command or command_line('density.py')}`{note}; torch {torch.__version__}, {cpu or cpu_name()}, "
              f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; wall time {wall:.0f} s. Mean ± std over "
              f"seeds{f'; every configuration trained {args.epochs} epochs' if args.epochs else ''}. Best checkpoint "
              "of each run. Lower bits/dim is better: a lossless code length of the 8-bit images.",
-             "", "Codecs on the same 10,000 test images: "
+             "", "Codecs on the same test images: "
              + ", ".join(f"{c} {codecs[f'{c}_bits_per_dim']:.4f}" for c in CODECS) + " bits/dim.", "",
              f"-ELBO: the negative ELBO on all test images. IWAE: the bound with K = {args.iw_samples} on the first "
              f"{args.iw_images} test images, shown as measured (subset) and moved by the subset's offset "
              "(the -ELBO of all images minus that of the subset, measured) to estimate it on the whole set.",
-             "", "| config | params | epochs | train s | -ELBO b/d | IWAE b/d (est. all) | IWAE b/d (subset) | "
+             "", "| config | seeds | params | epochs | train s | -ELBO b/d | IWAE b/d (est. all) | IWAE b/d (subset) | "
                  "offset | KL nats | active units | KNN acc | FID | 100 samples s (first call) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
+        seeds = ", ".join(map(str, r["seeds"]))
+        lines.append(f"| {r['config']} | {seeds} | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
                      f"{cell(r['train_seconds'], '.0f')} | {cell(r['test_bpd'], '.4f')} | "
                      f"{cell(r['iwae_test_bpd_est'], '.4f')} | {cell(r['iwae_subset_bpd'], '.4f')} | "
                      f"{cell(r['subset_offset_bpd'], '+.4f')} | {cell(r['test_kl'], '.2f')} | "
@@ -166,6 +171,18 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    if args.from_json:
+        with open(args.out + ".json") as f:
+            saved = json.load(f)
+        for key in ("iw_samples", "iw_images", "fid_samples", "knn_per_class"):
+            setattr(args, key, saved[key])
+        args.epochs = saved["epochs_override"]
+        # the run's own command (a run that predates the key: the default one), and that the table was rewritten
+        write_text(args.out + ".md", markdown(saved["rows"], args, saved["wall_seconds"], saved["cpu"],
+                                              saved.get("command", "python3 benchmarks/density.py"),
+                                              " (table rewritten by `--from_json`)"))
+        print(open(args.out + ".md").read())
+        return saved["rows"]
     seeds, runs = start(args, list(CONFIGS))
     settings = {"iw_samples": args.iw_samples, "iw_images": args.iw_images, "fid_samples": args.fid_samples,
                 "knn_per_class": args.knn_per_class}
@@ -180,7 +197,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             wall = time.perf_counter() - t0
             write_text(args.out + ".md", markdown(rows, args, wall))
             write_json(args.out + ".json", {"seeds": seeds, **settings, "epochs_override": args.epochs,
-                                            "cpu": cpu_name(), "wall_seconds": wall, "rows": rows})
+                                            "cpu": cpu_name(), "command": command_line("density.py"),
+                                            "wall_seconds": wall, "rows": rows})
     print(open(args.out + ".md").read())
     return rows
 

@@ -1,0 +1,39 @@
+"""benchmarks/density.py: the density preset end to end on a few real Fashion-MNIST images, its
+figures beside the codecs, and the table rewritten from its JSON."""
+import json
+import os
+import sys
+
+from helpers import ROOT, run_module_cli
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+
+def density_cli(argv):
+    import density
+
+    return run_module_cli(density, argv)
+
+
+def test_the_density_preset_is_scored_beside_the_codecs(fmnist_small, workdir):
+    argv = ["--only", "density", "--epochs", "1", "--seeds", "42", "--knn_per_class", "20", "--iw_samples", "3",
+            "--iw_images", "40", "--fid_samples", "0", "--data_root", fmnist_small, "--device", "cpu",
+            "--work_dir", "runs", "--out", "out/d"]
+    code, out, err = density_cli(argv)
+    assert code == 0, err
+    row = json.load(open("out/d.json"))["rows"][0]
+    assert row["config"] == "density" and row["seeds"] == [42] and row["epochs"] == 1
+    codecs = row["codecs"]
+    assert 0 < codecs["xz_bits_per_dim"] < codecs["webp_bits_per_dim"] < codecs["png_bits_per_dim"] < 8
+    bpd, iwae = row["test_bpd"]["mean"], row["iwae_subset_bpd"]["mean"]
+    assert 1 < bpd < 8 and 1 < iwae
+    # the offset is what moves the subset's bound to the whole set's estimate
+    assert abs(row["iwae_test_bpd_est"]["mean"] - (iwae + row["subset_offset_bpd"]["mean"])) < 1e-9
+    assert 0 <= row["active_units"]["mean"] <= 10 and 0 < row["knn_acc"]["mean"] <= 1 and row["fid"] is None
+    assert row["sample_100_seconds"]["mean"] > 0
+    before = open("out/d.md").read()
+    assert "| density | 42 |" in before and f"xz {codecs['xz_bits_per_dim']:.4f}" in before
+    code, out, err = density_cli(["--from_json", "--out", "out/d"])
+    assert code == 0, err
+    assert open("out/d.md").read().replace(" (table rewritten by `--from_json`)", "").split("; torch")[1] == \
+        before.split("; torch")[1]
