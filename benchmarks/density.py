@@ -163,7 +163,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str |
         lines.append(f"| {r['config']} | {seeds} | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
                      f"{cell(r['train_seconds'], '.0f')} | {cell(r['test_bpd'], '.4f')} | "
                      f"{cell(r['iwae_test_bpd_est'], '.4f')} | {cell(r['iwae_subset_bpd'], '.4f')} | "
-                     f"{cell(r['subset_offset_bpd'], '+.4f')} | {cell(r['test_kl'], '.2f')} | "
+                     f"{cell(r['subset_offset_bpd'], '.4f')} | {cell(r['test_kl'], '.2f')} | "
                      f"{cell(r['active_units'], '.1f')} | {cell(r['knn_acc'], '.4f')} | {cell(r['fid'], '.1f')} | "
                      f"{cell(r['sample_100_seconds'], '.2f')} ({cell(r['first_sample_100_seconds'], '.2f')}) |")
     lines += ["", "Configurations:"] + [f"- **{r['config']}** (`{r['flags']}`): {r['about']}" for r in rows]

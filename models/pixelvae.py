@@ -113,8 +113,9 @@ class PixelVAE(ResConvVAE):
     """resconv's encoder and decoder trunk; the trunk's last layer gives the causal stack its map."""
 
     autoregressive = True
-    # Channels-last: its many small full-resolution convolutions train faster so on a 2-core CPU
-    # (benchmarks/pixelvae_step.md); the images are put in this layout on the way in.
+    # Channels-last: the layout a quiet timing of its training step favoured on a 2-core AMD EPYC;
+    # benchmarks/pixelvae_step.py times both (its saved run shared the cores with other jobs and decides
+    # nothing). The images are put in this layout on the way in.
     memory_format = torch.channels_last
 
     def __init__(self, cfg: ModelConfig):
