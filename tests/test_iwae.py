@@ -145,7 +145,7 @@ class Conditional(torch.nn.Module):
         self.noise_size, self.prior = model.noise_size, model.prior
 
     # the real bookkeeping of the codes, calling this stand-in's decode_logits
-    importance_terms, code_log_ratio = VAE.importance_terms, VAE.code_log_ratio
+    importance_terms, code_log_ratio, decode_given = VAE.importance_terms, VAE.code_log_ratio, VAE.decode_given
 
     def posterior(self, x, y):
         assert torch.equal(y, self.labels)

@@ -33,7 +33,7 @@ def test_eval_mode_decodes_the_mean(model_type):
     a, b = model(x)[0], model(x)[0]
     assert torch.equal(a, b)
     mu, _ = model.encode(x)
-    assert torch.allclose(a, model.decode_logits(mu))
+    assert torch.allclose(a, model.decode_given(mu, None, x))  # x: what an autoregressive decoder reads
 
 
 def test_fc_conv_names_and_shapes_match_the_2018_checkpoint():
