@@ -1,0 +1,164 @@
+"""--dataset_type dsprites and dsprites_colour: the dSprites factor grid (Matthey et al. 2017), re-rendered
+here, offline and deterministically, with every image's factor values kept.
+
+"dSprites-like", not DeepMind's file: 3 shapes (square, ellipse, heart) x 6 scales evenly in [0.5, 1] x
+40 orientations k * 2pi / 40 (k = 0..39) x 32 x 32 positions evenly in [0, 1] = 737,280 binary 64x64
+images, one per factor combination, in DeepMind's order (the last factor fastest), so image i of the
+grid has the factors of image i of their file. A pixel is on when its centre lies inside the shape
+(no antialiasing). Our shapes are drawn from their equations, not traced from DeepMind's bitmaps, so
+scores on them are comparable with each other, not with published ones: when
+``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` is in --data_root it is read instead.
+
+Hand-written because no library renders this grid; the render is vectorised numpy (~7k images per
+second on one core), cheaper than reading a cache of 377 MB of packed bits, so images are rendered
+from their grid index when a split is loaded and never stored: the cache of this data set is the
+index itself (see docs/disentanglement.md).
+
+dsprites_colour: the same grid times 6 colours (a 6th factor, on a black background, 3 channels).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from utils import VaeLabError
+
+DEEPMIND_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+SIZE = 64  # pixels a side
+SHAPES = ("square", "ellipse", "heart")
+SCALES = np.linspace(0.5, 1.0, 6)
+ORIENTATIONS = np.arange(40) * (2 * math.pi / 40)
+POSITIONS = np.linspace(0.0, 1.0, 32)
+# dsprites_colour's colours (RGB, 0-255): saturated, far apart
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+           "magenta": (255, 0, 255), "cyan": (0, 255, 255)}
+# the values of each factor, in grid order (the last factor varies fastest)
+BASE_FACTORS: dict[str, np.ndarray] = {"shape": np.arange(3), "scale": SCALES, "orientation": ORIENTATIONS,
+                                       "pos_x": POSITIONS, "pos_y": POSITIONS}
+FACTOR_SETS = {"dsprites": BASE_FACTORS,
+               "dsprites_colour": {"colour": np.arange(len(COLOURS)), **BASE_FACTORS}}
+# geometry (pixels): a scale-1 square has half-side HALF; a centre moves over [MARGIN, SIZE - MARGIN] so a
+# scale-1 shape at any angle stays inside the image (the square's corner reaches HALF * sqrt 2 = 14.1)
+HALF = 10.0
+MARGIN = 15.0
+RENDER_CHUNK = 4096  # images rendered at once: ~100 MB of float32 temporaries
+
+
+def factor_sizes(name: str) -> tuple[int, ...]:
+    return tuple(len(v) for v in FACTOR_SETS[name].values())
+
+
+def grid_size(name: str) -> int:
+    return int(np.prod(factor_sizes(name)))
+
+
+def factor_indices(name: str, index: np.ndarray) -> np.ndarray:
+    """Grid indices (N,) -> each factor's value index (N, F), in FACTOR_SETS order."""
+    return np.stack(np.unravel_index(np.asarray(index, dtype=np.int64), factor_sizes(name)), axis=1)
+
+
+def grid_index(name: str, factors: np.ndarray) -> np.ndarray:
+    """Each image's factor value indices (N, F) -> its grid index (N,)."""
+    return np.ravel_multi_index(tuple(np.asarray(factors, dtype=np.int64).T), factor_sizes(name))
+
+
+def class_names(name: str, factor: str) -> list[str]:
+    """How a factor's values are written as class names (for KNN, pictures)."""
+    if factor == "shape":
+        return list(SHAPES)
+    if factor == "colour":
+        return list(COLOURS)
+    values = FACTOR_SETS[name][factor]
+    return [f"{v:.3g}" for v in values]
+
+
+def render_masks(shape: np.ndarray, scale: np.ndarray, angle: np.ndarray, pos_x: np.ndarray,
+                 pos_y: np.ndarray) -> np.ndarray:
+    """Binary images (N, 64, 64) as bool: pixel (row, col) is on when its centre, moved into the shape's
+    own frame (centred, rotated back by ``angle``, divided by its size), satisfies the shape's equation.
+    ``shape``: 0 square |u|,|v| <= 1; 1 ellipse of semi-axes 1.2 and 0.6 (its long axis along the angle); 2 heart
+    (x^2 + y^2 - 1)^3 <= x^2 y^3 (a classic implicit heart, point down, 2.3 units wide, scaled to fit)."""
+    n = len(shape)
+    centre = np.arange(SIZE, dtype=np.float32) + 0.5
+    cx = (MARGIN + pos_x * (SIZE - 2 * MARGIN)).astype(np.float32).reshape(n, 1, 1)
+    cy = (MARGIN + pos_y * (SIZE - 2 * MARGIN)).astype(np.float32).reshape(n, 1, 1)
+    size = (HALF * scale).astype(np.float32).reshape(n, 1, 1)
+    cos, sin = (np.cos(angle).astype(np.float32).reshape(n, 1, 1), np.sin(angle).astype(np.float32).reshape(n, 1, 1))
+    dx, dy = centre.reshape(1, 1, SIZE) - cx, centre.reshape(1, SIZE, 1) - cy
+    u = (cos * dx + sin * dy) / size  # rotate by -angle: the shape turns by +angle (y points down)
+    v = (-sin * dx + cos * dy) / size
+    out = np.zeros((n, SIZE, SIZE), dtype=bool)
+    for k in range(3):
+        rows = np.flatnonzero(shape == k)
+        if not len(rows):
+            continue
+        a, b = u[rows], v[rows]
+        if k == 0:
+            out[rows] = np.maximum(np.abs(a), np.abs(b)) <= 1.0
+        elif k == 1:
+            out[rows] = a * a / 1.44 + b * b / 0.36 <= 1.0
+        else:
+            x, y = a * 0.87, -b * 0.87 + 0.1  # point down, centred on its middle; ~1.15 units a side
+            out[rows] = (x * x + y * y - 1.0) ** 3 <= x * x * y ** 3
+    return out
+
+
+def render(name: str, index: np.ndarray) -> torch.Tensor:
+    """The images of these grid indices, uint8 (N, C, 64, 64) in {0, 255}, rendered in chunks."""
+    index = np.asarray(index, dtype=np.int64)
+    colour = name == "dsprites_colour"
+    out = torch.empty((len(index), 3 if colour else 1, SIZE, SIZE), dtype=torch.uint8)
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.uint8)
+    for start in range(0, len(index), RENDER_CHUNK):
+        f = factor_indices(name, index[start:start + RENDER_CHUNK])
+        if colour:
+            c, f = f[:, 0], f[:, 1:]
+        mask = torch.from_numpy(render_masks(f[:, 0], SCALES[f[:, 1]], ORIENTATIONS[f[:, 2]], POSITIONS[f[:, 3]],
+                                             POSITIONS[f[:, 4]]))
+        rows = slice(start, start + len(f))
+        if colour:
+            out[rows] = mask[:, None].to(torch.uint8) * palette[torch.from_numpy(c)][:, :, None, None]
+        else:
+            out[rows, 0] = mask.to(torch.uint8) * 255
+    return out
+
+
+def _deepmind_images(root: str) -> np.ndarray | None:
+    """DeepMind's images (737280, 64, 64) in {0, 1} when their file is in ``root``, else None."""
+    path = os.path.join(root, DEEPMIND_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            imgs = f["imgs"]
+    except Exception as e:  # zip, key or format errors of a damaged file
+        raise VaeLabError(f"{path!r} is not a readable dSprites file ({type(e).__name__}); delete it to use our "
+                          f"re-rendering") from None
+    if imgs.shape != (grid_size("dsprites"), SIZE, SIZE):
+        raise VaeLabError(f"{path!r} holds images of shape {imgs.shape}, not dSprites' "
+                          f"({grid_size('dsprites')}, {SIZE}, {SIZE})")
+    return imgs
+
+
+def images_of(name: str, root: str, index: np.ndarray) -> tuple[torch.Tensor, str]:
+    """The images of these grid indices and where they came from (DeepMind's file, or our render)."""
+    imgs = _deepmind_images(root) if name == "dsprites" else None
+    if imgs is None:
+        return render(name, index), "dSprites-like: re-rendered by dataio/dsprites.py, not DeepMind's file"
+    return torch.from_numpy(imgs[np.asarray(index)] * np.uint8(255)).unsqueeze(1), f"DeepMind's {DEEPMIND_FILE}"
+
+
+def chosen_indices(name: str, images: int, train: bool, test_fraction: float) -> np.ndarray:
+    """The grid indices of the training (or test) set: ``images`` of the grid (0: all of it) drawn once
+    with a fixed seed, the last ``test_fraction`` of them held out, so every run (any --seed) is trained
+    and tested on the same images. Sorted."""
+    from dataio.folders import HOLDOUT_SEED  # the folders' fixed hold-out seed: one rule for both
+
+    total = grid_size(name)
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    drawn = rng.permutation(total)[:images] if 0 < images < total else rng.permutation(total)
+    n_test = max(1, round(len(drawn) * test_fraction))
+    return np.sort(drawn[len(drawn) - n_test:] if not train else drawn[:len(drawn) - n_test])
