@@ -1,0 +1,93 @@
+"""The disentanglement metrics (evaluation/disentanglement.py) on codes whose answers are known: the true
+factors as the code (MIG, DCI-D ~ 1), a random code (~ 0), a rotated mixture of two factors, a duplicated
+factor."""
+import numpy as np
+import pytest
+
+from evaluation.disentanglement import Settings, dci, disentanglement_scores, factorvae_score, mig, sample_factors, sap
+
+SIZES = (3, 6, 10, 8)  # at most 20 values: a perfect code's MIG can reach 1 with 20 bins
+FAST = Settings(mig_samples=4000, scale_samples=2000, train_votes=300, eval_votes=200, train_samples=2000,
+                test_samples=1000, forest_trees=20)
+
+
+NOISE = np.random.default_rng(6)
+
+
+def _unit(f):
+    """Each factor's index mapped onto [0, 1]: a fixed function of the factors, as an encoder is."""
+    return f / (np.array(SIZES) - 1.0)
+
+
+def identity(f):
+    return _unit(f)
+
+
+def rotated(f):
+    u = _unit(f)
+    return np.stack([(u[:, 0] + u[:, 1]) / np.sqrt(2), (u[:, 0] - u[:, 1]) / np.sqrt(2), u[:, 2], u[:, 3]], 1)
+
+
+def duplicated(f):
+    u = identity(f)
+    return np.concatenate([u[:, :1], u], 1)
+
+
+def noise(f):
+    return NOISE.standard_normal((len(f), 4))
+
+
+def scores(represent):
+    rng = np.random.default_rng(0)
+    f = sample_factors(SIZES, 4000, rng)
+    ft, fe = sample_factors(SIZES, 2000, rng), sample_factors(SIZES, 1000, rng)
+    return (mig(represent(f), f), dci(represent(ft), ft, represent(fe), fe, FAST), sap(represent(ft), ft,
+                                                                                    represent(fe), fe, FAST))
+
+
+def test_the_true_factors_score_one():
+    m, d, s = scores(identity)
+    assert m["mig"] > 0.95 and min(m["per_factor"]) > 0.9
+    assert d["dci_disentanglement"] > 0.9 and d["dci_completeness"] > 0.9 and d["dci_informativeness"] > 0.98
+    # a linear SVM on one dimension cuts it at best into ordered pieces by one-vs-rest planes: even the
+    # true factor falls short of 1 for many values (as in disentanglement_lib, whose classifier this is)
+    assert s["sap"] > 0.2 and np.argmax(s["sap_matrix"], axis=0).tolist() == [0, 1, 2, 3]
+    assert factorvae_score(identity, SIZES, FAST)["factorvae_score"] == 1.0
+
+
+def test_a_random_code_scores_zero():
+    m, d, s = scores(noise)
+    assert m["mig"] < 0.05
+    assert d["dci_disentanglement"] < 0.15 and d["dci_informativeness"] < 0.5
+    assert s["sap"] < 0.05
+    assert factorvae_score(noise, SIZES, FAST)["factorvae_score"] < 0.6  # chance is 1/4, small samples
+
+
+def test_a_rotated_mixture_loses_the_mixed_factors():
+    m, d, _ = scores(rotated)
+    per = m["per_factor"]
+    assert per[0] < 0.3 and per[1] < 0.3 and per[2] > 0.9 and per[3] > 0.9  # MI split over two dimensions
+    assert m["mig"] == pytest.approx(np.mean(per)) and 0.4 < m["mig"] < 0.65
+    assert d["dci_informativeness"] > 0.9  # all still there, only mixed
+    assert d["dci_disentanglement"] < scores(identity)[1]["dci_disentanglement"] - 0.2
+
+
+def test_a_duplicated_factor_has_no_gap():
+    m, d, s = scores(duplicated)
+    per = m["per_factor"]
+    assert per[0] < 0.05 and min(per[1:]) > 0.9  # two dimensions know factor 0 equally well
+    assert d["dci_disentanglement"] > 0.9  # each dimension still serves one factor
+    assert d["dci_completeness"] < 0.9  # but factor 0 is spread over two of them
+    assert s["sap"] < scores(identity)[2]["sap"]
+
+
+def test_the_report_has_every_metric_and_its_settings():
+    names = ("shape", "scale", "orientation", "pos_x")
+    out = disentanglement_scores(identity, SIZES, names, FAST)
+    for key in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement", "dci_completeness",
+                "dci_informativeness", "sap"):
+        assert 0.0 <= out[key] <= 1.0, key
+    assert out["mig_without_shape"] == pytest.approx(np.mean([out["mig_per_factor"][n] for n in names[1:]]))
+    assert np.array(out["mi_matrix"]).shape == (4, 4) and out["settings"]["bins"] == 20
+    assert out["settings"]["code"] == "posterior mean"
+    assert disentanglement_scores(identity, SIZES, names, FAST)["mig"] == out["mig"]  # seeded
