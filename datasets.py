@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataio.augment import augment_batch
 from dataio.decode import BACKGROUNDS, parse_background
+from dataio.dsprites import FACTOR_SETS, factor_sizes, grid_index, images_of
 from dataio.folders import CACHE_DIR, CACHE_FORMAT, HOLDOUT_SEED, IMAGE_EXTENSIONS, TEST_FRACTION, decoded_images
 from dataio.placement import as_float, pixel_mean_std, place_images
 from dataio.reshape import reshape_images
@@ -37,10 +38,11 @@ from dataio.split import Split, factor_label, factor_split, kfold_indices, load_
 
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision
 __all__ = ["BACKGROUNDS", "CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR",
-           "FACTOR_DATASETS", "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS",
-           "OTHER_TORCHVISION", "Split", "TEST_FRACTION", "as_float", "augment_batch", "decoded_images",
-           "ensure_raw_files", "factor_label", "factor_split", "kfold_indices", "load_split", "parse_background",
-           "pixel_mean_std", "place_images", "reshape_images", "subset", "train_val_split"]
+           "FACTOR_DATASETS", "FACTOR_SETS", "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS",
+           "OTHER_TORCHVISION", "TEST_FRACTION", "Split", "as_float", "augment_batch", "decoded_images",
+           "ensure_raw_files", "factor_label", "factor_sizes", "factor_split", "grid_index", "images_of",
+           "kfold_indices", "load_split", "parse_background", "pixel_mean_std", "place_images", "reshape_images",
+           "subset", "train_val_split"]
 
 
 def __getattr__(name: str):

@@ -51,12 +51,12 @@ class Settings:
     mig_samples: int = 10_000  # MIG: images
     scale_samples: int = 5_000  # FactorVAE score: images for the codes' standard deviations
     vote_batch: int = 64  # FactorVAE score: images per vote (L)
-    train_votes: int = 800  # FactorVAE score: votes that fit the majority-vote classifier
-    eval_votes: int = 400  # FactorVAE score: votes it is scored on
+    train_votes: int = 500  # FactorVAE score: votes that fit the majority-vote classifier
+    eval_votes: int = 300  # FactorVAE score: votes it is scored on
     prune_variance: float = 0.05  # FactorVAE score: dimensions of less (normalised) variance are dropped
     train_samples: int = 5_000  # DCI and SAP: training images
     test_samples: int = 2_000  # DCI and SAP: test images
-    forest_trees: int = 50  # DCI: trees per random forest
+    forest_trees: int = 30  # DCI: trees per random forest
     svm_c: float = 0.01  # SAP: LinearSVC's C
     seed: int = 0
 

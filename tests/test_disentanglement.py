@@ -91,3 +91,44 @@ def test_the_report_has_every_metric_and_its_settings():
     assert np.array(out["mi_matrix"]).shape == (4, 4) and out["settings"]["bins"] == 20
     assert out["settings"]["code"] == "posterior mean"
     assert disentanglement_scores(identity, SIZES, names, FAST)["mig"] == out["mig"]  # seeded
+
+
+def _dsprites_run(name, *extra):
+    return ["--dataset_type", "dsprites", "--factor_images", "700", "--model_type", "fc", "--latent_space_size",
+            "4", "--epochs", "1", "--batch-size", "100", "--lognumber", name, "--no_cuda", "True",
+            "--tensorboard_images", "False", "--data_root", "data", *extra]
+
+
+def test_evaluate_disentanglement_writes_the_four_metrics(workdir, monkeypatch):
+    import json
+
+    from evaluation import modes
+    from helpers import run_cli
+
+    assert run_cli(_dsprites_run("d"))[0] == 0
+    # few images: the default sample counts take a minute, which is what they are for, not what this tests
+    tiny = Settings(mig_samples=1000, scale_samples=500, vote_batch=16, train_votes=40, eval_votes=40,
+                    train_samples=500, test_samples=300, forest_trees=5)
+    monkeypatch.setattr(modes, "Settings", lambda seed: Settings(**{**tiny.__dict__, "seed": seed}))
+    code, out, err = run_cli(_dsprites_run("d", "--evaluate", "--disentanglement", "--resume",
+                                           "weights/d_checkpoint.pth.tar"))
+    assert code == 0, err
+    report = json.load(open("weights/d_eval.json"))["disentanglement"]
+    for key in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement", "dci_completeness",
+                "dci_informativeness", "sap"):
+        assert 0.0 <= report[key] <= 1.0, key
+        assert f"{report[key]:.3f}" in out
+    assert report["factor_names"] == ["shape", "scale", "orientation", "pos_x", "pos_y"]
+    assert np.array(report["mi_matrix"]).shape == (4, 5)
+    assert report["settings"]["code"] == "posterior mean" and report["settings"]["seed"] == 42
+
+
+def test_disentanglement_without_factors_is_one_line(tiny_mnist, workdir):
+    from helpers import assert_cli_error, run_cli, tiny_args
+
+    assert run_cli(tiny_args(tiny_mnist))[0] == 0
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--evaluate", "--disentanglement", "--resume",
+                                     "weights/r_checkpoint.pth.tar"))
+    assert_cli_error(code, err, "--disentanglement needs images with known factors", "mnist has none")
+    code, _, err = run_cli(tiny_args(tiny_mnist, "--disentanglement"))
+    assert_cli_error(code, err, "--disentanglement needs --evaluate")
