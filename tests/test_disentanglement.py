@@ -121,6 +121,13 @@ def test_evaluate_disentanglement_writes_the_four_metrics(workdir, monkeypatch):
     assert report["factor_names"] == ["shape", "scale", "orientation", "pos_x", "pos_y"]
     assert np.array(report["mi_matrix"]).shape == (4, 5)
     assert report["settings"]["code"] == "posterior mean" and report["settings"]["seed"] == 42
+    # --predict on a factor data set: the heat map beside the (labelled) traversals
+    code, _, err = run_cli(_dsprites_run("d", "--predict", "--resume", "weights/d_checkpoint.pth.tar"))
+    assert code == 0, err
+    from PIL import Image
+
+    for name in ("mi_heatmap", "traversals"):
+        assert min(Image.open(f"results/d/{name}.png").size) > 200
 
 
 def test_disentanglement_without_factors_is_one_line(tiny_mnist, workdir):
@@ -132,3 +139,31 @@ def test_disentanglement_without_factors_is_one_line(tiny_mnist, workdir):
     assert_cli_error(code, err, "--disentanglement needs images with known factors", "mnist has none")
     code, _, err = run_cli(tiny_args(tiny_mnist, "--disentanglement"))
     assert_cli_error(code, err, "--disentanglement needs --evaluate")
+
+
+def test_heatmap_labels_each_latent_with_the_factor_it_carries(tmp_path):
+    import torch
+
+    from datasets import Split
+    from evaluation.latent_pictures import write_factor_heatmap
+
+    class Known(torch.nn.Module):
+        """An 'encoder' whose code is (pos_x, noise, scale): z0 carries pos_x, z2 scale, z1 nothing."""
+
+        conditional = False
+
+        def posterior(self, x, y=None):
+            f = x.flatten(1)[:, :3]
+            return f, torch.zeros_like(f) - 2
+
+        def eval(self):
+            return self
+
+    g = np.random.default_rng(0)
+    factors = sample_factors((3, 6, 10), 2000, g)
+    x = torch.tensor(np.stack([factors[:, 2] / 9.0, g.random(2000), factors[:, 1] / 5.0], 1), dtype=torch.float32)
+    data = Split(x=x.reshape(-1, 1, 1, 3), y=torch.zeros(2000, dtype=torch.long), factors=torch.tensor(factors),
+                 factor_names=["shape", "scale", "pos_x"])
+    labels = write_factor_heatmap(Known(), data, torch.device("cpu"), str(tmp_path / "h.png"))
+    assert labels[0].startswith("pos_x") and labels[2].startswith("scale") and labels[1] == "-"
+    assert (tmp_path / "h.png").stat().st_size > 1000
