@@ -34,15 +34,24 @@ from dataio.sources import (
     _torchvision_datasets,
     ensure_raw_files,
 )
-from dataio.split import Split, factor_label, factor_split, kfold_indices, load_split, subset, train_val_split
+from dataio.split import (
+    Split,
+    check_factor_flags,
+    factor_label,
+    factor_split,
+    kfold_indices,
+    load_split,
+    subset,
+    train_val_split,
+)
 
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision
 __all__ = ["BACKGROUNDS", "CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR",
            "FACTOR_DATASETS", "FACTOR_SETS", "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS",
-           "OTHER_TORCHVISION", "TEST_FRACTION", "Split", "as_float", "augment_batch", "decoded_images",
-           "ensure_raw_files", "factor_label", "factor_sizes", "factor_split", "grid_index", "images_of",
-           "kfold_indices", "load_split", "parse_background", "pixel_mean_std", "place_images", "reshape_images",
-           "subset", "train_val_split"]
+           "OTHER_TORCHVISION", "TEST_FRACTION", "Split", "as_float", "augment_batch", "check_factor_flags",
+           "decoded_images", "ensure_raw_files", "factor_label", "factor_sizes", "factor_split", "grid_index",
+           "images_of", "kfold_indices", "load_split", "parse_background", "pixel_mean_std", "place_images",
+           "reshape_images", "subset", "train_val_split"]
 
 
 def __getattr__(name: str):

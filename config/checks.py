@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from config.run_config import RunConfig
-from datasets import FACTOR_DATASETS, Split, factor_label
+from datasets import FACTOR_DATASETS, Split, check_factor_flags
 from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
 from utils import VaeLabError, launched_processes
 
@@ -34,11 +34,7 @@ def check_config(cfg: RunConfig) -> None:
     name = cfg.lognumber
     if not name or os.sep in name or name in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
-    if cfg.dataset_type not in FACTOR_DATASETS and (cfg.factor or cfg.factor_images):
-        raise VaeLabError(f"--factor and --factor_images need a factor data set ({', '.join(FACTOR_DATASETS)}), "
-                          f"not --dataset_type {cfg.dataset_type}")
-    if cfg.dataset_type in FACTOR_DATASETS:
-        factor_label(cfg.dataset_type, cfg.factor)
+    check_factor_flags(cfg.dataset_type, cfg.factor, cfg.factor_images)  # before any image is loaded
     _check_model(cfg)
     _check_modes(cfg)
     _check_objective(cfg)

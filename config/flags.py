@@ -84,10 +84,6 @@ def train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     add_data_args(g)
     _add(g, "--fold", type=non_negative_int, help="validation fold of the training images")
-    _add(g, "--factor_images", type=int_in(0, MAX_FACTOR_IMAGES), metavar="N",
-         help="dsprites, dsprites_colour: images drawn from the factor grid with a fixed seed (the same for every "
-              "run), --test_fraction of them held out as the test set; 0 = the whole grid (737,280 images of "
-              "64x64, 3 GB as uint8: on a small machine train on a subset)")
     _add(g, "--num_folds", type=positive_int,
          help="StratifiedKFold splits (shuffled, random_state=--seed); 5 gives 48k train / 12k val")
 
@@ -258,6 +254,10 @@ def add_data_args(g: Any) -> None:
          help="dsprites, dsprites_colour: the factor whose values label the images (for KNN, "
               "compare_embeddings.py, the stratified folds and --conditional): shape, scale, orientation, pos_x, "
               "pos_y (and colour); empty = shape")
+    _add(g, "--factor_images", type=int_in(0, MAX_FACTOR_IMAGES), metavar="N",
+         help="dsprites, dsprites_colour: images drawn from the factor grid with a fixed seed (the same for every "
+              "run), --test_fraction of them held out as the test set; 0 = the whole grid (737,280 images of "
+              "64x64, 3 GB as uint8: on a small machine train on a subset)")
     _add(g, "--data_root", help="dataset folder (torchvision layout, or your images)")
     _add(g, "--image_size", type=int_in(4, MAX_IMAGE_SIZE),
          help="centre-crop to a square and resize every image to N x N (default: the data's own size)")

@@ -44,8 +44,18 @@ def load_split(name: str, root: str, train: bool, image_size: int | None = None,
     ``factor`` (default: the shape) as the class, ``factor_images`` of its grid (0: all; factor_split)."""
     if name in dsprites.FACTOR_SETS:
         return factor_split(name, root, train, factor, factor_images, test_fraction, image_size, channels)
+    check_factor_flags(name, factor, factor_images)
     images, labels, classes, notes = _load_bytes(name, root, train, image_size, channels, test_fraction, background)
     return _as_split(images, labels, classes, notes)
+
+
+def check_factor_flags(name: str, factor: str, factor_images: int) -> None:
+    """One line when --factor names no factor of ``name``, or is given for data without factors."""
+    if name in dsprites.FACTOR_SETS:
+        factor_label(name, factor)
+    elif factor or factor_images:
+        raise VaeLabError(f"--factor and --factor_images need a factor data set ({', '.join(dsprites.FACTOR_SETS)}),"
+                          f" not --dataset_type {name}")
 
 
 def factor_label(name: str, factor: str) -> int:
@@ -113,6 +123,7 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, 
         data = factor_split(name, root, True, factor, factor_images, test_fraction, image_size, channels)
         tr, va = kfold_indices(data.y, fold, num_folds, seed)
         return subset(data, torch.from_numpy(tr)), subset(data, torch.from_numpy(va))
+    check_factor_flags(name, factor, factor_images)
     images, labels, classes, notes = _load_bytes(name, root, True, image_size, channels, test_fraction, background)
     tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)

@@ -102,3 +102,19 @@ def test_deepmind_file_is_read_instead_when_present(tmp_path, monkeypatch):
 ])
 def test_bad_factor_flags_are_one_line(flags, needles, workdir):
     assert_cli_error(*run_cli(flags)[::2], *needles)
+
+
+def test_compare_embeddings_scores_knn_on_a_chosen_factor(workdir):
+    import json
+
+    import compare_embeddings
+    from helpers import run_module_cli
+
+    base = ["--dataset_type", "dsprites", "--factor_images", "3000", "--methods", "pca", "--samples_per_class",
+            "10,20", "--n_neighbours", "1,3", "--test_samples_per_class", "10", "--draws", "1", "--out", "cmp"]
+    code, _, err = run_module_cli(compare_embeddings, [*base, "--factor", "pos_x"])
+    assert code == 0, err
+    results = json.load(open("cmp/results.json"))
+    assert results["protocol"]["factor"] == "pos_x" and results["methods"]["pca"]["test_acc_full_k5"] > 1 / 32
+    code, _, err = run_module_cli(compare_embeddings, [*base, "--factor", "colour"])
+    assert_cli_error(code, err, "--factor colour", prog="compare_embeddings.py")
