@@ -167,3 +167,26 @@ def test_heatmap_labels_each_latent_with_the_factor_it_carries(tmp_path):
     labels = write_factor_heatmap(Known(), data, torch.device("cpu"), str(tmp_path / "h.png"))
     assert labels[0].startswith("pos_x") and labels[2].startswith("scale") and labels[1] == "-"
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_the_study_writes_its_table_and_reuses_a_finished_run(tmp_path):
+    import json
+    import sys
+
+    from helpers import ROOT, run_module_cli
+
+    sys.path.insert(0, f"{ROOT}/benchmarks")
+    import disentanglement as study
+
+    argv = ["--epochs", "1", "--factor_images", "700", "--seeds", "3", "--only", "betatc", "--tiny_metrics",
+            "--work_dir", str(tmp_path / "w"), "--out", str(tmp_path / "d"), "--data_root", str(tmp_path)]
+    code, out, err = run_module_cli(study, argv)
+    assert code == 0, err
+    report = json.load(open(tmp_path / "d.json"))
+    run = report["runs"]["betatc"][0]
+    assert run["seed"] == 3 and run["steps"] == 8 and 0 <= run["mig"] <= 1  # 480 images / 64 a step
+    assert "| beta-TCVAE (beta 6) |" in open(tmp_path / "d.md").read()
+    code, out, _ = run_module_cli(study, argv)  # the finished run is read back, not trained again
+    assert code == 0 and "Epoch" not in out and "done in" not in out
+    code, _, err = run_module_cli(study, [*argv[:6], "--only", "nope"])
+    assert code == 2 and "unknown row 'nope'" in err
