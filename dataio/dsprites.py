@@ -10,14 +10,16 @@ scores on them are comparable with each other, not with published ones: when
 ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` is in --data_root it is read instead.
 
 Hand-written because no library renders this grid; the render is vectorised numpy (~7k images per
-second on one core), cheaper than reading a cache of 377 MB of packed bits, so images are rendered
-from their grid index when a split is loaded and never stored: the cache of this data set is the
-index itself (see docs/disentanglement.md).
+second on one core). A run on a subset of the grid renders its images from their grid index (seconds);
+one that asks for more than a quarter of it (the whole grid: --factor_images 0) renders the whole grid
+once into --data_root/.vae_lab_cache/ as packed bits (377 MB, written atomically, versioned by
+RENDER_VERSION) and reads it from there afterwards, like a decoded folder.
 
 dsprites_colour: the same grid times 6 colours (a 6th factor, on a black background, 3 channels).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -45,6 +47,8 @@ FACTOR_SETS = {"dsprites": BASE_FACTORS,
 HALF = 10.0
 MARGIN = 15.0
 RENDER_CHUNK = 4096  # images rendered at once: ~100 MB of float32 temporaries
+RENDER_VERSION = 1  # of the pictures render_masks draws: a cache of another version is never read
+CACHE_SHARE = 0.25  # a request for more of the grid than this renders the whole grid into the cache once
 
 
 def factor_sizes(name: str) -> tuple[int, ...]:
@@ -106,31 +110,49 @@ def render_masks(shape: np.ndarray, scale: np.ndarray, angle: np.ndarray, pos_x:
     return out
 
 
-def render(name: str, index: np.ndarray) -> torch.Tensor:
-    """The images of these grid indices, uint8 (N, C, 64, 64) in {0, 255}, rendered in chunks."""
-    index = np.asarray(index, dtype=np.int64)
-    colour = name == "dsprites_colour"
-    out = torch.empty((len(index), 3 if colour else 1, SIZE, SIZE), dtype=torch.uint8)
-    palette = torch.tensor(list(COLOURS.values()), dtype=torch.uint8)
-    for start in range(0, len(index), RENDER_CHUNK):
-        f = factor_indices(name, index[start:start + RENDER_CHUNK])
-        if colour:
-            c, f = f[:, 0], f[:, 1:]
-        mask = torch.from_numpy(render_masks(f[:, 0], SCALES[f[:, 1]], ORIENTATIONS[f[:, 2]], POSITIONS[f[:, 3]],
-                                             POSITIONS[f[:, 4]]))
-        rows = slice(start, start + len(f))
-        if colour:
-            out[rows] = mask[:, None].to(torch.uint8) * palette[torch.from_numpy(c)][:, :, None, None]
-        else:
-            out[rows, 0] = mask.to(torch.uint8) * 255
+def _render_base(base: np.ndarray) -> np.ndarray:
+    """Masks (N, 64, 64) bool of dsprites grid indices ``base``, rendered in chunks."""
+    out = np.empty((len(base), SIZE, SIZE), dtype=bool)
+    for start in range(0, len(base), RENDER_CHUNK):
+        f = factor_indices("dsprites", base[start:start + RENDER_CHUNK])
+        out[start:start + len(f)] = render_masks(f[:, 0], SCALES[f[:, 1]], ORIENTATIONS[f[:, 2]], POSITIONS[f[:, 3]],
+                                                 POSITIONS[f[:, 4]])
     return out
 
 
-def _deepmind_images(root: str) -> np.ndarray | None:
-    """DeepMind's images (737280, 64, 64) in {0, 1} when their file is in ``root``, else None."""
-    path = os.path.join(root, DEEPMIND_FILE)
-    if not os.path.isfile(path):
-        return None
+def _compose(name: str, index: np.ndarray, masks: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, C, 64, 64) in {0, 255} from the shapes' masks: white, or in their colour factor's colour."""
+    mask = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8)
+    if name != "dsprites_colour":
+        return (mask * 255).unsqueeze(1)
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.uint8)
+    colour = torch.from_numpy(factor_indices(name, index)[:, 0])
+    return mask.unsqueeze(1) * palette[colour][:, :, None, None]
+
+
+def _base_index(name: str, index: np.ndarray) -> np.ndarray:
+    """The dsprites grid index of each image's shape (dsprites_colour: its factors but the colour)."""
+    if name == "dsprites":
+        return np.asarray(index, dtype=np.int64)
+    return grid_index("dsprites", factor_indices(name, index)[:, 1:])
+
+
+def render(name: str, index: np.ndarray) -> torch.Tensor:
+    """The images of these grid indices, uint8 (N, C, 64, 64) in {0, 255}, rendered now."""
+    index = np.asarray(index, dtype=np.int64)
+    return _compose(name, index, _render_base(_base_index(name, index)))
+
+
+def _stamp(path: str) -> tuple[str, int, int]:
+    """A file's path, modification time and size: what the per-process reads below are cached by."""
+    st = os.stat(path)
+    return path, st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=2)
+def _deepmind_images(stamp: tuple[str, int, int]) -> np.ndarray:
+    """DeepMind's images (737280, 64, 64) in {0, 1} (read once per process: 3 GB decompressed)."""
+    path = stamp[0]
     try:
         with np.load(path, allow_pickle=False) as f:
             imgs = f["imgs"]
@@ -143,12 +165,59 @@ def _deepmind_images(root: str) -> np.ndarray | None:
     return imgs
 
 
+def cache_path(root: str) -> str:
+    """Our render of the whole grid, packed 8 pixels a byte (377 MB), under --data_root's cache folder."""
+    from dataio.folders import CACHE_DIR  # one cache folder for every data set
+
+    return os.path.join(root, CACHE_DIR, f"dsprites_render_v{RENDER_VERSION}_{grid_size('dsprites')}.npy")
+
+
+def _write_cache(path: str) -> None:
+    """Render the whole grid once, packed, written atomically (a killed render leaves no cache)."""
+    from fileio.atomic import atomic_write
+
+    total = grid_size("dsprites")
+    print(f"rendering the {total:,} dSprites-like images once into {path} (about 2 minutes on one core)", flush=True)
+    bits = np.empty((total, SIZE * SIZE // 8), dtype=np.uint8)
+    for start in range(0, total, RENDER_CHUNK):
+        masks = _render_base(np.arange(start, min(start + RENDER_CHUNK, total)))
+        bits[start:start + len(masks)] = np.packbits(masks.reshape(len(masks), -1), axis=1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda f: np.save(f, bits))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_bits(stamp: tuple[str, int, int]) -> np.ndarray:
+    path = stamp[0]
+    try:
+        bits = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise VaeLabError(f"the dSprites cache {path!r} is unreadable ({e}); delete it to render it again") from None
+    if bits.shape != (grid_size("dsprites"), SIZE * SIZE // 8) or bits.dtype != np.uint8:
+        raise VaeLabError(f"the dSprites cache {path!r} holds {bits.shape} {bits.dtype}, not the packed grid; "
+                          f"delete it to render it again")
+    return bits
+
+
 def images_of(name: str, root: str, index: np.ndarray) -> tuple[torch.Tensor, str]:
-    """The images of these grid indices and where they came from (DeepMind's file, or our render)."""
-    imgs = _deepmind_images(root) if name == "dsprites" else None
-    if imgs is None:
-        return render(name, index), "dSprites-like: re-rendered by dataio/dsprites.py, not DeepMind's file"
-    return torch.from_numpy(imgs[np.asarray(index)] * np.uint8(255)).unsqueeze(1), f"DeepMind's {DEEPMIND_FILE}"
+    """The images of these grid indices and where they came from: DeepMind's file when it is in ``root``
+    (dsprites_colour: its shapes, coloured), else our render, read from the cache when there is one. A
+    request for more than CACHE_SHARE of the grid renders the whole grid into the cache first; a smaller
+    one is rendered directly (7k images a second: cheaper than reading 377 MB)."""
+    index = np.asarray(index, dtype=np.int64)
+    base = _base_index(name, index)
+    deepmind = os.path.join(root, DEEPMIND_FILE)
+    if os.path.isfile(deepmind):
+        masks = _deepmind_images(_stamp(deepmind))[base].astype(bool)
+        return _compose(name, index, masks), f"DeepMind's {DEEPMIND_FILE}"
+    source = "dSprites-like: re-rendered by dataio/dsprites.py, not DeepMind's file"
+    path = cache_path(root)
+    if not os.path.isfile(path) and len(np.unique(base)) > CACHE_SHARE * grid_size("dsprites"):
+        _write_cache(path)
+    if not os.path.isfile(path):
+        return _compose(name, index, _render_base(base)), source
+    masks = np.unpackbits(_cached_bits(_stamp(path))[base], axis=1).reshape(len(base), SIZE, SIZE).astype(bool)
+    return _compose(name, index, masks), source + " (cached render)"
 
 
 def chosen_indices(name: str, images: int, train: bool, test_fraction: float) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The factor data sets (dataio/dsprites.py): the grid and its order, a deterministic binary render whose
 pictures follow their factors, the fixed train / test draw with the factors kept, DeepMind's file read
 when present, and one line for a factor that does not exist."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,24 @@ def test_compare_embeddings_scores_knn_on_a_chosen_factor(workdir):
     assert results["protocol"]["factor"] == "pos_x" and results["methods"]["pca"]["test_acc_full_k5"] > 1 / 32
     code, _, err = run_module_cli(compare_embeddings, [*base, "--factor", "colour"])
     assert_cli_error(code, err, "--factor colour", prog="compare_embeddings.py")
+
+
+def test_a_large_request_renders_the_grid_once_into_the_cache(tmp_path, monkeypatch):
+    small = {"shape": np.arange(3), "scale": dsprites.SCALES[:2], "orientation": dsprites.ORIENTATIONS[:3],
+             "pos_x": dsprites.POSITIONS[::8], "pos_y": dsprites.POSITIONS[::8]}  # 288 images
+    monkeypatch.setitem(dsprites.FACTOR_SETS, "dsprites", small)
+    root = str(tmp_path)
+    few = np.arange(0, 288, 10)  # under a quarter of the grid: rendered, no cache
+    x, source = dsprites.images_of("dsprites", root, few)
+    assert torch.equal(x, dsprites.render("dsprites", few)) and not os.path.exists(dsprites.cache_path(root))
+    many = np.arange(288)[::-1]
+    x, source = dsprites.images_of("dsprites", root, many)
+    assert os.path.isfile(dsprites.cache_path(root)) and "cached" in source
+    assert torch.equal(x, dsprites.render("dsprites", many))  # the cache holds the render, bit for bit
+    assert not [f for f in os.listdir(os.path.dirname(dsprites.cache_path(root))) if f.endswith(".tmp")]
+    x, source = dsprites.images_of("dsprites", root, few)  # now read from it
+    assert "cached" in source and torch.equal(x, dsprites.render("dsprites", few))
+    with open(dsprites.cache_path(root), "wb") as f:
+        f.write(b"damaged")
+    with pytest.raises(VaeLabError, match="delete it"):
+        dsprites.images_of("dsprites", root, few)
