@@ -47,6 +47,7 @@ FACTOR_SETS = {"dsprites": BASE_FACTORS,
 HALF = 10.0
 MARGIN = 15.0
 RENDER_CHUNK = 4096  # images rendered at once: ~100 MB of float32 temporaries
+READ_CHUNK = 65_536  # images composed at once when a split is read (256 MB of uint8)
 RENDER_VERSION = 1  # of the pictures render_masks draws: a cache of another version is never read
 CACHE_SHARE = 0.25  # a request for more of the grid than this renders the whole grid into the cache once
 
@@ -208,16 +209,28 @@ def images_of(name: str, root: str, index: np.ndarray) -> tuple[torch.Tensor, st
     base = _base_index(name, index)
     deepmind = os.path.join(root, DEEPMIND_FILE)
     if os.path.isfile(deepmind):
-        masks = _deepmind_images(_stamp(deepmind))[base].astype(bool)
-        return _compose(name, index, masks), f"DeepMind's {DEEPMIND_FILE}"
+        imgs = _deepmind_images(_stamp(deepmind))
+        return _in_chunks(name, index, base, lambda b: imgs[b].astype(bool)), f"DeepMind's {DEEPMIND_FILE}"
     source = "dSprites-like: re-rendered by dataio/dsprites.py, not DeepMind's file"
     path = cache_path(root)
     if not os.path.isfile(path) and len(np.unique(base)) > CACHE_SHARE * grid_size("dsprites"):
         _write_cache(path)
     if not os.path.isfile(path):
-        return _compose(name, index, _render_base(base)), source
-    masks = np.unpackbits(_cached_bits(_stamp(path))[base], axis=1).reshape(len(base), SIZE, SIZE).astype(bool)
-    return _compose(name, index, masks), source + " (cached render)"
+        return _in_chunks(name, index, base, _render_base), source
+    bits = _cached_bits(_stamp(path))
+
+    def unpack(b: np.ndarray) -> np.ndarray:
+        return np.unpackbits(bits[b], axis=1).reshape(len(b), SIZE, SIZE).astype(bool)
+    return _in_chunks(name, index, base, unpack), source + " (cached render)"
+
+
+def _in_chunks(name: str, index: np.ndarray, base: np.ndarray, masks_of) -> torch.Tensor:
+    """The images, composed chunk by chunk into one tensor: the whole grid peaks at its 3 GB, not 3x that."""
+    out = torch.empty((len(index), 3 if name == "dsprites_colour" else 1, SIZE, SIZE), dtype=torch.uint8)
+    for start in range(0, len(index), READ_CHUNK):
+        rows = slice(start, start + READ_CHUNK)
+        out[rows] = _compose(name, index[rows], masks_of(base[rows]))
+    return out
 
 
 def chosen_indices(name: str, images: int, train: bool, test_fraction: float) -> np.ndarray:

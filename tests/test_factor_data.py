@@ -126,6 +126,7 @@ def test_a_large_request_renders_the_grid_once_into_the_cache(tmp_path, monkeypa
     small = {"shape": np.arange(3), "scale": dsprites.SCALES[:2], "orientation": dsprites.ORIENTATIONS[:3],
              "pos_x": dsprites.POSITIONS[::8], "pos_y": dsprites.POSITIONS[::8]}  # 288 images
     monkeypatch.setitem(dsprites.FACTOR_SETS, "dsprites", small)
+    monkeypatch.setattr(dsprites, "READ_CHUNK", 7)  # several chunks per read
     root = str(tmp_path)
     few = np.arange(0, 288, 10)  # under a quarter of the grid: rendered, no cache
     x, source = dsprites.images_of("dsprites", root, few)
