@@ -2,7 +2,8 @@
 
 The state is a plain dict (see runtime/checkpoints.py): the 2018 keys ``epoch``,
 ``optimizer``, ``state_dict``, ``best_loss``, plus ``args``, ``scheduler``, ``rng_state``,
-``loss_state``, ``model_config``, ``history`` and ``global_step``.
+``loss_state``, ``model_config``, ``history`` and ``global_step`` (and FactorVAE's ``discriminator`` and
+``disc_optimizer``).
 """
 from __future__ import annotations
 
@@ -23,10 +24,7 @@ def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, lo
                      generator: torch.Generator, model_cfg: ModelConfig) -> dict:
     """Everything needed to continue the run after ``epoch`` (1-based: epochs done); FactorVAE's
     discriminator and its optimiser too."""
-    disc = {} if loss_fn.discriminator is None else {
-        "discriminator": {k: v.detach().cpu() for k, v in loss_fn.discriminator.state_dict().items()},
-        "disc_optimizer": loss_fn.disc_optimizer.state_dict()}
-    return {**disc,
+    state = {
         "epoch": epoch,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -39,6 +37,10 @@ def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, lo
         "history": history,
         "global_step": global_step,
     }
+    if loss_fn.discriminator is not None:
+        state["discriminator"] = {k: v.detach().cpu() for k, v in loss_fn.discriminator.state_dict().items()}
+        state["disc_optimizer"] = loss_fn.disc_optimizer.state_dict()
+    return state
 
 
 def save_epoch(state: dict, ckpt_path: str, best_path: str, is_best: bool) -> None:
