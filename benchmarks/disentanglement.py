@@ -89,8 +89,9 @@ def train_argv(row: str, seed: int, args: argparse.Namespace) -> list[str]:
             "--overwrite", *CONFIGS[row], *(["--capacity_epochs", str(args.epochs)] if row == "capacity" else [])]
 
 
-def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train one row with one seed and score its last checkpoint (cached in --work_dir)."""
+def run_one(row: str, seed: int, args: argparse.Namespace) -> tuple[dict, bool]:
+    """Train one row with one seed and score its last checkpoint (cached in --work_dir); whether it was
+    read back from the cache."""
     argv = train_argv(row, seed, args)
     metrics = "tiny" if args.tiny_metrics else args.metrics
     key = {"argv": argv, "metrics": metrics, "code": code_version()}
@@ -101,7 +102,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
         with open(cache) as f:
             cached = json.load(f)
         if cached.get("key") == key:
-            return cached
+            return cached, True
     summary = train.main(train.get_args_parser().parse_args(argv))
     device = select_device(args.device)
     model, run = load_model(summary["checkpoint"])
@@ -121,7 +122,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
                                         "dci_completeness", "dci_informativeness", "sap", "mig_per_factor")},
               "metric_seconds": metric_seconds, "settings": scores["settings"]}
     write_json(cache, result)
-    return result
+    return result, False
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -156,11 +157,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: list[int], wall: float) -> None:
+def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: list[int], wall: float,
+                 reused: int = 0) -> None:
     first = next(r for rs in runs.values() for r in rs)
+    n_runs = sum(len(rs) for rs in runs.values())
     lines = [f"# Disentanglement on dSprites-like data: {len(seeds)} seeds, {args.epochs} epochs per run", "",
              f"`{command_line('disentanglement.py')}`; torch {torch.__version__}, CPU: {cpu_name()} "
-             f"({os.cpu_count()} cores), device {args.device}; wall time {wall:.0f} s.", "",
+             f"({os.cpu_count()} cores), device {args.device}; wall time {wall:.0f} s"
+             + (f" ({reused} runs read back from --work_dir, trained by an earlier invocation)" if reused else "")
+             + ". Per run, training and scoring: "
+             f"{sum(r['train_seconds'] + r['metric_seconds'] for rs in runs.values() for r in rs) / n_runs:.0f} s "
+             "on average.", "",
              f"Data: our re-rendering of the dSprites grid (dataio/dsprites.py, not DeepMind's file), "
              f"{args.factor_images:,} images drawn from it, 1/7 held out as the test set, the rest split 4:1 into "
              f"training and validation; 64x64, BCE. Model: fc (4096-400-10-400-4096), batch 64, Adam 1e-3, "
@@ -195,12 +202,14 @@ def main(args: argparse.Namespace) -> dict:
     os.makedirs(args.work_dir, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     runs: dict[str, list[dict]] = {r: [] for r in rows}
-    t0 = time.perf_counter()
+    t0, reused = time.perf_counter(), 0
     for seed in seeds:  # seed by seed: a study stopped early still has every row
         for row in rows:
             print(f"[disentanglement] {row} seed {seed}", flush=True)
-            runs[row].append(run_one(row, seed, args))
-            write_report(runs, args, seeds, time.perf_counter() - t0)
+            result, cached = run_one(row, seed, args)
+            runs[row].append(result)
+            reused += cached
+            write_report(runs, args, seeds, time.perf_counter() - t0, reused)
     print(open(args.out + ".md").read())
     return runs
 
