@@ -43,7 +43,7 @@ DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5
 PLOT_POINTS = 8000  # training points per panel of embeddings_2d.png: enough to see the clusters
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "mnist": "MNIST", "folder": "image folder"}
-DATA_FIELDS = ("dataset_type", "data_root", "image_size", "channels", "test_fraction")
+DATA_FIELDS = ("dataset_type", "data_root", "image_size", "channels", "test_fraction", "factor", "factor_images")
 
 
 def int_list(value: str) -> list[int]:
@@ -191,7 +191,8 @@ def main(args: argparse.Namespace) -> dict:
             f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
 
     protocol = {
-        "dataset": data.dataset_type, "dataset_name": DATASET_NAMES.get(data.dataset_type, data.dataset_type),
+        "dataset": data.dataset_type, **({"factor": data.factor or "shape"} if train.factors is not None else {}),
+        "dataset_name": DATASET_NAMES.get(data.dataset_type, data.dataset_type),
         "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
         "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
                   "vae+umap: UMAP fitted on the training images' posterior means)",

@@ -2,7 +2,8 @@
 
 MNIST, Fashion-MNIST, KMNIST, CIFAR-10, SVHN and CelebA are read through torchvision's dataset
 classes (its folder layout under ``--data_root``); ``folder`` is a folder of the user's own
-images. Image files are decoded once (transparency, bit depth, orientation and colour space as
+images; ``dsprites`` and ``dsprites_colour`` are factor grids rendered offline (dataio/dsprites.py).
+Image files are decoded once (transparency, bit depth, orientation and colour space as
 dataio/decode.py says), then cached. Any dataset can be resized
 (``image_size``) and converted to grey or colour (``channels``). A split's images are one uint8
 tensor (N, C, H, W); :func:`place_images` puts it where training reads it (float32 in host memory
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataio.augment import augment_batch
 from dataio.decode import BACKGROUNDS, parse_background
+from dataio.dsprites import FACTOR_SETS, factor_sizes, grid_index, images_of
 from dataio.folders import CACHE_DIR, CACHE_FORMAT, HOLDOUT_SEED, IMAGE_EXTENSIONS, TEST_FRACTION, decoded_images
 from dataio.placement import as_float, pixel_mean_std, place_images
 from dataio.reshape import reshape_images
@@ -24,6 +26,7 @@ from dataio.sources import (
     CLASS_NAMES,
     DATASET_TYPES,
     DEBIAN_FMNIST_DIR,
+    FACTOR_DATASETS,
     FOLDER,
     FOLDERS,
     IDX_FILES,
@@ -31,13 +34,24 @@ from dataio.sources import (
     _torchvision_datasets,
     ensure_raw_files,
 )
-from dataio.split import Split, kfold_indices, load_split, train_val_split
+from dataio.split import (
+    Split,
+    check_factor_flags,
+    factor_label,
+    factor_split,
+    kfold_indices,
+    load_split,
+    subset,
+    train_val_split,
+)
 
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision
 __all__ = ["BACKGROUNDS", "CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR",
-           "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS", "OTHER_TORCHVISION", "Split",
-           "TEST_FRACTION", "as_float", "augment_batch", "decoded_images", "ensure_raw_files", "kfold_indices",
-           "load_split", "parse_background", "pixel_mean_std", "place_images", "reshape_images", "train_val_split"]
+           "FACTOR_DATASETS", "FACTOR_SETS", "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS",
+           "OTHER_TORCHVISION", "TEST_FRACTION", "Split", "as_float", "augment_batch", "check_factor_flags",
+           "decoded_images", "ensure_raw_files", "factor_label", "factor_sizes", "factor_split", "grid_index",
+           "images_of", "kfold_indices", "load_split", "parse_background", "pixel_mean_std", "place_images",
+           "reshape_images", "subset", "train_val_split"]
 
 
 def __getattr__(name: str):

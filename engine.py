@@ -20,8 +20,10 @@ from evaluation.likelihood import log_weights
 from evaluation.metrics import batch_metrics, batches, posterior_means
 from evaluation.pictures import fixed_codes, image_grids
 from evaluation.samplers import GaussianMixtureSampler, check_components
-from losses import VAELoss, kl_divergence, ssim
+from losses import OBJECTIVE_TERMS, VAELoss, kl_divergence, ssim
+from losses.disentangling import capacity_at
 from models import VAE
+from models.discriminator import Discriminator
 from runtime import accelerators
 from runtime.distributed import World, is_main_process
 from runtime.nonfinite import grad_norm_and_clip, non_finite_message
@@ -143,7 +145,8 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
     log = StepLogger("train", writer, cfg.print_freq, n_batches, epoch,
                      optimizer.param_groups[0]["lr"], bar, check_finite=True,
                      names=StepLogger.NAMES + ("grad_norm", "kl_weight", "kl_penalty") + (("elbo",) if iw > 1 else ())
-                     + levels, reduce=world.reduce_rows)
+                     + levels + OBJECTIVE_TERMS[cfg.objective], reduce=world.reduce_rows)
+    sampled_codes = cfg.objective in ("betatc", "factorvae")
     conditional = cfg.conditional
     try:
         for i in range(n_batches):
@@ -157,6 +160,8 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
                 terms, logits = iw_terms(model, x, y, iw)
             else:
                 noise = world.noise(len(idx), plain.noise_size, rows, x.device)
+                if sampled_codes and noise is None:  # drawn here, not by the model: the TC terms need the codes
+                    noise = torch.randn(len(idx), plain.noise_size, device=x.device)
                 with accelerators.autocast(x.device, cfg.amp):
                     if plain.analytic_kl:
                         (logits, mu, logvar), kls = model(x, noise, y=y), None
@@ -166,7 +171,10 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
                     logits, mu, logvar = accelerators.float32(logits, mu, logvar)
                     kls = None if kls is None else kls.float()
                 loss_fn.kl_scale = kl_warmup_scale(cfg, epoch, i, n_batches)
-                terms = loss_fn(logits, x, mu, logvar, None if kls is None else kls.sum(1).mean())
+                loss_fn.capacity = capacity_at(cfg.capacity_max, cfg.capacity_epochs, epoch, i, n_batches)
+                # the codes the decoder saw (models/base.py reparameterize), for the TC terms
+                z = mu + noise * torch.exp(0.5 * logvar) if sampled_codes else None
+                terms = loss_fn(logits, x, mu, logvar, None if kls is None else kls.sum(1).mean(), z=z)
                 terms.update({level: kls[:, j].mean() for j, level in enumerate(levels)})
             optimizer.zero_grad(set_to_none=True)
             loss = terms["loss"] * world.loss_scale(x.shape[0], len(idx)) if world.distributed else terms["loss"]
@@ -174,6 +182,8 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             # under torchrun the gradients are all-reduced by now: every rank clips the same norm
             terms["grad_norm"] = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if cfg.objective == "factorvae":  # its permutations drawn from the data-order generator: resumed exactly
+                terms["disc_loss"] = loss_fn.discriminator_step(z, generator)
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
                 k = TRAIN_SSIM_IMAGES
                 terms["ssim"] = ssim(plain.image_of(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
@@ -235,12 +245,20 @@ def iw_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tup
     return terms, logits[0]
 
 
-def make_loss(cfg: RunConfig, world: World, model: VAE) -> VAELoss:
+def make_loss(cfg: RunConfig, world: World, model: VAE, dataset_size: int = 1) -> VAELoss:
     """The training objective the flags describe (under torchrun its running means follow the
-    whole minibatch; a logistic or Gaussian likelihood uses ``model``'s learnt scale)."""
+    whole minibatch; a logistic or Gaussian likelihood uses ``model``'s learnt scale; beta-TCVAE's
+    estimator needs the training set's size ``dataset_size``; FactorVAE gets its discriminator and
+    the discriminator's Adam, betas (0.5, 0.9) as Kim & Mnih's)."""
     loss_fn = VAELoss(cfg.image_loss_type, cfg.img_loss_weight, cfg.kl_loss_weight, cfg.do_running_mean, 0.9,
-                      cfg.ssim_window_size, cfg.free_bits, cfg.ssim_weight)
+                      cfg.ssim_window_size, cfg.free_bits, cfg.ssim_weight, cfg.objective, cfg.capacity_weight,
+                      cfg.tc_weight, dataset_size)
     loss_fn.log_scale = model.log_scale
+    if cfg.objective == "factorvae":
+        device = next(model.parameters()).device
+        loss_fn.discriminator = Discriminator(model.latent_size, cfg.disc_units).to(device)
+        loss_fn.disc_optimizer = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=cfg.disc_lr,
+                                                  betas=(0.5, 0.9))
     if world.distributed:
         loss_fn.sync = world.weighted_mean
     return loss_fn

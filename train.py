@@ -102,7 +102,7 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
     (train_set.x, placement), (val_set.x, _) = place_images(train_set.x, device), place_images(val_set.x, device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
-    loss_fn = make_loss(cfg, world, model)
+    loss_fn = make_loss(cfg, world, model, len(train_set))
     generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentations
     n_batches, val_batches = math.ceil(len(train_set) / cfg.batch_size), math.ceil(len(val_set) / cfg.batch_size)
 

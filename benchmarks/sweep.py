@@ -62,10 +62,12 @@ def code_version(root: str = ROOT) -> str:
 
 @functools.lru_cache(maxsize=4)
 def official_split(dataset: str, data_root: str, train_set: bool, image_size: int | None = None,
-                   channels: int | None = None, test_fraction: float = TEST_FRACTION, background: str = "white"
-                   ) -> Split:
-    """The official training or test set (a folder's: see datasets.load_split), read once per sweep."""
-    return load_split(dataset, data_root, train_set, image_size, channels, test_fraction, background)
+                   channels: int | None = None, test_fraction: float = TEST_FRACTION, background: str = "white",
+                   factor: str = "", factor_images: int = 0) -> Split:
+    """The official training or test set (a folder's, a factor grid's: see datasets.load_split), read once
+    per sweep."""
+    return load_split(dataset, data_root, train_set, image_size, channels, test_fraction, background, factor,
+                      factor_images)
 
 
 def run_splits(run: RunConfig, data_root: str) -> tuple[Split, Split, Split]:

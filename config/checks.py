@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from config.run_config import RunConfig
-from datasets import Split
+from datasets import FACTOR_DATASETS, Split, check_factor_flags
 from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
 from utils import VaeLabError, launched_processes
 
@@ -34,8 +34,10 @@ def check_config(cfg: RunConfig) -> None:
     name = cfg.lognumber
     if not name or os.sep in name or name in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")
+    check_factor_flags(cfg.dataset_type, cfg.factor, cfg.factor_images)  # before any image is loaded
     _check_model(cfg)
     _check_modes(cfg)
+    _check_objective(cfg)
     _check_iw_train(cfg)
 
 
@@ -75,6 +77,24 @@ def _check_modes(cfg: RunConfig) -> None:
             raise VaeLabError(f"{flag} needs --evaluate (and --resume PATH)")
     if cfg.predict_train and not cfg.predict:
         raise VaeLabError("--predict_train needs --predict True")
+    if cfg.disentanglement and not cfg.evaluate:
+        raise VaeLabError("--disentanglement needs --evaluate (and --resume PATH)")
+    if cfg.disentanglement and cfg.dataset_type not in FACTOR_DATASETS:
+        raise VaeLabError(f"--disentanglement needs images with known factors (--dataset_type "
+                          f"{' or '.join(FACTOR_DATASETS)}); {cfg.dataset_type} has none")
+
+
+def _check_objective(cfg: RunConfig) -> None:
+    if cfg.objective == "elbo":
+        return
+    family = cfg.prior == "vamp" or cfg.model_type == "hvae"
+    bad = [flag for flag, on in (
+        ("--iw_train", cfg.iw_train > 1), ("--free_bits", cfg.free_bits > 0),
+        ("--do_running_mean", cfg.do_running_mean), ("--compile", cfg.compile),
+        ("torchrun", launched_processes() > 1),
+        ("--prior vamp or --model_type hvae (the terms need one Gaussian code per image)", family)) if on]
+    if bad:
+        raise VaeLabError(f"--objective {cfg.objective} does not combine with {bad[0]}")
 
 
 def _check_iw_train(cfg: RunConfig) -> None:

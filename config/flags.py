@@ -8,7 +8,7 @@ from typing import Any
 
 from config.run_config import PRESETS, RunConfig
 from datasets import DATASET_TYPES, parse_background
-from losses import IMAGE_LOSSES
+from losses import IMAGE_LOSSES, OBJECTIVES
 from models import MODELS, PRIORS
 from models.conv1xn import KERNELS
 from models.unet import skips_flag
@@ -37,6 +37,9 @@ from utils import (
 MAX_IW_SAMPLES = 100_000
 MAX_FID_SAMPLES = 1_000_000
 MAX_IW_TRAIN = 1000
+MAX_DISC_UNITS = 10_000
+# --factor_images: at most the colour grid
+MAX_FACTOR_IMAGES = 6 * 737_280
 # --sampler: where samples come from besides the prior (evaluation/samplers.py)
 SAMPLERS = ("prior", "gmm")
 _DEFAULTS = RunConfig()
@@ -118,6 +121,28 @@ def train_parser() -> argparse.ArgumentParser:
     _add(g, "--mixture_components", type=int_in(1, MAX_MIXTURE), metavar="K",
          help="--image_loss_type dmol: discretised logistics in each pixel's mixture (PixelCNN++); 1 = one "
               "logistic with its own location and scale per pixel and channel")
+    _add(g, "--objective", choices=OBJECTIVES,
+         help="elbo: reconstruction + --kl_loss_weight x KL (beta-VAE when that is above 1); capacity: "
+              "reconstruction + --capacity_weight x |KL - C|, C raised linearly from 0 to --capacity_max nats over "
+              "--capacity_epochs, step by step (Burgess et al. 2018); betatc: the KL split into index-code MI, "
+              "total correlation and dimension-wise KL (Chen et al. 2018), each estimated on the minibatch by "
+              "stratified sampling with the training set's size (losses/disentangling.py), the TC weighted by "
+              "--tc_weight and the others by --kl_loss_weight; factorvae: the ELBO + --tc_weight x the TC "
+              "estimated by a discriminator (MLP, 6 layers of --disc_units, leaky ReLU) between the codes and the "
+              "codes permuted per dimension, trained by its "
+              "own Adam (--disc_lr) and saved with the run (Kim & Mnih 2018). Terms logged as train_mi, train_tc, "
+              "train_dim_kl, train_capacity, train_disc_loss")
+    _add(g, "--capacity_max", type=non_negative_float, help="--objective capacity: the final capacity C in nats")
+    _add(g, "--capacity_epochs", type=positive_float,
+         help="--objective capacity: epochs over which C grows from 0 to --capacity_max")
+    _add(g, "--capacity_weight", type=positive_float, help="--objective capacity: gamma of gamma x |KL - C|")
+    _add(g, "--tc_weight", type=non_negative_float,
+         help="--objective betatc: beta, the total correlation's weight; factorvae: gamma, the weight of the "
+              "discriminator's TC estimate")
+    _add(g, "--disc_units", type=int_in(1, MAX_DISC_UNITS),
+         help="--objective factorvae: units of each of the discriminator's 5 hidden layers (Kim & Mnih: 1000)")
+    _add(g, "--disc_lr", type=positive_float,
+         help="--objective factorvae: the discriminator's learning rate (Adam, betas 0.5, 0.9)")
     _add(g, "--ssim_window_size", type=positive_int,
          help="odd side of the Gaussian SSIM window (sigma 1.5), at most the image size; used by the metric and "
               "the ssim loss")
@@ -220,7 +245,19 @@ def add_data_args(g: Any) -> None:
          help="fmnist: Fashion-MNIST; mnist, kmnist, cifar10, svhn, celeba: torchvision's (downloaded when online; "
               "Debian's Fashion-MNIST used offline); folder: the images (png, jpg, bmp, webp, gif, tif; the first "
               "frame of an animation) under --data_root, "
-              "labelled by their class sub-folders if any, split by train/ and test/ sub-folders if any")
+              "labelled by their class sub-folders if any, split by train/ and test/ sub-folders if any; dsprites: "
+              "a dSprites-like factor grid (3 shapes x 6 scales x 40 orientations x 32 x 32 positions, 64x64 binary) "
+              "re-rendered offline by our own code, NOT DeepMind's file (which is read instead when "
+              "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz is in --data_root); dsprites_colour: the same grid x "
+              "6 colours on black (docs/disentanglement.md)")
+    _add(g, "--factor", metavar="NAME",
+         help="dsprites, dsprites_colour: the factor whose values label the images (for KNN, "
+              "compare_embeddings.py, the stratified folds and --conditional): shape, scale, orientation, pos_x, "
+              "pos_y (and colour); empty = shape")
+    _add(g, "--factor_images", type=int_in(0, MAX_FACTOR_IMAGES), metavar="N",
+         help="dsprites, dsprites_colour: images drawn from the factor grid with a fixed seed (the same for every "
+              "run), --test_fraction of them held out as the test set; 0 = the whole grid (737,280 images of "
+              "64x64, 3 GB as uint8: on a small machine train on a subset)")
     _add(g, "--data_root", help="dataset folder (torchvision layout, or your images)")
     _add(g, "--image_size", type=int_in(4, MAX_IMAGE_SIZE),
          help="centre-crop to a square and resize every image to N x N (default: the data's own size)")
@@ -254,6 +291,9 @@ def add_mode_args(g: Any) -> None:
               "samples and N reconstructions (lower is better); a CVAE also gets the classifier's accuracy on its "
               "class-conditional samples. The scores compare our models on one dataset only, never published "
               "Inception FIDs (docs/samples.md). 0 turns it off")
+    _switch(g, "--disentanglement", "with --evaluate on dsprites or dsprites_colour: MIG (with and without the "
+                                    "shape factor), FactorVAE score, DCI and SAP of the posterior means "
+                                    "(evaluation/disentanglement.py states every choice), in the eval JSON")
     _switch(g, "--predict", "with --resume: reconstructions, samples, interpolations, latent traversals, the latent "
                             "map and posterior means in results/{lognumber}/")
     _switch(g, "--predict_train", "with --predict: also write the training set's posterior means")

@@ -66,6 +66,8 @@ class RunConfig:
     background: str = "white"  # image files: the colour under transparent pixels (white, black or R,G,B)
     fold: int = 0  # validation fold of the training images
     num_folds: int = 5  # StratifiedKFold splits: 5 gives 48k train / 12k val
+    factor: str = ""  # factor data sets: the factor that labels the images (KNN, folds, CVAE); "": shape
+    factor_images: int = 0  # factor data sets: images drawn (fixed seed) from the grid, train + test; 0: all
     # ---- loss
     image_loss_type: str = "bce"
     img_loss_weight: float = 1.0
@@ -77,6 +79,13 @@ class RunConfig:
     normalize: bool = False  # the encoder sees (x - mean) / std of the training fold
     iw_train: int = 1  # IWAE samples per image; 1: the ELBO
     mixture_components: int = 5  # --image_loss_type dmol: logistics in each pixel's mixture
+    objective: str = "elbo"  # elbo (beta-VAE through kl_loss_weight), capacity, betatc, factorvae (losses/)
+    capacity_max: float = 25.0  # capacity: nats the KL is pulled towards at the end of the ramp
+    capacity_epochs: float = 1.0  # capacity: epochs over which C grows linearly from 0 to capacity_max
+    capacity_weight: float = 1000.0  # capacity: gamma of gamma * |KL - C|
+    tc_weight: float = 6.0  # betatc: beta, the weight of the total correlation; factorvae: gamma
+    disc_lr: float = 1e-4  # factorvae: the discriminator's Adam learning rate
+    disc_units: int = 1000  # factorvae: width of the discriminator's hidden layers
     ssim_window_size: int = 5  # odd side of the Gaussian SSIM window
     # ---- optimisation
     optimizer: str = "adam"
@@ -100,6 +109,7 @@ class RunConfig:
     evaluate: bool = False
     iw_samples: int = 0  # --evaluate: IWAE samples per image; 0: off
     fid: int = 0  # --evaluate: images for the FIDs; 0: off
+    disentanglement: bool = False  # --evaluate on a factor data set: MIG, FactorVAE score, DCI, SAP
     predict: bool = False
     predict_train: bool = False
     sampler: str = "prior"  # prior, or gmm: a mixture fitted on the training codes
@@ -123,7 +133,7 @@ FIELDS = tuple(f.name for f in fields(RunConfig))
 # What only the command line asks for (the modes, --resume, --config, --overwrite): a config file that
 # sets one is refused.
 COMMAND_LINE_ONLY = frozenset({"config", "resume", "evaluate", "iw_samples", "fid", "predict", "predict_train",
-                               "overwrite"})
+                               "overwrite", "disentanglement"})
 # What an invocation asks for rather than what the run is (those, the device, output folders): neither
 # taken from a resumed checkpoint nor written to the run's config file.
 INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", "results_dir"}
@@ -160,4 +170,4 @@ def data_options(cfg: RunConfig) -> dict[str, Any]:
     """The run's image shape, held-out fraction and background as keyword arguments of
     datasets.load_split and datasets.train_val_split."""
     return {"image_size": cfg.image_size, "channels": cfg.channels, "test_fraction": cfg.test_fraction,
-            "background": cfg.background}
+            "background": cfg.background, "factor": cfg.factor, "factor_images": cfg.factor_images}

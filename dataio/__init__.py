@@ -7,4 +7,5 @@ reshape.py    centre-crop, resize and grey / colour conversion of any dataset's 
 split.py      Split (one set of images), load_split (a training or test set), the 2018 train / validation split
 placement.py  where a split lives while training (host or device, uint8 or float32), as_float, pixel statistics
 augment.py    the 2018 flips and rotations, on whole batches
+dsprites.py   the dSprites factor grid rendered offline (dsprites, dsprites_colour), each image's factors kept
 """

@@ -29,7 +29,9 @@ OTHER_TORCHVISION = {
               "identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt)",
 }
 FOLDER = "folder"  # --dataset_type folder: the user's own images under --data_root
-DATASET_TYPES = ("fmnist", "mnist", "kmnist", "cifar10", "svhn", "celeba", FOLDER)
+# the factor data sets, rendered offline (dataio/dsprites.py)
+FACTOR_DATASETS = ("dsprites", "dsprites_colour")
+DATASET_TYPES = ("fmnist", "mnist", "kmnist", "cifar10", "svhn", "celeba", FOLDER, *FACTOR_DATASETS)
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -78,7 +80,7 @@ def _copy_debian_fmnist(root: str, source_dir: str = DEBIAN_FMNIST_DIR) -> bool:
 def ensure_raw_files(name: str, root: str, debian_dir: str = DEBIAN_FMNIST_DIR) -> None:
     """Make sure the IDX files are under ``root``: local copy, then Debian's, then download
     (nothing to fetch for a folder of one's own images)."""
-    if name == FOLDER:
+    if name in (FOLDER, *FACTOR_DATASETS):
         return
     if name in OTHER_TORCHVISION:
         for train in (True, False):

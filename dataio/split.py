@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dataio import dsprites
 from dataio.folders import TEST_FRACTION
+from dataio.reshape import reshape_images
 from dataio.sources import _load_bytes
 from utils import VaeLabError
 
@@ -17,24 +19,71 @@ class Split:
     """One set of images: ``x`` (N, C, H, W), uint8 as stored (a quarter of float32's memory;
     :func:`as_float` converts a batch) or float in [0, 1]; ``y`` int64 (N,) class indices;
     ``classes``: the class names, None for a folder without class sub-folders (y all 0); ``notes``:
-    what decoding the files did that the run's first line says (bit depths scaled, files skipped)."""
+    what decoding the files did that the run's first line says (bit depths scaled, files skipped).
+    A factor data set (dsprites) also keeps each image's ``factors``: int64 (N, F), the index of its value
+    of each factor named in ``factor_names`` (the values: dataio/dsprites.py); ``y`` is one of them."""
 
     x: torch.Tensor
     y: torch.Tensor
     classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    factors: torch.Tensor | None = None
+    factor_names: list[str] | None = None
+    dataset: str = ""  # the data set's name (dsprites_colour: what renders more images of its factors)
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
 
 def load_split(name: str, root: str, train: bool, image_size: int | None = None, channels: int | None = None,
-               test_fraction: float = TEST_FRACTION, background: str = "white") -> Split:
+               test_fraction: float = TEST_FRACTION, background: str = "white", factor: str = "",
+               factor_images: int = 0) -> Split:
     """The training or test set as tensors on the CPU (for MNIST / Fashion-MNIST the official
     60k / 10k), resized to ``image_size`` and converted to ``channels`` when given; transparent
-    pixels of image files composited onto ``background`` (dataio/decode.py)."""
+    pixels of image files composited onto ``background`` (dataio/decode.py). A factor data set: its
+    ``factor`` (default: the shape) as the class, ``factor_images`` of its grid (0: all; factor_split)."""
+    if name in dsprites.FACTOR_SETS:
+        return factor_split(name, root, train, factor, factor_images, test_fraction, image_size, channels)
+    check_factor_flags(name, factor, factor_images)
     images, labels, classes, notes = _load_bytes(name, root, train, image_size, channels, test_fraction, background)
     return _as_split(images, labels, classes, notes)
+
+
+def check_factor_flags(name: str, factor: str, factor_images: int) -> None:
+    """One line when --factor names no factor of ``name``, or is given for data without factors."""
+    if name in dsprites.FACTOR_SETS:
+        factor_label(name, factor)
+    elif factor or factor_images:
+        raise VaeLabError(f"--factor and --factor_images need a factor data set ({', '.join(dsprites.FACTOR_SETS)}),"
+                          f" not --dataset_type {name}")
+
+
+def factor_label(name: str, factor: str) -> int:
+    """The column of ``factor`` (default: the shape) among ``name``'s factors; one line if it has none such."""
+    names = list(dsprites.FACTOR_SETS[name])
+    if (factor or "shape") not in names:
+        raise VaeLabError(f"--factor {factor}: {name} has no such factor; choose from {', '.join(names)}")
+    return names.index(factor or "shape")
+
+
+def factor_split(name: str, root: str, train: bool, factor: str = "", images: int = 0,
+                 test_fraction: float = TEST_FRACTION, image_size: int | None = None, channels: int | None = None
+                 ) -> Split:
+    """A factor data set's training or test images (dataio/dsprites.chosen_indices), labelled by ``factor``."""
+    column = factor_label(name, factor)
+    index = dsprites.chosen_indices(name, images, train, test_fraction)
+    x, source = dsprites.images_of(name, root, index)
+    factors = torch.from_numpy(dsprites.factor_indices(name, index))
+    return Split(x=reshape_images(x, image_size, channels).contiguous(), y=factors[:, column].clone(),
+                 classes=dsprites.class_names(name, list(dsprites.FACTOR_SETS[name])[column]), notes=[source],
+                 factors=factors, factor_names=list(dsprites.FACTOR_SETS[name]), dataset=name)
+
+
+def subset(data: Split, index: torch.Tensor) -> Split:
+    """The images of ``data`` at ``index``, with their labels and factors."""
+    return Split(x=data.x[index.to(data.x.device)], y=data.y[index], classes=data.classes, notes=data.notes,
+                 factors=None if data.factors is None else data.factors[index], factor_names=data.factor_names,
+                 dataset=data.dataset)
 
 
 def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None, notes: list[str]) -> Split:
@@ -63,13 +112,18 @@ def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int,
 
 
 def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, image_size: int | None = None,
-                    channels: int | None = None, test_fraction: float = TEST_FRACTION, background: str = "white"
-                    ) -> tuple[Split, Split]:
+                    channels: int | None = None, test_fraction: float = TEST_FRACTION, background: str = "white",
+                    factor: str = "", factor_images: int = 0) -> tuple[Split, Split]:
     """The 2018 split of the training images (60k for MNIST / Fashion-MNIST) into train and
     validation folds.
 
     Indexed as bytes, then converted: a quarter of the memory traffic, the same floats.
     """
+    if name in dsprites.FACTOR_SETS:
+        data = factor_split(name, root, True, factor, factor_images, test_fraction, image_size, channels)
+        tr, va = kfold_indices(data.y, fold, num_folds, seed)
+        return subset(data, torch.from_numpy(tr)), subset(data, torch.from_numpy(va))
+    check_factor_flags(name, factor, factor_images)
     images, labels, classes, notes = _load_bytes(name, root, True, image_size, channels, test_fraction, background)
     tr, va = kfold_indices(labels, fold, num_folds, seed)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)

@@ -1,4 +1,6 @@
-"""Pictures of the latent space (``--predict``): traversals and the 2-D latent map.
+"""Pictures of the latent space (``--predict``): traversals and the 2-D latent map; on a factor data
+set also the latent x factor mutual-information heat map, and traversals labelled with the factor each
+latent carries.
 
 Both are placed in units of the aggregate posterior q(z) = mean over images of q(z|x), whose
 per-dimension variance is Var(mu_j) + E[sigma_j^2]: where the decoder has seen codes.
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from datasets import Split
+from evaluation.disentanglement import factor_entropies, mutual_information
 from evaluation.metrics import batches
 from fileio.atomic import write_figure
 from losses import kl_per_dimension
@@ -20,6 +23,9 @@ TRAVERSAL_STEPS = np.linspace(-3.0, 3.0, 7)  # in aggregate-posterior std of the
 TRAVERSAL_IMAGES = 3
 MAP_SIDE = 15  # the latent map decodes MAP_SIDE x MAP_SIDE codes
 MAP_POINTS = 5000  # validation means drawn beside it
+# a latent "carries" the factor it shares most information with, when that is at least this share of the
+# factor's entropy (below it the row is labelled with no factor)
+CARRIES = 0.1
 
 
 @torch.no_grad()
@@ -57,10 +63,11 @@ def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def write_traversals(model: VAE, val: Split, device: torch.device, path: str) -> dict:
+def write_traversals(model: VAE, val: Split, device: torch.device, path: str,
+                     labels: dict[int, str] | None = None) -> dict:
     """traversals.png: for the first validation images, every latent dimension swept from -3 to
-    +3 aggregate-posterior stds, the others fixed; rows ordered by KL (the active ones first).
-    Returns the KL per dimension and the order."""
+    +3 aggregate-posterior stds, the others fixed; rows ordered by KL (the active ones first), each
+    named with ``labels[j]`` when given (the factor it carries). Returns the KL per dimension and the order."""
     from matplotlib.figure import Figure  # here: ~1 s, only the figures need it
 
     mu, centre, std, kl = posterior_stats(model, val, device)
@@ -76,7 +83,8 @@ def write_traversals(model: VAE, val: Split, device: torch.device, path: str) ->
         ax.set_xticks([side * (k + 0.5) for k in range(len(TRAVERSAL_STEPS))],
                       [f"{s:+.1f}" for s in TRAVERSAL_STEPS], fontsize=6)
         ax.set_yticks([side * (r + 0.5) for r in range(len(order))],
-                      [f"z{j}  KL {kl[j]:.2f}" if i == 0 else "" for r, j in enumerate(order)], fontsize=7)
+                      [f"z{j}  KL {kl[j]:.2f}" + (f"  {labels[j]}" if labels else "") if i == 0 else ""
+                       for r, j in enumerate(order)], fontsize=7)
         ax.set_title(f"validation image {i}", fontsize=9)
     fig.suptitle("Latent traversals: each row sweeps one dimension (aggregate-posterior stds), "
                  "rows by KL per dimension (nats)", fontsize=9)
@@ -104,6 +112,35 @@ def latent_plane(mu: torch.Tensor, centre: torch.Tensor, std: torch.Tensor, seed
 
 
 @torch.no_grad()
+@torch.no_grad()
+def write_factor_heatmap(model: VAE, data: Split, device: torch.device, path: str) -> dict[int, str]:
+    """mi_heatmap.png: I(z_j; v_k) / H(v_k) of ``data``'s posterior means and factors (MI as MIG measures
+    it: 20 bins per latent, evaluation/disentanglement.py), latents in rows by KL. Returns each latent's
+    label for the traversals: the factor it carries and the share, or "-" when none reaches CARRIES."""
+    from matplotlib.figure import Figure  # here: ~1 s, only the figures need it
+
+    mu, _, _, kl = posterior_stats(model, data, device)
+    factors = data.factors.numpy()
+    share = mutual_information(mu.numpy(), factors) / np.maximum(factor_entropies(factors), 1e-12)
+    order = torch.argsort(kl, descending=True).tolist()
+    names = data.factor_names
+    fig = Figure(figsize=(1.1 * len(names) + 2.2, 0.4 * len(order) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(share[order], cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for r, j in enumerate(order):
+        for k in range(len(names)):
+            ax.text(k, r, f"{share[j, k]:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if share[j, k] > 0.5 else "white")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(order)), [f"z{j}  KL {kl[j]:.2f}" for j in order], fontsize=7)
+    fig.colorbar(im, ax=ax, label="I(z_j; factor) / H(factor)")
+    fig.suptitle(f"What each latent knows of each factor ({len(mu)} validation images)", fontsize=9)
+    write_figure(fig, path, dpi=100)
+    best = share.argmax(axis=1)
+    return {j: f"{names[best[j]]} {share[j, best[j]]:.2f}" if share[j, best[j]] >= CARRIES else "-"
+            for j in range(len(share))}
+
+
 def write_latent_map(model: VAE, val: Split, device: torch.device, path: str,
                      class_names: Sequence[str] | None = None, seed: int = 42) -> dict:
     """latent_map.png: codes on a grid over the latent plane decoded, beside the validation

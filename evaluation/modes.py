@@ -8,8 +8,19 @@ import time
 import torch
 
 from config.run_config import RunConfig, data_options
-from datasets import Split, load_split, train_val_split
+from datasets import (
+    FACTOR_SETS,
+    Split,
+    as_float,
+    factor_sizes,
+    grid_index,
+    images_of,
+    load_split,
+    reshape_images,
+    train_val_split,
+)
 from evaluation.codecs import cached_codec_bits
+from evaluation.disentanglement import Represent, Settings, disentanglement_scores
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import batches, evaluate, posterior_means
 from evaluation.pictures import write_predictions
@@ -107,6 +118,42 @@ def mixture_for(model: VAE, checkpoint: str, train: Split, cfg: RunConfig,
                           model_fingerprint(model.state_dict()), cfg.gmm_components, model.latent_size, cfg.seed)
 
 
+def factor_encoder(model: VAE, cfg: RunConfig, device: torch.device, batch_size: int = 1000) -> Represent:
+    """The metrics' view of the model: factor combinations (n, F) -> the posterior means (n, D) of their
+    images (drawn from the grid, so any combination can be asked for, as the FactorVAE score needs),
+    shaped as the run's images."""
+    @torch.no_grad()
+    def represent(factors):
+        model.eval()
+        index = grid_index(cfg.dataset_type, factors)
+        out = []
+        for i in range(0, len(index), batch_size):
+            x = reshape_images(images_of(cfg.dataset_type, cfg.data_root, index[i:i + batch_size])[0],
+                               cfg.image_size, cfg.channels)
+            out.append(model.posterior(as_float(x.to(device)))[0].float().cpu())
+        return torch.cat(out).numpy()
+    return represent
+
+
+def disentanglement_report(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
+    """--evaluate --disentanglement: the four metrics of the model's posterior means, printed and returned."""
+    if model.conditional:
+        raise VaeLabError("--disentanglement scores an unconditional code; this checkpoint is a CVAE")
+    t0 = time.perf_counter()
+    settings = Settings(seed=cfg.seed)
+    names = list(FACTOR_SETS[cfg.dataset_type])
+    out = disentanglement_scores(factor_encoder(model, cfg, device), factor_sizes(cfg.dataset_type), names,
+                                 settings)
+    out["seconds"] = time.perf_counter() - t0
+    print(f"disentanglement of the posterior means ({cfg.dataset_type}, {out['seconds']:.0f} s): "
+          f"MIG {out['mig']:.3f}" + (f" (without shape {out['mig_without_shape']:.3f})" if "mig_without_shape" in out
+                                     else "")
+          + f", FactorVAE score {out['factorvae_score']:.3f}, DCI D {out['dci_disentanglement']:.3f} "
+          f"C {out['dci_completeness']:.3f} I {out['dci_informativeness']:.3f}, SAP {out['sap']:.3f}")
+    print("MIG per factor: " + ", ".join(f"{k} {v:.3f}" for k, v in out["mig_per_factor"].items()))
+    return out
+
+
 def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
     """``--evaluate`` (table + weights/{lognumber}_eval.json) and ``--predict`` (results/{lognumber}/)."""
     ensure_writable_dir(cfg.weights_dir if cfg.evaluate else cfg.results_dir, "output")
@@ -137,6 +184,8 @@ def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
             for split in results:
                 results[split].update(scores[split], fid_classifier_test_accuracy=accuracy)
         print_eval_table(results)
+        if cfg.disentanglement:
+            results["disentanglement"] = disentanglement_report(model, cfg, device)
         path = os.path.join(cfg.weights_dir, f"{cfg.lognumber}_eval.json")
         try:
             write_json(path, results)

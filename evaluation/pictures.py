@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from datasets import Split, as_float
-from evaluation.latent_pictures import write_latent_map, write_traversals
+from evaluation.latent_pictures import write_factor_heatmap, write_latent_map, write_traversals
 from evaluation.metrics import posterior_means
 from evaluation.samplers import GaussianMixtureSampler
 from fileio.atomic import atomic_write
@@ -97,8 +97,9 @@ def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device:
                       gmm: GaussianMixtureSampler | None = None, class_names: list[str] | None = None
                       ) -> dict[str, str]:
     """Write reconstructions.png, samples.png (and samples_gmm.png with ``gmm``),
-    interpolations.png, class_samples.png (CVAE), traversals.png, latent_map.png and the
-    posterior means *_mu.npy with their labels *_y.npy; returns name -> path."""
+    interpolations.png, class_samples.png (CVAE), traversals.png, latent_map.png, on a factor data set
+    mi_heatmap.png (and the traversals labelled by factor), and the posterior means *_mu.npy with
+    their labels *_y.npy; returns name -> path."""
     os.makedirs(out_dir, exist_ok=True)
     z_gmm = fixed_codes(seed, model, device, gmm=gmm) if gmm is not None else None
     grids = image_grids(model, as_float(val.x[:n_show].to(device)), val.y[:n_show].to(device),
@@ -108,8 +109,12 @@ def write_predictions(model: VAE, val: Split, test: Split, out_dir: str, device:
         name = FILE_NAMES[tag]
         paths[name] = os.path.join(out_dir, f"{name}.png")
         save_png(grid, paths[name])
+    labels = None
+    if val.factors is not None:
+        paths["mi_heatmap"] = os.path.join(out_dir, "mi_heatmap.png")
+        labels = write_factor_heatmap(model, val, device, paths["mi_heatmap"])
     paths["traversals"] = os.path.join(out_dir, "traversals.png")
-    write_traversals(model, val, device, paths["traversals"])
+    write_traversals(model, val, device, paths["traversals"], labels)
     paths["latent_map"] = os.path.join(out_dir, "latent_map.png")
     write_latent_map(model, val, device, paths["latent_map"], class_names, seed)
     splits = {"val": val, "test": test, **({"train": train} if train is not None else {})}

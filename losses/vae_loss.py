@@ -8,11 +8,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from losses.disentangling import (
+    OBJECTIVES,
+    capacity_penalty,
+    discriminator_loss,
+    discriminator_tc,
+    permute_dims,
+    tc_decomposition,
+)
 from losses.likelihoods import pixel_nll
 from losses.ssim import ssim_map
 
 # logistic / gaussian: the likelihoods of losses/likelihoods.py, with the model's learnt scale
 IMAGE_LOSSES = ("bce", "mse", "ssim", "bce_ssim", "logistic", "gaussian", "dmol")
+# what each --objective adds to the logged terms (train_<name> in TensorBoard)
+OBJECTIVE_TERMS = {"elbo": (), "capacity": ("capacity",), "betatc": ("mi", "tc", "dim_kl"),
+                   "factorvae": ("tc", "disc_loss")}
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -80,13 +91,28 @@ class VAELoss:
     dimension's batch-mean KL by max(free_bits, KL_j) in the objective (Kingma et al. 2016),
     so dimensions under the floor are not pushed to the prior. The returned ``kl_loss``
     is always the true KL; ``kl_penalty`` is what the objective used, ``kl_weight`` its weight.
+
+    ``objective`` (losses/disentangling.py): ``capacity`` replaces the weighted KL by
+    capacity_weight x |KL - C|, C (``capacity``, set by the loop each step) in nats; ``betatc`` uses
+    kl weight x (MI + dimension-wise KL) + tc_weight x TC, estimated at the sampled codes ``z`` with
+    ``dataset_size``; ``factorvae`` adds tc_weight x the TC estimate of ``discriminator`` (a module
+    with its own optimiser ``disc_optimizer``, trained by :meth:`discriminator_step`).
     """
 
     def __init__(self, image_loss_type: str = "bce", img_loss_weight: float = 1.0,
                  kl_loss_weight: float = 1.0, running_mean: bool = False, gamma: float = 0.9,
-                 ssim_window_size: int = 5, free_bits: float = 0.0, ssim_weight: float = 1.0):
+                 ssim_window_size: int = 5, free_bits: float = 0.0, ssim_weight: float = 1.0,
+                 objective: str = "elbo", capacity_weight: float = 1000.0, tc_weight: float = 6.0,
+                 dataset_size: int = 1):
         if image_loss_type not in IMAGE_LOSSES:
             raise ValueError(f"unknown image loss {image_loss_type!r}; choose from {IMAGE_LOSSES}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
+        self.objective_name, self.capacity_weight, self.tc_weight = objective, capacity_weight, tc_weight
+        self.dataset_size = dataset_size
+        self.capacity = 0.0
+        self.discriminator: torch.nn.Module | None = None
+        self.disc_optimizer: torch.optim.Optimizer | None = None
         self.image_loss_type = image_loss_type
         self.img_w, self.kl_w = img_loss_weight, kl_loss_weight
         self.running_mean, self.gamma = running_mean, gamma
@@ -102,9 +128,12 @@ class VAELoss:
         self.sync = None
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                 kl: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 kl: torch.Tensor | None = None, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``kl``: the per-image mean KL of a model whose KL has no closed form in (mu, logvar) (the
-        VampPrior, a hierarchical model); free bits need the closed form's per-dimension terms."""
+        VampPrior, a hierarchical model); free bits need the closed form's per-dimension terms.
+        ``z``: the sampled codes, for --objective betatc and factorvae."""
+        if self.objective_name != "elbo":
+            return self._disentangling(logits, x, mu, logvar, z)
         img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight,
                                   self.log_scale)
         if kl is None:
@@ -128,6 +157,39 @@ class VAELoss:
             loss = self.img_w * img + kl_w * penalty
         return {"loss": loss, "img_loss": img, "kl_loss": kl, "kl_penalty": penalty,
                 "kl_weight": torch.tensor(kl_w, device=loss.device)}
+
+    def _disentangling(self, logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                       z: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The capacity, beta-TCVAE and FactorVAE objectives (no running means, no free bits: config/checks.py)."""
+        img = reconstruction_loss(self.image_loss_type, logits, x, self.ssim_window_size, self.ssim_weight,
+                                  self.log_scale)
+        kl = kl_per_dimension(mu, logvar).sum()
+        kl_w = self.kl_w * self.kl_scale
+        terms: dict[str, torch.Tensor] = {}
+        if self.objective_name == "capacity":
+            penalty = capacity_penalty(kl, self.capacity, self.capacity_weight)
+            terms["capacity"] = torch.tensor(self.capacity, device=kl.device)
+            loss = self.img_w * img + penalty
+        elif self.objective_name == "betatc":
+            terms = tc_decomposition(z, mu, logvar, self.dataset_size)
+            penalty = kl_w * (terms["mi"] + terms["dim_kl"]) + self.tc_weight * self.kl_scale * terms["tc"]
+            loss = self.img_w * img + penalty
+        else:  # factorvae
+            terms["tc"] = discriminator_tc(self.discriminator(z))
+            penalty = kl_w * kl + self.tc_weight * terms["tc"]
+            loss = self.img_w * img + penalty
+        return {"loss": loss, "img_loss": img, "kl_loss": kl, "kl_penalty": penalty,
+                "kl_weight": torch.tensor(kl_w, device=loss.device), **terms}
+
+    def discriminator_step(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One Adam step of FactorVAE's discriminator on the minibatch's codes ``z`` (detached) against the
+        same codes permuted per dimension; returns its loss (before the step)."""
+        z = z.detach()
+        loss = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z, generator)))
+        self.disc_optimizer.zero_grad(set_to_none=True)  # also drops what the VAE's backward left in it
+        loss.backward()
+        self.disc_optimizer.step()
+        return loss.detach()
 
     def objective(self, img: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
         """The full objective (no warm-up, no free bits, no rebalancing): the ELBO-like loss that

@@ -2,7 +2,8 @@
 
 The state is a plain dict (see runtime/checkpoints.py): the 2018 keys ``epoch``,
 ``optimizer``, ``state_dict``, ``best_loss``, plus ``args``, ``scheduler``, ``rng_state``,
-``loss_state``, ``model_config``, ``history`` and ``global_step``.
+``loss_state``, ``model_config``, ``history`` and ``global_step`` (and FactorVAE's ``discriminator`` and
+``disc_optimizer``).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from utils import VaeLabError, get_rng_state, set_rng_state
 def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, loss_fn: VAELoss,
                      cfg: RunConfig, epoch: int, best_loss: float, history: list, global_step: int,
                      generator: torch.Generator, model_cfg: ModelConfig) -> dict:
-    """Everything needed to continue the run after ``epoch`` (1-based: epochs done)."""
-    return {
+    """Everything needed to continue the run after ``epoch`` (1-based: epochs done); FactorVAE's
+    discriminator and its optimiser too."""
+    state = {
         "epoch": epoch,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -35,6 +37,10 @@ def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, lo
         "history": history,
         "global_step": global_step,
     }
+    if loss_fn.discriminator is not None:
+        state["discriminator"] = {k: v.detach().cpu() for k, v in loss_fn.discriminator.state_dict().items()}
+        state["disc_optimizer"] = loss_fn.disc_optimizer.state_dict()
+    return state
 
 
 def save_epoch(state: dict, ckpt_path: str, best_path: str, is_best: bool) -> None:
@@ -79,9 +85,25 @@ def restore_training_state(ckpt: dict, cfg: RunConfig, optimizer: torch.optim.Op
         if "rng_state" in ckpt:
             set_rng_state(ckpt["rng_state"], generator)
         loss_fn.load_state_dict(ckpt.get("loss_state", {}))
+        if loss_fn.discriminator is not None:
+            restore_discriminator(ckpt, cfg, loss_fn)
     start_schedule_at(optimizer, scheduler, cfg, start_epoch)  # the flags' schedule governs from here on
     print(f"=> resumed {cfg.resume!r} at epoch {start_epoch} (best val loss {best_loss:.2f})")
     return start_epoch, best_loss, history, global_step
+
+
+def restore_discriminator(ckpt: dict, cfg: RunConfig, loss_fn: VAELoss) -> None:
+    """FactorVAE's discriminator and its optimiser, as the checkpoint left them; one line if it has none."""
+    if "discriminator" not in ckpt or "disc_optimizer" not in ckpt:
+        trained = (ckpt.get("args") or {}).get("objective", "elbo")
+        raise VaeLabError(f"{cfg.resume!r} has no FactorVAE discriminator (it was trained with --objective "
+                          f"{trained}); resume it with --objective {trained}, or start a new run")
+    try:
+        loss_fn.discriminator.load_state_dict(ckpt["discriminator"])
+        loss_fn.disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise VaeLabError(f"the FactorVAE discriminator in {cfg.resume!r} does not fit this model "
+                          f"({str(e).splitlines()[0][:100]})") from None
 
 
 def interrupted_message(ckpt_path: str, epoch: int) -> str:
