@@ -257,3 +257,15 @@ def ensure_writable_dir(path: str, what: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise VaeLabError(f"cannot write to the {what} folder {path!r}: {e.strerror or e}") from None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``), to print beside any speed figure: they depend on it."""
+    import platform
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown"

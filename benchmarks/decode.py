@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ if ROOT not in sys.path:
 import numpy as np
 
 from fileio.atomic import write_json, write_text
+from utils import cpu_name
 
 # name -> (files, width, height, --image_size, extension)
 SETS = {"small": ("178x218 JPEGs (CelebA's size)", 178, 218, 64, "jpg"),
@@ -134,14 +134,6 @@ def run_one(loader: str, folder: str, size: int) -> dict:
             "shape": list(x.shape)}
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
 def main(args: argparse.Namespace) -> list[dict]:
     rows = []
     for key, n in (("small", args.small), ("big", args.big), ("many", args.many)):
@@ -169,7 +161,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 def write_report(rows: list[dict], args: argparse.Namespace) -> None:
     plain = {r["set"]: r["images_per_s"] for r in rows if r["loader"] == "plain PIL loop"}
     lines = [f"Decode benchmark: `python3 benchmarks/decode.py --small {args.small} --big {args.big} --many "
-             f"{args.many}`; {os.cpu_count()} cores ({cpu_model()}), Pillow {__import__('PIL').__version__}.", "",
+             f"{args.many}`; {os.cpu_count()} cores ({cpu_name()}), Pillow {__import__('PIL').__version__}.", "",
              "| files | loader | images/s | vs plain loop | scan s | decode s | peak memory | final tensor | "
              "peak / tensor |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -178,7 +170,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
                      f"{r['decode_s']:.1f} | {r['peak_extra_bytes'] / 2**20:,.0f} MiB | "
                      f"{r['tensor_bytes'] / 2**20:,.1f} MiB | {r['peak_extra_bytes'] / r['tensor_bytes']:.2f} |")
     write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"rows": rows, "cpu": cpu_model(), "cores": os.cpu_count()})
+    write_json(args.out + ".json", {"rows": rows, "cpu": cpu_name(), "cores": os.cpu_count()})
 
 
 if __name__ == "__main__":

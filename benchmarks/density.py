@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -46,7 +44,7 @@ from evaluation.sample_quality import feature_stats, frechet_distance, load_or_t
 from fileio.atomic import write_json, write_text
 from losses import bits_per_dim
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import OneLineParser, non_negative_int, positive_int, run_cli, select_device
+from utils import OneLineParser, cpu_name, non_negative_int, positive_int, run_cli, select_device
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {
@@ -73,16 +71,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="train nothing: write the .md again from the rows of the .json (e.g. after a run was stopped)")
     add_sweep_args(p, "density")
     return p
-
-
-def cpu_name() -> str:
-    """The CPU's model name (lscpu), for the table's heading: speed figures depend on it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                platform.machine())
 
 
 def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from evaluation.metrics import active_units, evaluate, posterior_means
 from evaluation.modes import factor_encoder
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import OneLineParser, VaeLabError, positive_int, run_cli, select_device
+from utils import OneLineParser, VaeLabError, cpu_name, positive_int, run_cli, select_device
 
 # Each row's objective flags. beta-VAE: Higgins et al.'s beta = 4 for dSprites; capacity: Burgess et al.'s
 # C_max = 25 nats and gamma = 1000, C raised over the whole run (their 100k steps do not fit 2 CPU cores);
@@ -144,17 +143,6 @@ def targets(runs: dict[str, list[dict]]) -> list[str]:
                      f"(target {'met' if med >= TARGET_MIG else 'NOT met'}); above the VAE's MIG on "
                      f"{sum(above)} of {len(above)} seeds (target {'met' if above and all(above) else 'NOT met'})")
     return lines
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: list[int], wall: float,

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import threading
 
@@ -38,6 +36,7 @@ from models import build_model
 from runtime.checkpoints import load_model
 from serving.app import make_server, url_of
 from serving.decoding import SLIDER_STEPS, Explorer
+from utils import cpu_name
 
 REFERENCE = os.path.normpath(os.path.join(ROOT, "..", "shared", "reference",
                                           "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"))
@@ -81,14 +80,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "explore_latency"),
                    help="report path, no extension")
     return p
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def models(data_root: str):
@@ -186,7 +177,7 @@ def screenshot(page, path: str) -> None:
 
 
 def write_report(rows: list[dict], args: argparse.Namespace) -> None:
-    cpu, cores = cpu_model(), os.cpu_count()
+    cpu, cores = cpu_name(), os.cpu_count()
     lines = [f"Slider frame latency of explore.py's page: `python3 benchmarks/explore_latency.py --frames "
              f"{args.frames}`; {cores} cores ({cpu}), torch {torch.__version__} (`--threads {args.threads}` while "
              "serving), headless Chromium, page and server on the same machine. A frame: slider input event -> "
