@@ -2,6 +2,7 @@
 validation split of the training set."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,7 @@ from dataio import dsprites
 from dataio.folders import TEST_FRACTION
 from dataio.reshape import reshape_images
 from dataio.sources import _load_bytes
+from fileio.atomic import atomic_write
 from utils import VaeLabError
 
 
@@ -90,25 +92,66 @@ def _as_split(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | N
     return Split(x=images.contiguous(), y=labels.to(torch.int64), classes=classes, notes=list(notes))
 
 
-def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices of fold ``fold`` of the 2018 StratifiedKFold split."""
+def kfold_indices(targets: torch.Tensor | np.ndarray, fold: int, num_folds: int, seed: int,
+                  cache_root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices of fold ``fold`` of the 2018 StratifiedKFold split (each sorted, as
+    scikit-learn gives them). With ``cache_root`` (--data_root), every image's fold is cached under its
+    cache folder, keyed by the labels, the split's settings and scikit-learn's version: a run then starts
+    without importing scikit-learn (~0.6-1 s of a 2-core start-up, docs/speed.md)."""
     if not 0 <= fold < num_folds:
         raise VaeLabError(f"--fold must be in [0, {num_folds - 1}] for --num_folds {num_folds}, got {fold}")
     if not 0 <= seed < 2 ** 32:
         raise VaeLabError(f"--seed must be in [0, 2**32 - 1] (it seeds the validation split), got {seed}")
+    y = np.asarray(targets)
+    path = None if cache_root is None else _folds_cache(cache_root, y, num_folds, seed)
+    folds = _read_folds(path, len(y), num_folds)
+    if folds is None:
+        folds = _stratified_folds(y, num_folds, seed)
+        if path is not None:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write(path, lambda f: np.save(f, folds))
+            except OSError:  # a read-only --data_root: no cache, same split
+                pass
+    return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+
+
+def _stratified_folds(y: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
+    """Each image's validation fold, from scikit-learn's StratifiedKFold (shuffled, seeded)."""
     from sklearn.model_selection import StratifiedKFold  # imported here: ~1 s, needed once
 
-    y = np.asarray(targets)
+    folds = np.empty(len(y), dtype=np.int16)
     skf = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
     try:
-        for i, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
-            if i == fold:
-                return tr, va
+        for i, (_, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+            folds[va] = i
     except ValueError as e:  # e.g. more folds than images of every class
         raise VaeLabError(f"cannot split {len(y)} images into --num_folds {num_folds} stratified folds "
                           f"({str(e).splitlines()[0]})") from None
-    raise AssertionError("unreachable")
+    return folds
+
+
+def _folds_cache(root: str, y: np.ndarray, num_folds: int, seed: int) -> str:
+    import hashlib
+    from importlib.metadata import version
+
+    from dataio.folders import CACHE_DIR  # one cache folder for every data set
+
+    key = hashlib.sha256(repr((y.dtype.str, y.shape, num_folds, seed, version("scikit-learn"))).encode())
+    key.update(np.ascontiguousarray(y).tobytes())
+    return os.path.join(root, CACHE_DIR, f"folds_{key.hexdigest()[:24]}.npy")
+
+
+def _read_folds(path: str | None, n: int, num_folds: int) -> np.ndarray | None:
+    """The cached folds, or None when absent or not what the key promises (a damaged cache is recomputed)."""
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        folds = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = folds.shape == (n,) and folds.dtype == np.int16 and (n == 0 or 0 <= folds.min() <= folds.max() < num_folds)
+    return folds if ok else None
 
 
 def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, image_size: int | None = None,
@@ -121,11 +164,11 @@ def train_val_split(name: str, root: str, fold: int, num_folds: int, seed: int, 
     """
     if name in dsprites.FACTOR_SETS:
         data = factor_split(name, root, True, factor, factor_images, test_fraction, image_size, channels)
-        tr, va = kfold_indices(data.y, fold, num_folds, seed)
+        tr, va = kfold_indices(data.y, fold, num_folds, seed, root)
         return subset(data, torch.from_numpy(tr)), subset(data, torch.from_numpy(va))
     check_factor_flags(name, factor, factor_images)
     images, labels, classes, notes = _load_bytes(name, root, True, image_size, channels, test_fraction, background)
-    tr, va = kfold_indices(labels, fold, num_folds, seed)
+    tr, va = kfold_indices(labels, fold, num_folds, seed, root)
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
     return (_as_split(images[tr_t], labels[tr_t], classes, notes),
             _as_split(images[va_t], labels[va_t], classes, notes))

@@ -1,6 +1,8 @@
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +13,7 @@ import torch
 import datasets
 from dataio import sources
 from datasets import augment_batch, ensure_raw_files, kfold_indices, load_split, train_val_split
+from helpers import ROOT
 from tools.idx_files import write_idx
 from utils import VaeLabError
 
@@ -33,6 +36,29 @@ def test_split_reproduces_the_2018_indices(fmnist_root):
     tr, va = kfold_indices(y, fold=0, num_folds=5, seed=42)
     assert va[:10].tolist() == [6, 8, 15, 22, 23, 25, 28, 31, 33, 34]
     assert len(tr) == 48000 and len(va) == 12000 and not set(tr) & set(va)
+
+
+def test_the_split_is_cached_and_the_cache_never_trusted_blindly(tmp_path):
+    y = np.repeat(np.arange(10), 50)[np.random.default_rng(1).permutation(500)]
+    straight = [kfold_indices(y, fold, 5, 7) for fold in range(5)]
+    for fold in range(5):  # computed and cached, then read: scikit-learn's indices both times
+        for _ in range(2):
+            tr, va = kfold_indices(y, fold, 5, 7, str(tmp_path))
+            assert np.array_equal(tr, straight[fold][0]) and np.array_equal(va, straight[fold][1])
+    (cache,) = (tmp_path / ".vae_lab_cache").glob("folds_*.npy")
+    assert kfold_indices(y, 0, 5, 8, str(tmp_path))[1].tolist() != straight[0][1].tolist()  # another seed, its own
+    cache.write_bytes(b"garbage")  # a damaged cache is recomputed
+    assert np.array_equal(kfold_indices(y, 2, 5, 7, str(tmp_path))[1], straight[2][1])
+    np.save(cache, np.full(500, 9, dtype=np.int16))  # folds out of range: recomputed
+    assert np.array_equal(kfold_indices(y, 2, 5, 7, str(tmp_path))[1], straight[2][1])
+
+
+def test_a_cached_split_starts_without_scikit_learn(tiny_mnist):
+    code = ("import sys; from datasets import train_val_split; train_val_split('mnist', sys.argv[1], 0, 5, 42); "
+            "print('sklearn' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code, tiny_mnist], capture_output=True, text=True, check=True,
+                           cwd=ROOT).stdout.split()[-1] for _ in range(2)]
+    assert runs[-1] == "False"
 
 
 def _fake_debian(tmp_path) -> str:
