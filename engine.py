@@ -23,6 +23,7 @@ from evaluation.samplers import GaussianMixtureSampler, check_components
 from losses import OBJECTIVE_TERMS, VAELoss, kl_divergence, ssim
 from losses.disentangling import capacity_at
 from models import VAE
+from models.base import float32
 from models.discriminator import Discriminator
 from runtime import accelerators
 from runtime.distributed import World, is_main_process
@@ -126,8 +127,9 @@ def _progress(n: int, desc: str):
 def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.optim.Optimizer, data: Split,
                     cfg: RunConfig, epoch: int, generator: torch.Generator,
                     writer: RunWriter | None = None, global_step: int = 0,
-                    world: World | None = None) -> dict[str, float]:
-    """One pass over a fresh permutation of ``data`` (a Split on the training device).
+                    world: World | None = None, amp: bool = False) -> dict[str, float]:
+    """One pass over a fresh permutation of ``data`` (a Split on the training device); ``amp``: the
+    forward in bfloat16 autocast (runtime/accelerators.choose_path), the losses in float32.
 
     Returns per-image averages of loss, img_loss, kl_loss, ssim, grad_norm, kl_weight and
     kl_penalty. ``model`` may be DDP-wrapped or compiled.
@@ -156,19 +158,19 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             y = data.y[idx[rows].to(data.y.device)].to(device) if conditional else None
             if cfg.do_augs:
                 x = augment_batch(x, generator, shard=(rows.start, len(idx)) if world.distributed else None)
-            if iw > 1:  # float32 (config.checks refuses --amp)
+            if iw > 1:  # float32 (config.checks refuses --amp on, choose_path leaves auto off)
                 terms, logits = iw_terms(model, x, y, iw)
             else:
                 noise = world.noise(len(idx), plain.noise_size, rows, x.device)
                 if sampled_codes and noise is None:  # drawn here, not by the model: the TC terms need the codes
                     noise = torch.randn(len(idx), plain.noise_size, device=x.device)
-                with accelerators.autocast(x.device, cfg.amp):
+                with accelerators.autocast(x.device, amp):
                     if plain.analytic_kl:
                         (logits, mu, logvar), kls = model(x, noise, y=y), None
                     else:  # the VampPrior's sampled KL, a hierarchical model's KL per level
                         logits, mu, logvar, kls = model(x, noise, y=y, with_kl=True)
-                if cfg.amp:
-                    logits, mu, logvar = accelerators.float32(logits, mu, logvar)
+                if amp:
+                    logits, mu, logvar = float32(logits, mu, logvar)
                     kls = None if kls is None else kls.float()
                 loss_fn.kl_scale = kl_warmup_scale(cfg, epoch, i, n_batches)
                 loss_fn.capacity = capacity_at(cfg.capacity_max, cfg.capacity_epochs, epoch, i, n_batches)

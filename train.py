@@ -59,25 +59,28 @@ def main(args: argparse.Namespace) -> dict:
     ckpt = load_checkpoint(given["resume"]) if given.get("resume") else None
     cfg = build_config(given, ckpt)
     device = select_device(cfg.device, cfg.no_cuda)
-    accelerators.check_flags(device, cfg.amp, cfg.compile)
+    accelerators.check_flags(device, cfg)
+    path = accelerators.choose_path(device, cfg)  # channels-last and bfloat16 where they are faster
     accelerators.tune_malloc()
     world = distributed.init(device)  # a world of one unless started by torchrun
     try:  # whatever happens (an error, Ctrl-C), leave the process group
         seed_everything(cfg.seed)
         if cfg.evaluate or cfg.predict:
             model = model_from_checkpoint(ckpt, cfg, cfg.resume).to(world.device)
+            model.use_memory_format(path.memory_format)  # evaluation stays float32
             return run_eval_modes(model, cfg, world.device) if world.is_main else {}  # torchrun: rank 0 alone
         if not world.is_main:
-            return fit(cfg, ckpt, world)
+            return fit(cfg, ckpt, world, path)
         check_outputs(cfg)  # before spending time on data; only rank 0 writes files
         with RunLock(cfg.weights_dir, cfg.lognumber):  # one live process per run
-            return fit(cfg, ckpt, world)
+            return fit(cfg, ckpt, world, path)
     finally:
         distributed.cleanup()
 
 
-def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
-    """The training run: set up, resume, train epoch by epoch (checkpoint each), report."""
+def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accelerators.FastPath) -> dict:
+    """The training run: set up, resume, train epoch by epoch (checkpoint each), report. ``path``: the
+    memory layout and precision it trains in."""
     device = world.device
     ckpt_path, best_path = checkpoint_paths(cfg.weights_dir, cfg.lognumber)
     continuing = ckpt is not None and resumes_own_run(cfg.resume, (ckpt.get("args") or {}).get("lognumber"),
@@ -99,6 +102,7 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
     else:  # a checkpoint has its own model config (and pixel statistics)
         model_cfg = model_config_of(ckpt, cfg)
         model = model_from_checkpoint(ckpt, cfg, cfg.resume).to(device)
+    model.use_memory_format(path.memory_format)
     (train_set.x, placement), (val_set.x, _) = place_images(train_set.x, device), place_images(val_set.x, device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
@@ -127,7 +131,8 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
     config_file = config_path(cfg.weights_dir, cfg.lognumber)
     if world.is_main and ckpt is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path):
         sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
-    print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement, train_set.notes))
+    print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement, train_set.notes,
+                     path.describe()))
 
     replacing, first_save = cfg.overwrite and not continuing, True
     t_start, epoch = time.perf_counter(), start_epoch
@@ -135,7 +140,7 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World) -> dict:
         for epoch in range(start_epoch, cfg.epochs):
             t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
             tr = train_one_epoch(net, train_loss_fn, optimizer, train_set, cfg, epoch, generator,
-                                 scalar_writer, global_step, world)
+                                 scalar_writer, global_step, world, path.amp)
             global_step += n_batches
             va = validate(model, loss_fn, val_set, cfg, epoch, scalar_writer, epoch * val_batches, world)
             check_epoch_finite(model, va, epoch, global_step - 1)  # before anything of the epoch is saved

@@ -107,6 +107,17 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected True/False (or yes/no, 1/0), got {value!r}")
 
 
+def auto_on_off(value: str | bool) -> str:
+    """A setting the program may choose (``auto``) or the user forces: ``on`` / ``off`` (also
+    True/False, yes/no, 1/0, as older checkpoints stored them)."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "on", "off"):
+        return value.strip().lower()
+    try:
+        return "on" if str2bool(value) else "off"
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {value!r}") from None
+
+
 def _bounded(cast: Callable[[str], float], low: float, strict: bool, what: str) -> Callable[[str], Any]:
     """An argparse type: ``cast`` the text, then require a finite value above ``low``."""
 

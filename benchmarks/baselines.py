@@ -39,6 +39,8 @@ from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_spli
 from evaluation.metrics import batch_metrics
 from losses import VAELoss
 from models import build_model
+from models.base import float32
+from runtime import accelerators
 from runtime.optim import make_optimizer
 from runtime.tensorboard import RunWriter
 
@@ -61,7 +63,7 @@ class Data:
 def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
     ensure_raw_files("fmnist", root)
     full = load_split("fmnist", root, train=True)
-    tr, va = kfold_indices(full.y, 0, 5, seed)
+    tr, va = kfold_indices(full.y, 0, 5, seed, root)
     # float32 as the bare loops index it; train.py keeps uint8 and converts each batch (engine.train_one_epoch)
     x = as_float(full.x)
     return Data(root, x[torch.from_numpy(tr)].to(device), x[torch.from_numpy(va)].to(device),
@@ -114,17 +116,21 @@ def train_trainpy(model, optimizer, loss_fn, x: torch.Tensor, args, epoch: int =
     generator = torch.Generator().manual_seed(epoch)
     with contextlib.redirect_stdout(io.StringIO()):
         engine.train_one_epoch(model if net is None else net, loss_fn, optimizer, Split(x, torch.zeros(len(x))), args,
-                               epoch, generator, writer)
+                               epoch, generator, writer, amp=args.amp == "on")
 
 
-def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed: int = 0) -> None:
-    """Index slices of a device tensor, forward, loss, backward, step: nothing else."""
+def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed: int = 0, amp: bool = False) -> None:
+    """Index slices of a device tensor, forward (in bfloat16 autocast with ``amp``), loss, backward, step:
+    nothing else. A model without a closed-form KL (hvae, the VampPrior) returns its KL terms."""
     model.train()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
     for i in range(0, len(x), batch_size):
         xb = x[perm[i:i + batch_size]]
-        logits, mu, logvar = model(xb)
-        loss = loss_fn(logits, xb, mu, logvar)["loss"]
+        with accelerators.autocast(xb.device, amp):
+            out = model(xb, with_kl=not model.analytic_kl)
+        logits, mu, logvar = float32(*out[:3])
+        kl = None if model.analytic_kl else out[3].float().sum(1).mean()
+        loss = loss_fn(logits, xb, mu, logvar, kl)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -40,8 +40,7 @@ def build(model_type: str, layers: int, width: int, layout: torch.memory_format)
     torch.manual_seed(0)
     extra = {"pixel_layers": layers, "pixel_channels": width} if model_type == "pixelvae" else {}
     model = build_model(ModelConfig(model_type=model_type, likelihood="dmol", **extra))
-    model.memory_format = layout  # pixelvae puts its images in this layout; resconv leaves them
-    return model.to(memory_format=layout)
+    return model.use_memory_format(layout)
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:

@@ -31,7 +31,13 @@ from utils import OneLineParser, non_negative_int, positive_int, run_cli
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {
     "2018": ([], "the 2018 best command (fc_conv, batch 512, 30 epochs, no LR decay)"),
-    "best": (["--preset", "best"], "resconv, batch 128, cosine LR: `--preset best`"),
+    # issue 26: the path `best` took before --amp auto and --channels_last auto chose one (on a CPU without
+    # bfloat16 units, or with --device mps, `best` is this)
+    "best_float32": (["--preset", "best", "--amp", "off", "--channels_last", "off"],
+                     "`--preset best` in float32 with contiguous (NCHW) conv layers"),
+    "best": (["--preset", "best"], "resconv, batch 128, cosine LR: `--preset best` (the layout and precision "
+                                   "--amp auto and --channels_last auto choose: on a CPU with bfloat16 units, "
+                                   "channels-last and bfloat16 autocast)"),
     # the SSIM term makes an epoch ~35% dearer on the CPU: 14 epochs keep it inside the budget
     "best_bce_ssim": (["--preset", "best", "--image_loss_type", "bce_ssim", "--ssim_weight", "1", "--epochs", "14"],
                       "`--preset best` trained on BCE + 784 x (1 - SSIM), 14 epochs"),

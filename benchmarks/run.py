@@ -103,7 +103,7 @@ def measure_variants(device, data: B.Data, seconds: float, repeats: int) -> list
 def _measure_variants(device, data, seconds, repeats, writer) -> list[dict]:
     batch = 512
     rows = []
-    for flags in ([], ["--amp"], ["--compile"]):
+    for flags in ([], ["--amp", "on"], ["--compile"]):
         name = " ".join(flags) or "eager"
         try:
             if "--amp" in flags:

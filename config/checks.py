@@ -61,7 +61,6 @@ def _check_model(cfg: RunConfig) -> None:
         return
     bad = [flag for flag, on in (
         ("--free_bits (it needs the closed-form KL per dimension)", cfg.free_bits > 0),
-        ("--amp (the KL terms are computed in the forward, which --amp runs in bfloat16)", cfg.amp),
         ("--compile", cfg.compile),
         # validation draws the VampPrior's KL sample per batch, so shards would draw other noise than one process
         ("torchrun", cfg.prior == "vamp" and launched_processes() > 1)) if on]
@@ -101,7 +100,7 @@ def _check_iw_train(cfg: RunConfig) -> None:
     if cfg.iw_train == 1:
         return
     bad = [flag for flag, on in (
-        ("--compile", cfg.compile), ("--amp", cfg.amp), ("torchrun", launched_processes() > 1),
+        ("--compile", cfg.compile), ("--amp on", cfg.amp == "on"), ("torchrun", launched_processes() > 1),
         ("--do_running_mean", cfg.do_running_mean), ("--free_bits", cfg.free_bits > 0),
         ("--kl_warmup_epochs", cfg.kl_warmup_epochs > 0),
         ("--img_loss_weight / --kl_loss_weight", cfg.img_loss_weight != 1 or cfg.kl_loss_weight != 1),

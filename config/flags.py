@@ -24,6 +24,7 @@ from utils import (
     MAX_VAMP_COMPONENTS,
     PresetParser,
     VaeLabError,
+    auto_on_off,
     fraction,
     int_in,
     non_negative_float,
@@ -52,7 +53,7 @@ def _add(g: Any, *names: str, **kwargs: Any) -> None:
 
 
 def _switch(g: Any, name: str, help: str) -> None:
-    """A boolean that may be given bare (``--amp``) or with a value (``--amp True``)."""
+    """A boolean that may be given bare (``--compile``) or with a value (``--compile True``)."""
     _add(g, name, type=str2bool, nargs="?", const=True, help=help)
 
 
@@ -186,7 +187,14 @@ def train_parser() -> argparse.ArgumentParser:
     _switch(g, "--no_cuda", "force the CPU")
 
     g = p.add_argument_group("speed and scale (several processes: torchrun --nproc_per_node=N train.py ...)")
-    _switch(g, "--amp", "bfloat16 autocast for the model's forward (CUDA, CPU); losses stay float32")
+    _add(g, "--amp", type=auto_on_off, nargs="?", const="on", choices=("auto", "on", "off"),
+         help="bfloat16 autocast of the model's forward; the losses, the KL and the optimiser stay float32. auto: "
+              "on where the device computes in bfloat16 natively (a GPU of compute capability 8.0+, a CPU with "
+              "AVX512-BF16 or AMX) and the model is one the benchmark found faster in it (docs/speed.md); a bare "
+              "--amp is on")
+    _add(g, "--channels_last", type=auto_on_off, nargs="?", const="on", choices=("auto", "on", "off"),
+         help="run the conv layers in the channels-last (NHWC) memory layout; auto: for the conv models the "
+              "benchmark found faster in it (docs/speed.md)")
     _switch(g, "--compile", "torch.compile the model and the loss; the first steps compile (seconds warm, up to a "
                             "minute cold)")
     return p

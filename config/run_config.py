@@ -117,7 +117,9 @@ class RunConfig:
     # ---- device, speed and scale
     device: str = "auto"
     no_cuda: bool = False
-    amp: bool = False
+    # auto: the fastest numerically safe path for this device and model (runtime/accelerators.py)
+    amp: str = "auto"  # bfloat16 autocast of the forward: auto, on or off
+    channels_last: str = "auto"  # conv layers in the channels-last layout: auto, on or off
     compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,6 +75,17 @@ def repeat_rows(y: torch.Tensor | None, k: int) -> torch.Tensor | None:
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 
+def float32_region(like: torch.Tensor) -> torch.autocast:
+    """Where the KL terms are computed: float32 even inside --amp's bfloat16 autocast (a VampPrior's
+    mixture density or a lower level's log-ratio loses too much in bfloat16)."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in float32 (a no-op on float32 ones)."""
+    return tuple(t.float() for t in tensors)
+
+
 class VAE(nn.Module):
     """Base class: subclasses implement ``_encode`` (standardised input) and ``_decode``.
 
@@ -107,6 +118,9 @@ class VAE(nn.Module):
     # Whether the decoder's output for a pixel depends on the pixels before it (models/pixelvae.py):
     # then ``decode_given`` needs the images, and ``decode`` draws them pixel by pixel.
     autoregressive: bool = False
+    # The layout of the conv layers' images and weights (runtime/accelerators.py chooses it per device
+    # and model; use_memory_format sets it): the images are put in it on the way in.
+    memory_format: torch.memory_format = torch.contiguous_format
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,6 +130,11 @@ class VAE(nn.Module):
         # --prior vamp: the pseudo-inputs' pixel logits (K, C, H, W) (models.build_model sets them)
         self.register_parameter("pseudo_inputs", None)
         self._fixed_prior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> VAE:
+        """Put the weights in ``memory_format`` (channels-last: NHWC), and every image on the way in."""
+        self.memory_format = memory_format
+        return self.to(memory_format=memory_format)
 
     @property
     def family(self) -> str:
@@ -168,7 +187,7 @@ class VAE(nn.Module):
         """What the encoder sees: (x - mean) / std with --normalize's statistics, else x."""
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
-        return x
+        return x.contiguous(memory_format=self.memory_format)
 
     def _encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -221,7 +240,9 @@ class VAE(nn.Module):
         logits = self.decode_given(self.reparameterize(mu, logvar, eps), y, x)
         if not with_kl:
             return logits, mu, logvar
-        return logits, mu, logvar, self.kl_terms(mu, logvar, self._eval_noise(mu) if eps is None else eps)
+        with float32_region(mu):
+            kls = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if eps is None else eps))
+        return logits, mu, logvar, kls
 
     def _eval_noise(self, like: torch.Tensor) -> torch.Tensor:
         """Noise of a fixed seed: eval-mode estimates that need a sample stay deterministic."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig, repeat_rows
+from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig, float32, float32_region, repeat_rows
 from models.priors import gaussian_log_prob
 from models.resconv import ResidualBlock, down_block, stages, up_block
 
@@ -116,10 +116,12 @@ class HierarchicalVAE(VAE):
         logits = self._pixels(d, z1)
         if not with_kl:
             return logits, mu, logvar
-        kl_top = self.kl_terms(mu, logvar, self._eval_noise(mu) if e_top is None else e_top)[:, 0]
-        # KL of two diagonal Gaussians, closed form, summed over the map
-        kl_map = 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
-                        - 1).flatten(1).sum(1)
+        with float32_region(mu):
+            kl_top = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if e_top is None else e_top))[:, 0]
+            # KL of two diagonal Gaussians, closed form, summed over the map
+            p_mean, p_logvar, q_mean, q_logvar = float32(p_mean, p_logvar, q_mean, q_logvar)
+            kl_map = 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
+                            - 1).flatten(1).sum(1)
         return logits, mu, logvar, torch.stack([kl_top, kl_map], dim=1)
 
     def importance_terms(self, x, mu, logvar, eps, y=None):

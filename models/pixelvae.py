@@ -113,10 +113,6 @@ class PixelVAE(ResConvVAE):
     """resconv's encoder and decoder trunk; the trunk's last layer gives the causal stack its map."""
 
     autoregressive = True
-    # Channels-last: the layout a quiet timing of its training step favoured on a 2-core AMD EPYC;
-    # benchmarks/pixelvae_step.py times both (its saved run shared the cores with other jobs and decides
-    # nothing). The images are put in this layout on the way in.
-    memory_format = torch.channels_last
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -124,10 +120,6 @@ class PixelVAE(ResConvVAE):
         self.dec_conv[-1] = nn.Conv2d(trunk.in_channels, cfg.pixel_channels, 3, padding=1)
         self.stack = CausalStack(cfg.image_channels, cfg.pixel_channels, cfg.pixel_layers, cfg.pixel_channels,
                                  cfg.output_channels)
-        self.to(memory_format=self.memory_format)
-
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().encode(x.contiguous(memory_format=self.memory_format), y)
 
     def decode_given(self, z: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         return self.stack(x.contiguous(memory_format=self.memory_format), self.code_map(z, y))

@@ -1,7 +1,8 @@
-"""Accelerator options of train.py: bf16 autocast (--amp), torch.compile (--compile), malloc tuning.
+"""Accelerator options of train.py: the memory layout (--channels_last) and bf16 autocast (--amp) a run
+computes in, torch.compile (--compile), malloc tuning.
 
 Each check that can refuse a flag raises VaeLabError (one line, exit code 2) before any
-data is loaded; nothing here changes the numbers of a default run.
+data is loaded. The 2018 default run (fc_conv) keeps its float32, contiguous path and its numbers.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import platform
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from config.run_config import RunConfig
 from runtime.distributed import is_main_process
 from utils import VaeLabError
 
@@ -41,11 +44,57 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20)
         return False
 
 
-def check_flags(device: torch.device, amp: bool, compile: bool) -> None:
-    """Refuse --amp / --compile where they cannot work, before any data is loaded."""
-    if amp:
+# The fastest numerically safe path per --model_type, from benchmarks/conv_speed.py (docs/speed.md): the
+# conv models whose training step got faster with their layers channels-last, and those whose step got
+# faster in bfloat16 autocast on a device with native bfloat16 arithmetic. The others (the 2018 MLP-like
+# fc_conv among them) stay as they were: float32, contiguous.
+CHANNELS_LAST_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})
+BF16_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """What a run's training computes in: the conv layers' memory layout and the forward's precision."""
+
+    channels_last: bool = False
+    amp: bool = False
+
+    def describe(self) -> str:
+        return ", ".join(what for what, on in (("channels-last", self.channels_last),
+                                               ("bfloat16 autocast", self.amp)) if on) or "float32"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def choose_path(device: torch.device, cfg: RunConfig) -> FastPath:
+    """--channels_last and --amp resolved for this device and model: ``on`` / ``off`` as given, ``auto``
+    as the benchmark found (bfloat16 only where the device has native bfloat16 arithmetic, and never
+    for the IWAE bound, which is trained in float32)."""
+    conv_device = device.type in ("cpu", "cuda")
+    channels_last = _resolve(cfg.channels_last, conv_device and cfg.model_type in CHANNELS_LAST_FASTER)
+    amp = _resolve(cfg.amp, cfg.model_type in BF16_FASTER and cfg.iw_train == 1 and native_bf16(device))
+    return FastPath(channels_last, amp)
+
+
+def _resolve(setting: str, auto: bool) -> bool:
+    return auto if setting == "auto" else setting == "on"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a GPU of compute capability 8.0+, a CPU with
+    AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+def check_flags(device: torch.device, cfg: RunConfig) -> None:
+    """Refuse --amp on / --compile where they cannot work, before any data is loaded."""
+    if cfg.amp == "on":
         check_amp(device)
-    if compile:
+    if cfg.compile:
         check_compile(device)
 
 
@@ -64,11 +113,14 @@ def check_amp(device: torch.device) -> None:
         raise VaeLabError(f"--amp: this PyTorch has no autocast for {device.type}; drop --amp")
     if device.type == "cpu" and not _cpu_has_bf16():
         if is_main_process():
-            print("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): --amp runs, but "
-                  "several times slower than float32")
+            print("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): --amp on runs, but "
+                  "several times slower than float32 (--amp auto leaves it off here)")
 
 
 def _cpu_has_bf16() -> bool:
+    # PyTorch's kernels limited below AVX-512 (ATEN_CPU_CAPABILITY=avx2) use no bfloat16 instructions either
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return False
     cpu = getattr(torch, "cpu", None)
     probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(p() for p in probes if p is not None)
@@ -83,11 +135,6 @@ def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Cast autocast outputs back to float32 for the losses (a no-op on float32)."""
-    return tuple(t.float() for t in tensors)
 
 
 # ---------------------------------------------------------------- --compile

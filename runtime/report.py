@@ -8,12 +8,14 @@ from models import VAE
 
 
 def run_header(cfg: RunConfig, model: VAE, device: torch.device, n_train: int, n_val: int,
-               start_epoch: int, placement: str = "", data_notes: list[str] | tuple = ()) -> str:
+               start_epoch: int, placement: str = "", data_notes: list[str] | tuple = (), path: str = "") -> str:
     """The console line that opens a training run (``placement``: where the images are kept;
-    ``data_notes``: what decoding the image files did, e.g. 16-bit images scaled, files skipped)."""
+    ``data_notes``: what decoding the image files did, e.g. 16-bit images scaled, files skipped;
+    ``path``: the layout and precision it trains in)."""
     notes = f" ({'; '.join(data_notes)})" if data_notes else ""
     return (f"{cfg.model_type} VAE, {sum(p.numel() for p in model.parameters()):,} parameters, latent "
-            f"{model.latent_size}, {device}; {cfg.dataset_type}: {n_train} train / {n_val} val images{notes}"
+            f"{model.latent_size}, {device}{f' ({path})' if path else ''}; "
+            f"{cfg.dataset_type}: {n_train} train / {n_val} val images{notes}"
             f"{f', {placement}' if placement else ''}; epochs {start_epoch + 1}-{cfg.epochs}")
 
 

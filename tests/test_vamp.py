@@ -152,7 +152,6 @@ def test_a_run_trains_evaluates_and_resumes_exactly(tiny_mnist, workdir):
     (["--conditional", "True"], "--prior vamp does not combine with --conditional True"),
     (["--model_type", "unet"], "--model_type unet supports neither"),
     (["--free_bits", "0.5"], "--prior vamp does not combine with --free_bits"),
-    (["--amp", "True"], "--prior vamp does not combine with --amp"),
 ])
 def test_what_the_vampprior_does_not_combine_with_is_one_line(extra, needle, workdir):
     code, _, err = run_cli(["--prior", "vamp", *extra])
