@@ -32,9 +32,11 @@ from runtime.optim import kl_warmup_scale
 from runtime.tensorboard import RunWriter, resume_purge_steps
 from utils import VaeLabError
 
-# train_ssim is measured on the first 32 images of each (shuffled) minibatch; validation
-# SSIM always covers every image.
-TRAIN_SSIM_IMAGES = 32
+# train_ssim is measured on the first images of each (shuffled) minibatch, as many as make 32 images of
+# 28x28 grey (32 at 28x28x1, 8 at 32x32x3, 2 at 64x64x3), so its cost stays a small share of a step: 32
+# images of 64x64 colour cost 9 ms, a fifth of resconv's bfloat16 step (docs/speed.md). Validation SSIM
+# always covers every image.
+TRAIN_SSIM_PIXELS = 32 * 28 * 28
 # --sampler gmm in TensorBoard: the mixture of each epoch is fitted on this many training images.
 GMM_FIT_IMAGES = 10_000
 # The per-epoch TensorBoard scalars: tag -> (which pass, metric).
@@ -187,7 +189,7 @@ def train_one_epoch(model: torch.nn.Module, loss_fn: VAELoss, optimizer: torch.o
             if cfg.objective == "factorvae":  # its permutations drawn from the data-order generator: resumed exactly
                 terms["disc_loss"] = loss_fn.discriminator_step(z, generator)
             with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
-                k = TRAIN_SSIM_IMAGES
+                k = max(1, TRAIN_SSIM_PIXELS // x[0].numel())
                 terms["ssim"] = ssim(plain.image_of(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
             log.add(global_step + i, i, x.shape[0], terms)
     finally:
