@@ -127,7 +127,7 @@ def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed
     for i in range(0, len(x), batch_size):
         xb = x[perm[i:i + batch_size]]
         with accelerators.autocast(xb.device, amp):
-            out = model(xb, with_kl=not model.analytic_kl)
+            out = model(xb) if model.analytic_kl else model(xb, with_kl=True)
         logits, mu, logvar = float32(*out[:3])
         kl = None if model.analytic_kl else out[3].float().sum(1).mean()
         loss = loss_fn(logits, xb, mu, logvar, kl)["loss"]

@@ -16,6 +16,7 @@ of a fixed seed (the speed of a conv step does not depend on the pixels).
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ import torch
 import baselines as B  # puts the project root on sys.path
 
 from config.run_config import model_config
+from dataio.folders import CACHE_DIR
 from engine import make_loss
 from fileio.atomic import write_json, write_text
 from models import build_model
@@ -42,6 +44,7 @@ from utils import cpu_name
 PATHS = {"float32": accelerators.FastPath(False, False), "channels-last": accelerators.FastPath(True, False),
          "bf16": accelerators.FastPath(False, True), "bf16 + channels-last": accelerators.FastPath(True, True)}
 PRESET = {"pixelvae": "density"}
+COLD = "python3 train.py (its validation split not cached: scikit-learn imported)"
 BATCH = {28: 128, 32: 64, 64: 32}  # --preset best's 128 at 28x28; smaller batches for the larger images
 # --isa: what oneDNN (convolutions, matmuls) and ATen's own kernels may use, as on a CPU that has no more
 ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
@@ -54,6 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", nargs="+", default=["28x1", "32x3", "64x3"], help="SIZExCHANNELS")
     p.add_argument("--families", nargs="+", default=["fc_conv", "fc", "fcn", "unet", "conv1xn", "pixelvae"],
                    help="other --model_type values, timed at 28x28 grey in the bare loop only")
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), metavar="PATH",
+                   help=f"the paths to time, the first one the reference: {', '.join(PATHS)}")
     p.add_argument("--seconds", type=float, default=1.5, help="time of one measurement (its steps are fixed first)")
     p.add_argument("--repeats", type=int, default=3, help="measurements per path and method (median reported)")
     p.add_argument("--no-startup", dest="startup", action="store_false", help="skip the start-up measurements")
@@ -64,6 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
                    help="run everything in a child process limited to this instruction set")
     p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
+    p.add_argument("--from_json", default="", metavar="FILE", help="only write the report of an earlier run's JSON")
     p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "conv_speed.md"), help="Markdown report")
     return p
 
@@ -92,22 +98,24 @@ def build(model_type: str, shape: tuple[int, int], path: accelerators.FastPath):
 
 
 def measure_grid(model_type: str, shape: tuple[int, int], data: B.Data | None, seconds: float, repeats: int,
-                 methods: tuple[str, ...] = ("train.py", "bare")) -> dict:
-    """Training images/s of every path through ``methods``, measured round-robin (median of ``repeats``)."""
+                 methods: tuple[str, ...] = ("train.py", "bare"), only: tuple[str, ...] = tuple(PATHS)) -> dict:
+    """Training images/s of the paths ``only`` through ``methods``, measured round-robin (median of ``repeats``)."""
     batch = BATCH[shape[0]]
-    runs = {(p, m): build(model_type, shape, path) for p, path in PATHS.items() for m in methods}
+    paths = {p: PATHS[p] for p in only}
+    runs = {(p, m): build(model_type, shape, path) for p, path in paths.items() for m in methods}
     probe_x = images(shape, 3 * batch, data)
     step = 0.0
     for (p, _), (model, opt, loss_fn, _) in runs.items():  # warm-up (lazy imports, allocator, oneDNN kernels)
         B.train_bare(model, opt, loss_fn, probe_x[:2 * batch], batch, amp=PATHS[p].amp)
         t0 = time.perf_counter()
         B.train_bare(model, opt, loss_fn, probe_x, batch, amp=PATHS[p].amp)
-        step = max(step, (time.perf_counter() - t0) / 3)  # the slowest path's step
+        if p == next(iter(paths)):  # the first path's step sets the measurement (a far slower one takes longer)
+            step = (time.perf_counter() - t0) / 3
     n = B.batches_for(seconds, step, lo=3, hi=375)
     x = images(shape, n * batch, data)
     with B.scratch_writer(True) as writer:
-        fns = {(p, "train.py"): _trainpy(runs[(p, "train.py")], x, writer) for p in PATHS if "train.py" in methods}
-        fns |= {(p, "bare"): _bare(runs[(p, "bare")], x, batch, PATHS[p].amp) for p in PATHS if "bare" in methods}
+        fns = {(p, "train.py"): _trainpy(runs[(p, "train.py")], x, writer) for p in paths if "train.py" in methods}
+        fns |= {(p, "bare"): _bare(runs[(p, "bare")], x, batch, PATHS[p].amp) for p in paths if "bare" in methods}
         order = list(fns)
         times: dict = {k: [] for k in order}
         for r in range(repeats):
@@ -180,12 +188,20 @@ def first_step(argv: list[str], data_root: str) -> dict:
     return {"header_s": header, "first_step_s": step}
 
 
+def _forget_split(data_root: str) -> None:
+    """Delete the cached validation folds (dataio/split.py) so the next run computes them with scikit-learn."""
+    for path in glob.glob(os.path.join(data_root, CACHE_DIR, "folds_*.npy")):
+        os.remove(path)
+
+
 def startup(data_root: str, repeats: int = 3) -> dict:
     help_s = _help_seconds(repeats)
-    runs = {"python3 train.py": [], "python3 train.py --preset best": []}
+    runs = {"python3 train.py": [], "python3 train.py --preset best": [], COLD: []}
     for _ in range(repeats):
         for name in runs:
-            runs[name].append(first_step(shlex.split(name)[2:], data_root))
+            if name == COLD:
+                _forget_split(data_root)
+            runs[name].append(first_step(shlex.split(name.split(" (")[0])[2:], data_root))
     out = {"help_s": help_s, "imports": _slowest_imports(), "runs": {}}
     for name, rs in runs.items():
         header, step = B.median([r["header_s"] for r in rs]), B.median([r["first_step_s"] for r in rs])
@@ -254,11 +270,13 @@ def report(res: dict) -> str:
     lines = [f"# Conv training speed per layout and precision: `{res['command']}`", "",
              f"Measured {res['date']}, {res['wall_s']:.0f} s in all; CPU: {res['cpu']}"
              f"{' (emulated: ' + res['isa'] + ')' if res['isa'] else ''}; {res['threads']} torch threads; "
-             f"bfloat16 units (AVX512-BF16 / AMX) seen by PyTorch: {res['bf16_units']}; torch {torch.__version__}; "
+             f"bfloat16 units (AVX512-BF16 / AMX) seen by PyTorch: {res['bf16_units']}; "
+             f"torch {res.get('torch', 'n/a')}; "
              f"load average (1/5/15 min) at the start: {res['load_start']}, at the end: {res['load_end']}.", "",
              "Training images per second, median of the repeats, every path and method of a row measured "
              "round-robin in one process. **train.py** = train.py's loop (engine.train_one_epoch: the step "
-             "logger, SSIM of 32 images a step, console lines, TensorBoard scalars); **bare** = the model, Adam "
+             "logger, SSIM of as many images as make 32 of 28x28 grey a step, console lines, TensorBoard "
+             "scalars); **bare** = the model, Adam "
              "and index slices of a tensor, nothing else. Speed-up = float32 time / the path's time (train.py's "
              "loop). Loop / bare = train.py's time / the bare loop's time on the same path. * = the path --amp "
              "auto and --channels_last auto choose here.", "",
@@ -266,7 +284,7 @@ def report(res: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in res["grid"]:
         base = r["float32|train.py"] if "float32|train.py" in r else r["float32|bare"]
-        for p in PATHS:
+        for p in (p for p in PATHS if f"{p}|bare" in r):
             tp, bare = r.get(f"{p}|train.py"), r[f"{p}|bare"]
             mark = " *" if r["chosen"] == p else ""
             speed = (tp or bare) / base
@@ -288,7 +306,7 @@ def report(res: dict) -> str:
         e = res["end_to_end"]
         lines += ["", f"## `--preset best` end to end ({e['epochs']} epochs, fresh processes)", "",
                   f"Wall clock from process start, median of {len(e['auto']['all'])} alternated runs: float32 (NCHW) "
-                  f"{e['float32']['wall_s']:.1f} s, the path auto chooses here ({chosen('resconv')}) "
+                  f"{e['float32']['wall_s']:.1f} s, the path auto chooses here ({e['chosen']}) "
                   f"{e['auto']['wall_s']:.1f} s: **{e['auto']['wall_s'] / e['float32']['wall_s']:.2f}x**; training "
                   f"loop alone (train.py's `done in`) {e['float32']['training_s']:.1f} s and "
                   f"{e['auto']['training_s']:.1f} s: {e['auto']['training_s'] / e['float32']['training_s']:.2f}x. "
@@ -310,6 +328,11 @@ def load() -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.from_json:  # the report again from a run's JSON (e.g. after its wording changed)
+        with open(args.from_json) as f:
+            res = json.load(f)
+        write_text(args.out, report(res))
+        return res
     if args.isa:  # the whole benchmark again in a child whose kernels are limited to args.isa
         argv = [a for a in sys.argv[1:] if a not in ("--isa", args.isa)]
         env = {**os.environ, **ISA_ENV[args.isa], "VAE_LAB_BENCH_ISA": args.isa}
@@ -319,12 +342,13 @@ def main(args: argparse.Namespace) -> dict:
     data = B.load_data(args.data_root, torch.device("cpu"))
     res = {"command": getattr(args, "command", "benchmarks/conv_speed.py"), "date": time.strftime("%Y-%m-%d %H:%M"),
            "cpu": cpu_name(), "isa": os.environ.get("VAE_LAB_BENCH_ISA", ""), "threads": torch.get_num_threads(),
-           "bf16_units": accelerators.native_bf16(torch.device("cpu")), "load_start": load_start, "grid": []}
+           "bf16_units": accelerators.native_bf16(torch.device("cpu")), "torch": torch.__version__,
+           "load_start": load_start, "grid": []}
     cells = list(itertools.product(args.models, args.shapes)) + [(m, "28x1") for m in args.families]
     for model_type, shape in cells:
         size, channels = (int(v) for v in shape.split("x"))
         methods = ("train.py", "bare") if model_type in args.models else ("bare",)
-        row = measure_grid(model_type, (size, channels), data, args.seconds, args.repeats, methods)
+        row = measure_grid(model_type, (size, channels), data, args.seconds, args.repeats, methods, tuple(args.paths))
         row["chosen"] = chosen(model_type)
         res["grid"].append(row)
         print(json.dumps({k: (round(v) if isinstance(v, float) else v) for k, v in row.items() if "spread" not in k}),
@@ -333,8 +357,8 @@ def main(args: argparse.Namespace) -> dict:
         res["startup"] = startup(args.data_root)
         print(json.dumps(res["startup"]["runs"]), flush=True)
     if args.end_to_end:
-        res["end_to_end"] = end_to_end(args.data_root, args.end_to_end)
-        print(json.dumps({k: v for k, v in res["end_to_end"].items() if k != "epochs"}), flush=True)
+        res["end_to_end"] = end_to_end(args.data_root, args.end_to_end) | {"chosen": chosen("resconv")}
+        print(json.dumps({k: v for k, v in res["end_to_end"].items() if k not in ("epochs", "chosen")}), flush=True)
     if args.full_run:
         res["default_run"] = default_run(args.data_root)
         print(json.dumps(res["default_run"]), flush=True)
@@ -347,5 +371,6 @@ def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     cli = get_args_parser().parse_args()
-    cli.command = shlex.join(["python3", "benchmarks/conv_speed.py", *sys.argv[1:]])
+    isa = ["--isa", os.environ["VAE_LAB_BENCH_ISA"]] if os.environ.get("VAE_LAB_BENCH_ISA") else []  # the child
+    cli.command = shlex.join(["python3", "benchmarks/conv_speed.py", *isa, *sys.argv[1:]])
     main(cli)
