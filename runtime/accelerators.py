@@ -47,7 +47,7 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20)
 # The fastest numerically safe path per --model_type, from benchmarks/conv_speed.py (docs/speed.md): the
 # conv models whose training step got faster with their layers channels-last, and those whose step got
 # faster in bfloat16 autocast on a device with native bfloat16 arithmetic. The 2018 models stay float32 and
-# contiguous, so the 2018 commands keep their numbers: fc_conv measured slower in bfloat16; fc measured
+# contiguous, so the 2018 commands keep their numbers: fc_conv measured no faster in bfloat16; fc measured
 # faster, and is left to --amp on.
 CHANNELS_LAST_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})
 BF16_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})

@@ -26,6 +26,26 @@ def test_run_py_writes_its_report(fmnist_small, tmp_path):
     assert (tmp_path / "results.json").exists()
 
 
+def test_conv_speed_times_every_path_and_marks_the_chosen_one(fmnist_small, tmp_path):
+    import conv_speed
+
+    out = tmp_path / "conv_speed.md"
+    args = conv_speed.get_args_parser().parse_args([
+        "--models", "resconv", "--shapes", "28x1", "32x3", "--families", "fc_conv", "--seconds", "0.01", "--repeats",
+        "1", "--no-startup", "--no-full-run", "--end-to-end", "0", "--data_root", fmnist_small, "--out", str(out)])
+    res = conv_speed.main(args)
+    resconv, colour, fc_conv = res["grid"]
+    assert resconv["steps"] >= 3 and colour["channels"] == 3
+    for path in conv_speed.PATHS:
+        assert resconv[f"{path}|train.py"] > 0 and resconv[f"{path}|bare"] > 0 and fc_conv[f"{path}|bare"] > 0
+    assert fc_conv["chosen"] == "float32" and "channels-last" in resconv["chosen"]
+    text = out.read_text()
+    assert "| resconv | 32x32x3 | 64 |" in text and text.count(" * |") == 3  # one chosen path a row
+    assert conv_speed.main(conv_speed.get_args_parser().parse_args(
+        ["--from_json", str(tmp_path / "conv_speed.json"), "--out", str(tmp_path / "again.md")]))
+    assert (tmp_path / "again.md").read_text() == text
+
+
 def test_train_speed_and_the_full_run(fmnist_small, tmp_path):
     import train_speed
 
