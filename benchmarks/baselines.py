@@ -317,8 +317,7 @@ def hardware() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
-    if hasattr(os, "getloadavg"):
-        info["load average at start (1/5/15 min)"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    info["load average at start (1/5/15 min)"] = load_average()
     return info
 
 
@@ -329,3 +328,17 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt[0](v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average, as the reports print it ("n/a" where the OS has none)."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def write_report(out: str, markdown: str, results: dict) -> None:
+    """A benchmark's Markdown report at ``out`` and its results as JSON beside it."""
+    from fileio.atomic import write_json, write_text
+
+    write_text(out, markdown)
+    write_json(os.path.splitext(out)[0] + ".json", results, indent=1, default=str)
+    print(f"wrote {out}")

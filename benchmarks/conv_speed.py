@@ -34,7 +34,7 @@ import baselines as B  # puts the project root on sys.path
 from config.run_config import model_config
 from dataio.folders import CACHE_DIR
 from engine import make_loss
-from fileio.atomic import write_json, write_text
+from fileio.atomic import write_text
 from models import build_model
 from runtime import accelerators
 from runtime.distributed import World
@@ -323,10 +323,6 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
 def main(args: argparse.Namespace) -> dict:
     if args.from_json:  # the report again from a run's JSON (e.g. after its wording changed)
         with open(args.from_json) as f:
@@ -338,7 +334,7 @@ def main(args: argparse.Namespace) -> dict:
         env = {**os.environ, **ISA_ENV[args.isa], "VAE_LAB_BENCH_ISA": args.isa}
         return subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, check=True).returncode
     accelerators.tune_malloc()
-    t0, load_start = time.perf_counter(), load()
+    t0, load_start = time.perf_counter(), B.load_average()
     data = B.load_data(args.data_root, torch.device("cpu"))
     res = {"command": getattr(args, "command", "benchmarks/conv_speed.py"), "date": time.strftime("%Y-%m-%d %H:%M"),
            "cpu": cpu_name(), "isa": os.environ.get("VAE_LAB_BENCH_ISA", ""), "threads": torch.get_num_threads(),
@@ -362,10 +358,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.full_run:
         res["default_run"] = default_run(args.data_root)
         print(json.dumps(res["default_run"]), flush=True)
-    res["wall_s"], res["load_end"] = time.perf_counter() - t0, load()
-    write_text(args.out, report(res))
-    write_json(os.path.splitext(args.out)[0] + ".json", res, indent=1, default=str)
-    print(f"wrote {args.out}")
+    res["wall_s"], res["load_end"] = time.perf_counter() - t0, B.load_average()
+    B.write_report(args.out, report(res), res)
     return res
 
 

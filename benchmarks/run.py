@@ -22,7 +22,6 @@ import torch
 
 import baselines as B  # puts the project root on sys.path
 
-from fileio.atomic import write_json, write_text
 from runtime import accelerators
 
 
@@ -256,11 +255,8 @@ def main(args: argparse.Namespace) -> dict:
         results["devices"][name] = dres
         results["targets"][name] = targets(name, dres)
     results["wall_s"] = time.perf_counter() - t0
-    if hasattr(os, "getloadavg"):
-        results["load_end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    write_text(args.out, report(results))
-    write_json(os.path.splitext(args.out)[0] + ".json", results, indent=1, default=str)
-    print(f"wrote {args.out}")
+    results["load_end"] = B.load_average()
+    B.write_report(args.out, report(results), results)
     return results
 
 
