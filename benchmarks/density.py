@@ -53,7 +53,7 @@ CONFIGS: dict[str, tuple[list[str], str]] = {
              "`--preset best` (resconv) with a mixture of 5 discretised logistics per pixel (location and scale per "
              "pixel), 6 epochs"),
     "density": (["--preset", "density"], "pixelvae (resconv whose decoder sees its neighbours: one gated layer "
-                "after the 7x7 window, 32 channels), the same pixel mixture, 5 epochs"),
+                "after the 7x7 window, 32 channels), the same pixel mixture, 12 epochs"),
 }
 SAMPLING_IMAGES = 100
 
@@ -155,7 +155,24 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str |
                      f"{cell(r['active_units'], '.1f')} | {cell(r['knn_acc'], '.4f')} | {cell(r['fid'], '.1f')} | "
                      f"{cell(r['sample_100_seconds'], '.2f')} ({cell(r['first_sample_100_seconds'], '.2f')}) |")
     lines += ["", "Configurations:"] + [f"- **{r['config']}** (`{r['flags']}`): {r['about']}" for r in rows]
+    if len({r.get("command") for r in rows}) > 1:  # rows kept from an earlier run (--only) say what measured them
+        lines += ["", "Measured by:"] + [f"- **{r['config']}**: `{r['command']}` ({r['cpu']})" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def kept_rows(args: argparse.Namespace, settings: dict, rerun: set[str]) -> list[dict]:
+    """The rows of the saved .json that this run does not measure again (``--only``), kept when they were
+    scored with the same settings, each with the command and CPU that measured it: a rerun of one
+    configuration does not drop the others' figures. Rows of other settings are dropped."""
+    path = args.out + ".json"
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    if any(saved.get(k) != v for k, v in settings.items()) or saved.get("epochs_override") != args.epochs:
+        return []
+    return [{"command": saved.get("command", "python3 benchmarks/density.py"), "cpu": saved.get("cpu"), **r}
+            for r in saved["rows"] if r["config"] not in rerun and r["config"] in CONFIGS]
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -174,6 +191,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     seeds, runs = start(args, list(CONFIGS))
     settings = {"iw_samples": args.iw_samples, "iw_images": args.iw_images, "fid_samples": args.fid_samples,
                 "knn_per_class": args.knn_per_class}
+    kept = kept_rows(args, settings, set(runs))
     t0 = time.perf_counter()
     rows: list[dict] = []
     for seed in seeds:  # every configuration once before any gets a second seed
@@ -181,7 +199,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
             runs[name].append(run_scored("density", name, seed, flags, args,
                                          score=lambda best, s: score(best, s, args), score_settings=settings))
-            rows = summarise(runs)
+            measured = [{**r, "command": command_line("density.py"), "cpu": cpu_name()} for r in summarise(runs)]
+            rows = sorted(kept + measured, key=lambda r: list(CONFIGS).index(r["config"]))
             wall = time.perf_counter() - t0
             write_text(args.out + ".md", markdown(rows, args, wall))
             write_json(args.out + ".json", {"seeds": seeds, **settings, "epochs_override": args.epochs,
