@@ -37,3 +37,20 @@ def test_the_density_preset_is_scored_beside_the_codecs(fmnist_small, workdir):
     assert code == 0, err
     assert open("out/d.md").read().replace(" (table rewritten by `--from_json`)", "").split("; torch")[1] == \
         before.split("; torch")[1]
+    # a rerun of some configurations (--only) keeps the saved rows of the others, each saying what measured it;
+    # rows scored with other settings are dropped
+    import density
+
+    saved = json.load(open("out/d.json"))
+    other = {**saved["rows"][0], "config": "dmol", "command": "python3 benchmarks/density.py --only dmol",
+             "cpu": "another CPU"}
+    saved["rows"].append(other)
+    with open("out/d.json", "w") as f:
+        json.dump(saved, f)
+    args = density.get_args_parser().parse_args(argv)
+    settings = {k: getattr(args, k) for k in ("iw_samples", "iw_images", "fid_samples", "knn_per_class")}
+    kept = density.kept_rows(args, settings, {"density"})
+    assert [r["config"] for r in kept] == ["dmol"] and kept[0]["cpu"] == "another CPU"
+    table = density.markdown([*kept, saved["rows"][0]], args, 1.0)
+    assert "- **dmol**: `python3 benchmarks/density.py --only dmol` (another CPU)" in table
+    assert density.kept_rows(args, {**settings, "iw_samples": 5}, {"density"}) == []
