@@ -151,7 +151,8 @@ def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: l
     n_runs = sum(len(rs) for rs in runs.values())
     lines = [f"# Disentanglement on dSprites-like data: {len(seeds)} seeds, {args.epochs} epochs per run", "",
              f"`{command_line('disentanglement.py')}`; torch {torch.__version__}, CPU: {cpu_name()} "
-             f"({os.cpu_count()} cores, {torch.get_num_threads()} threads), device {args.device}; wall time {wall:.0f} s"
+             f"({os.cpu_count()} cores, {torch.get_num_threads()} threads), device {args.device}; "
+             f"wall time {wall:.0f} s"
              + (f" ({reused} runs read back from --work_dir, trained by an earlier invocation)" if reused else "")
              + ". Per run, training and scoring: "
              f"{sum(r['train_seconds'] + r['metric_seconds'] for rs in runs.values() for r in rs) / n_runs:.0f} s "
