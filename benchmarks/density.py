@@ -160,7 +160,13 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str |
     return "\n".join(lines) + "\n"
 
 
-def kept_rows(args: argparse.Namespace, settings: dict, rerun: set[str]) -> list[dict]:
+def score_settings(args: argparse.Namespace) -> dict:
+    """The scoring flags a run's figures depend on: in each run's cache key and in the saved .json."""
+    return {"iw_samples": args.iw_samples, "iw_images": args.iw_images, "fid_samples": args.fid_samples,
+            "knn_per_class": args.knn_per_class}
+
+
+def kept_rows(args: argparse.Namespace, rerun: set[str]) -> list[dict]:
     """The rows of the saved .json that this run does not measure again (``--only``), kept when they were
     scored with the same settings, each with the command and CPU that measured it: a rerun of one
     configuration does not drop the others' figures. Rows of other settings are dropped."""
@@ -169,7 +175,7 @@ def kept_rows(args: argparse.Namespace, settings: dict, rerun: set[str]) -> list
         return []
     with open(path) as f:
         saved = json.load(f)
-    if any(saved.get(k) != v for k, v in settings.items()) or saved.get("epochs_override") != args.epochs:
+    if any(saved.get(k) != v for k, v in score_settings(args).items()) or saved.get("epochs_override") != args.epochs:
         return []
     return [{"command": saved.get("command", "python3 benchmarks/density.py"), "cpu": saved.get("cpu"), **r}
             for r in saved["rows"] if r["config"] not in rerun and r["config"] in CONFIGS]
@@ -189,9 +195,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         print(open(args.out + ".md").read())
         return saved["rows"]
     seeds, runs = start(args, list(CONFIGS))
-    settings = {"iw_samples": args.iw_samples, "iw_images": args.iw_images, "fid_samples": args.fid_samples,
-                "knn_per_class": args.knn_per_class}
-    kept = kept_rows(args, settings, set(runs))
+    settings = score_settings(args)
+    kept = kept_rows(args, set(runs))
     t0 = time.perf_counter()
     rows: list[dict] = []
     for seed in seeds:  # every configuration once before any gets a second seed
