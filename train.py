@@ -157,8 +157,8 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accel
                 save_epoch(checkpoint_state(model, optimizer, scheduler, loss_fn, cfg, epoch + 1, best_loss,
                                             history, global_step, generator, model_cfg), ckpt_path, best_path, is_best)
                 if first_save and replacing:  # the earlier run's checkpoints are gone: so goes what was made of them
-                    for path in remove_derived(cfg.weights_dir, cfg.lognumber):
-                        print(f"--overwrite: removed {path}, made from the earlier run's checkpoint")
+                    for stale in remove_derived(cfg.weights_dir, cfg.lognumber):
+                        print(f"--overwrite: removed {stale}, made from the earlier run's checkpoint")
                 first_save = False
             print(epoch_line(cfg, epoch, tr, va, lr, seconds, is_best), flush=True)
     except KeyboardInterrupt:

@@ -110,13 +110,28 @@ def test_a_taken_name_is_refused_and_says_what_is_there_and_the_ways_on(tiny_mni
     shutil.copy("weights/r_checkpoint.pth.tar", "elsewhere/r_checkpoint.pth.tar")
     code, _, err = run_cli(["--resume", "elsewhere/r_checkpoint.pth.tar", "--epochs", "4", "--data_root", tiny_mnist])
     assert_cli_error(code, err, "a run named 'r' exists")
-    # --overwrite replaces it, and what was made of the old checkpoints goes with it
+    # --overwrite replaces it, and what was made of the old checkpoints goes with it; the run goes on two
+    # epochs past the first save, where the old files are removed
     open("weights/r_eval.json", "w").write("{}")
-    code, out, err = run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--overwrite", name="r"))
+    code, out, err = run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--overwrite", name="r", epochs=3))
     assert code == 0, err
     assert load_ckpt("weights/r_best.pth.tar")["model_config"]["model_type"] == "fc"
-    assert load_ckpt("weights/r_checkpoint.pth.tar")["epoch"] == 1
+    assert [h["epoch"] for h in load_ckpt("weights/r_checkpoint.pth.tar")["history"]] == [1, 2, 3]
     assert not os.path.exists("weights/r_eval.json")
+
+
+def test_overwrite_after_evaluate_trains_every_epoch(tiny_mnist, workdir):
+    # issue 33: a run with an --evaluate file, overwritten, crashed after its first epoch
+    assert run_cli(tiny_args(tiny_mnist, epochs=1, name="x"))[0] == 0
+    code, _, err = run_cli(["--evaluate", "--resume", "weights/x_best.pth.tar", "--data_root", tiny_mnist])
+    assert code == 0, err
+    assert os.path.exists("weights/x_eval.json")
+    code, out, err = run_cli(tiny_args(tiny_mnist, "--overwrite", epochs=3, name="x"))
+    assert code == 0, err
+    assert "--overwrite: removed weights/x_eval.json" in out
+    ck = load_ckpt("weights/x_checkpoint.pth.tar")
+    assert ck["epoch"] == 3 and [h["epoch"] for h in ck["history"]] == [1, 2, 3]
+    assert not os.path.exists("weights/x_eval.json")
 
 
 def test_a_second_live_process_on_a_run_is_refused_and_a_killed_one_leaves_no_lock(tiny_mnist, workdir):
