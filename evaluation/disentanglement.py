@@ -12,25 +12,32 @@ it says so):
   factor's entropy, averaged over factors. On dSprites reported twice: over all factors
   (disentanglement_lib keeps the shape) and without the shape (Chen et al.'s code). A factor of more
   values than bins (32 positions) cannot reach 1 even for a perfect code (log 20 / log 32 = 0.86);
-- FactorVAE score (Kim & Mnih 2018): codes divided by their standard deviation over ``scale_samples``
-  images; dimensions whose posterior mean has a variance below 0.05 (before that division: collapsed
-  ones) pruned; a vote fixes one factor at a random value in ``vote_batch`` = 64 images
-  (disentanglement_lib's batch) and names the dimension of least variance; a majority-vote classifier
-  learnt on ``train_votes`` votes is scored on ``eval_votes`` others;
+- FactorVAE score (Kim & Mnih 2018): each dimension's global variance (ddof 1) over ``scale_samples``
+  images; dimensions whose standard deviation is below ``prune_std`` = 0.05 pruned (collapsed ones:
+  disentanglement_lib's ``prune_dims.threshold``, on the standard deviation, not the variance); a vote
+  fixes one factor at a random value in ``vote_batch`` = 64 images (disentanglement_lib's batch) and names
+  the active dimension of least variance within the batch (ddof 1) over its global variance; a
+  majority-vote classifier learnt on ``train_votes`` votes is scored on ``eval_votes`` others;
 - DCI (Eastwood & Williams 2018): importances from scikit-learn random forests (one classifier per
   factor, ``forest_trees`` trees, each split over all dimensions, impurity importances) where
   disentanglement_lib uses gradient-boosted trees (one tree per class and stage: slow for 32 positions
   on a CPU); D: 1 - entropy (base F) of each dimension's importance over the factors, weighted by the
   dimension's share of importance; C: 1 - entropy (base D) of each factor's importance over the
-  dimensions, averaged over factors; I: the forests' test accuracy, averaged over factors;
+  dimensions, weighted by the factor's share; 1e-11 added to every importance before the entropies;
+  I: the forests' test accuracy, averaged over factors (all as disentanglement_lib's dci.py);
 - SAP (Kumar et al. 2018): for each factor and dimension, the test accuracy of a linear SVM on that
   dimension alone (LinearSVC, C = 0.01, balanced classes: disentanglement_lib's); the gap between the
   two best dimensions, averaged over factors. A linear classifier of one dimension separates few of a
   factor's many values, so even a perfect code scores well below 1 (0.25 on tests/test_disentanglement.py);
+- sample counts: disentanglement_lib's (MIG 10,000; DCI and SAP 10,000 training and 5,000 test
+  images; FactorVAE 10,000 images for the variances) except the FactorVAE votes (500 / 300 where it has
+  10,000 / 5,000: each vote encodes 64 images; docs/disentanglement.md gives the cost);
 - every sample and model is seeded by ``seed``.
 
 MIG and the gap statistics are hand-written (a few lines of numpy: no maintained library has them);
-mutual information, the forests and the SVMs are scikit-learn's.
+mutual information, the forests and the SVMs are scikit-learn's, the entropies scipy's.
+tests/test_disentanglement_reference.py checks every score against an independent reference of
+disentanglement_lib's definitions.
 """
 from __future__ import annotations
 
@@ -49,13 +56,13 @@ class Settings:
 
     bins: int = 20  # MIG: equal-width bins per code dimension
     mig_samples: int = 10_000  # MIG: images
-    scale_samples: int = 5_000  # FactorVAE score: images for the codes' standard deviations
+    scale_samples: int = 10_000  # FactorVAE score: images for the global variances
     vote_batch: int = 64  # FactorVAE score: images per vote (L)
-    train_votes: int = 500  # FactorVAE score: votes that fit the majority-vote classifier
-    eval_votes: int = 300  # FactorVAE score: votes it is scored on
-    prune_variance: float = 0.05  # FactorVAE score: dimensions of less (normalised) variance are dropped
-    train_samples: int = 5_000  # DCI and SAP: training images
-    test_samples: int = 2_000  # DCI and SAP: test images
+    train_votes: int = 500  # FactorVAE score: votes that fit the majority-vote classifier (dlib: 10,000)
+    eval_votes: int = 300  # FactorVAE score: votes it is scored on (dlib: 5,000)
+    prune_std: float = 0.05  # FactorVAE score: dimensions of smaller std (raw posterior means) are dropped
+    train_samples: int = 10_000  # DCI and SAP: training images
+    test_samples: int = 5_000  # DCI and SAP: test images
     forest_trees: int = 30  # DCI: trees per random forest
     svm_c: float = 0.01  # SAP: LinearSVC's C
     seed: int = 0
@@ -113,19 +120,21 @@ def mig(codes: np.ndarray, factors: np.ndarray, bins: int = 20) -> dict:
 def factorvae_score(represent: Represent, sizes: Sequence[int], settings: Settings = Settings()) -> dict:
     """Kim & Mnih's score: the held-out accuracy of the majority-vote classifier (see the docstring)."""
     rng = np.random.default_rng(settings.seed)
-    scale = represent(sample_factors(sizes, settings.scale_samples, rng)).std(axis=0)
-    active = scale ** 2 > settings.prune_variance  # on the raw posterior means: a collapsed one barely moves
+    variance = represent(sample_factors(sizes, settings.scale_samples, rng)).var(axis=0, ddof=1)
+    # a collapsed dimension barely moves: pruned by its standard deviation (disentanglement_lib's
+    # threshold is on the std; on the variance it dropped dimensions of std 0.05 to 0.22 with their votes)
+    active = np.sqrt(variance) >= settings.prune_std
     if not active.any():
         return {"factorvae_score": 0.0, "factorvae_train_accuracy": 0.0, "active_dims": 0}
 
     def votes(n: int) -> np.ndarray:
-        out = np.zeros((len(scale), len(sizes)), dtype=np.int64)
+        out = np.zeros((len(variance), len(sizes)), dtype=np.int64)
         for _ in range(n):
             k = int(rng.integers(len(sizes)))
             f = sample_factors(sizes, settings.vote_batch, rng)
             f[:, k] = rng.integers(sizes[k])
-            var = (represent(f) / np.maximum(scale, 1e-12)).var(axis=0, ddof=1)
-            dim = int(np.flatnonzero(active)[np.argmin(var[active])])
+            ratio = represent(f).var(axis=0, ddof=1)[active] / variance[active]  # active: variance > 0
+            dim = int(np.flatnonzero(active)[np.argmin(ratio)])
             out[dim, k] += 1
         return out
 
@@ -136,14 +145,10 @@ def factorvae_score(represent: Represent, sizes: Sequence[int], settings: Settin
             "active_dims": int(active.sum())}
 
 
-def _entropy(p: np.ndarray, base: int, axis: int) -> np.ndarray:
-    p = p / np.maximum(p.sum(axis=axis, keepdims=True), 1e-12)
-    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=axis) / np.log(base)
-
-
 def dci(train_codes: np.ndarray, train_factors: np.ndarray, test_codes: np.ndarray, test_factors: np.ndarray,
         settings: Settings = Settings()) -> dict:
     """Eastwood & Williams' disentanglement, completeness and informativeness (see the docstring)."""
+    from scipy.stats import entropy
     from sklearn.ensemble import RandomForestClassifier
 
     n_dims, n_factors = train_codes.shape[1], train_factors.shape[1]
@@ -156,10 +161,13 @@ def dci(train_codes: np.ndarray, train_factors: np.ndarray, test_codes: np.ndarr
         forest.fit(train_codes, train_factors[:, k])
         importance[:, k] = np.abs(forest.feature_importances_)
         accuracy.append(float(forest.score(test_codes, test_factors[:, k])))
-    per_dim = 1 - _entropy(importance, n_factors, axis=1) if n_factors > 1 else np.ones(n_dims)
-    weight = importance.sum(axis=1) / max(importance.sum(), 1e-12)
-    per_factor = 1 - _entropy(importance, n_dims, axis=0) if n_dims > 1 else np.ones(n_factors)
-    return {"dci_disentanglement": float((weight * per_dim).sum()), "dci_completeness": float(per_factor.mean()),
+    # disentanglement_lib's dci.py: 1e-11 keeps a row or column of zeros finite (it counts as uniform)
+    per_dim = 1 - entropy(importance.T + 1e-11, base=n_factors) if n_factors > 1 else np.ones(n_dims)
+    per_factor = 1 - entropy(importance + 1e-11, base=n_dims) if n_dims > 1 else np.ones(n_factors)
+    share = importance if importance.sum() > 0 else np.ones_like(importance)
+    share = share / share.sum()
+    return {"dci_disentanglement": float((share.sum(axis=1) * per_dim).sum()),
+            "dci_completeness": float((share.sum(axis=0) * per_factor).sum()),
             "dci_informativeness": float(np.mean(accuracy)), "dci_importance": importance.tolist()}
 
 
