@@ -16,7 +16,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", required=True, metavar="CKPT", help="the checkpoint to explore (any family)")
     p.add_argument("--port", type=int_in(0, 65535), default=0, help="TCP port; 0: a free one")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to serve on; anything but 127.0.0.1 lets other machines use the page")
+                   help="address to serve on (IPv4 or IPv6, e.g. ::1); anything but a loopback address lets other "
+                        "machines use the page. Requests must name it (or localhost) in their Host header")
     p.add_argument("--threads", type=int_in(1, 256), default=1,
                    help="torch threads for the page's decodes (loading uses all cores); see docs/explore.md")
     p.add_argument("--data_root", default="",
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> None:
         # A page's decodes are 1 to 81 small images: one thread answers them fastest, and on cores shared with
         # other jobs two threads wait on each other (benchmarks/explore_latency.md)
         torch.set_num_threads(args.threads)
-        if args.host != "127.0.0.1":
+        if not server.ip.is_loopback:
             print(f"explore.py: note: serving on {args.host}: other machines can reach the page", file=sys.stderr)
         print(f"explore.py: {server.explorer.model.family}; open {url_of(server)}  (Ctrl-C stops it)", flush=True)
         server.serve_forever()

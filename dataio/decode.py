@@ -12,6 +12,11 @@
 - Animated GIF, WebP, PNG and multi-page TIFF: the first frame.
 - Big JPEGs: decoded at a reduced size (the decoder's draft mode: 1/2, 1/4 or 1/8 in the DCT) that
   keeps at least twice the final side (DRAFT_MARGIN), before the antialiased resize.
+- ``max_bytes`` (the explorer's uploads; training's folders never pass it): the memory a decode may take is
+  bounded by what it produces, not by the file (a 5 KB PNG can hold 40 M pixels). The image is refused
+  (ImageTooLarge) when Pillow's decoded image alone would pass ``max_bytes``; else it is converted a band of
+  rows at a time, each band box-reduced (Pillow's ``reduce``) towards DRAFT_MARGIN x the final side, so the
+  conversion's temporaries (RGBA, 32-bit compositing) never exist for the whole image.
 """
 from __future__ import annotations
 
@@ -26,6 +31,16 @@ SCALED_32 = "32-bit integer images scaled to 8 bits by their range"
 SCALED_FLOAT = "floating-point images scaled to 8 bits by their range"
 # draft mode keeps at least this many times the final side, so the antialiased resize still has pixels to average
 DRAFT_MARGIN = 2
+# max_bytes: pixels converted at once (a band of rows); the conversion's temporaries are ~40 bytes a pixel
+BAND_PIXELS = 2**19
+# EXIF orientation -> the Pillow transpose that undoes it (the table of ImageOps.exif_transpose, which works on
+# an image, not on the small array the bounded decode ends with)
+ORIENTATIONS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+class ImageTooLarge(ValueError):
+    """An image whose decode would take more memory than the caller allows."""
 
 
 def parse_background(text: str) -> tuple[int, int, int]:
@@ -77,10 +92,19 @@ def _lab_to_rgb(im):
     return ImageCms.applyTransform(im, transform)
 
 
-def decode_image(path: str, background: tuple[int, int, int] = BACKGROUNDS["white"],
-                 min_side: int | None = None) -> tuple[np.ndarray, str | None]:
-    """``path`` as uint8 (H, W) grey or (H, W, 3) RGB, and a note when its bit depth was scaled.
-    ``min_side``: the side the image will be resized to (JPEGs may then be decoded smaller)."""
+def decoded_bytes(im) -> int:
+    """The bytes Pillow's decoded image takes (known from the header): a byte a pixel for 1, L and P, two for the
+    16-bit greys, four for every other mode (Pillow keeps 3-channel pixels in 4 bytes)."""
+    per_pixel = 1 if im.mode in ("1", "L", "P") else 2 if im.mode.startswith("I;16") else 4
+    return im.size[0] * im.size[1] * per_pixel
+
+
+def decode_image(path, background: tuple[int, int, int] = BACKGROUNDS["white"],
+                 min_side: int | None = None, max_bytes: int | None = None) -> tuple[np.ndarray, str | None]:
+    """``path`` (a file name or a file object) as uint8 (H, W) grey or (H, W, 3) RGB, and a note when its bit
+    depth was scaled. ``min_side``: the side the image will be resized to (JPEGs may then be decoded smaller).
+    ``max_bytes``: decode within about this much memory, reduced towards DRAFT_MARGIN x ``min_side`` (module
+    docstring); ImageTooLarge if it cannot be."""
     from PIL import Image, ImageOps  # here: only folders decode images
 
     with Image.open(path) as im:
@@ -88,11 +112,46 @@ def decode_image(path: str, background: tuple[int, int, int] = BACKGROUNDS["whit
             im.draft(None, (DRAFT_MARGIN * min_side, DRAFT_MARGIN * min_side))
         args = im.tile[0].args if im.tile else ""
         rawmode = args if isinstance(args, str) else (args[0] if args else "")
+        if max_bytes is not None:
+            return _decode_bounded(im, background, rawmode, min_side, max_bytes)
         if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: rotate / flip as the camera meant
             im = ImageOps.exif_transpose(im)
         else:
             im.load()
         return _to_8_bits(im, background, rawmode)
+
+
+def _decode_bounded(im, background: tuple[int, int, int], rawmode: str, min_side: int | None,
+                    max_bytes: int) -> tuple[np.ndarray, str | None]:
+    """decode_image within ``max_bytes``: decoded in the file's own mode, converted and box-reduced by bands."""
+    from PIL import Image
+
+    w, h = im.size
+    # I and F are scaled by the whole image's range, so they are converted whole: ~40 bytes a pixel more
+    need = decoded_bytes(im) + (w * h * 40 if im.mode in ("I", "F") else 0)
+    if need > max_bytes:
+        raise ImageTooLarge(f"{w}x{h} {im.mode} would take {need / 2**20:,.0f} MiB to decode; "
+                            f"at most {max_bytes / 2**20:,.0f} MiB")
+    orientation = im.getexif().get(0x0112, 1)
+    im.load()
+    factor = max(1, min(w, h) // (DRAFT_MARGIN * min_side)) if min_side else 1
+
+    def reduced(a: np.ndarray) -> np.ndarray:
+        return a if factor == 1 else np.asarray(Image.fromarray(a).reduce(factor))
+
+    if im.mode in ("I", "F"):
+        a, note = _to_8_bits(im, background, rawmode)
+        parts = [reduced(a)]
+    else:  # bands of whole reduce boxes: the same pixels as reducing the whole image
+        rows = max(factor, BAND_PIXELS // w // factor * factor)
+        parts = []
+        for top in range(0, h, rows):
+            a, note = _to_8_bits(im.crop((0, top, w, min(h, top + rows))), background, rawmode)
+            parts.append(reduced(a))
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if orientation in ORIENTATIONS:  # on the small result: a transposed copy of the whole image is not made
+        out = np.asarray(Image.fromarray(out).transpose(getattr(Image.Transpose, ORIENTATIONS[orientation])))
+    return out, note
 
 
 def _to_8_bits(im, background: tuple[int, int, int], rawmode: str = "") -> tuple[np.ndarray, str | None]:

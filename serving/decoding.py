@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
 import threading
 import time
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from config.run_config import INVOCATION, RunConfig, data_options
-from dataio.decode import decode_image
+from dataio.decode import ImageTooLarge, decode_image
 from datasets import Split, as_float, parse_background, reshape_images, train_val_split
 from evaluation.latent_pictures import latent_plane, posterior_stats
 from evaluation.metrics import posterior_means
@@ -40,6 +39,10 @@ GMM_FIT_IMAGES = 20_000  # training codes a mixture is fitted on when none is sa
 # Uploads: checked before decoding, kept in memory only
 MAX_UPLOAD_BYTES = 8 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
+# the memory an upload's decode may take (dataio/decode.py max_bytes): 64 MiB is a 4096 x 4096 RGBA image, or
+# 40 M pixels of grey or palette; an upload then stays under 200 MB above the idle server (docs/explore.md)
+MAX_DECODE_BYTES = 64 * 2**20
+DECODES_AT_ONCE = 1  # uploads decoded at the same time (the others wait): memory is one decode's, not N's
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
 
 
@@ -88,6 +91,8 @@ class Explorer:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _gmm: GaussianMixtureSampler | None = field(default=None, repr=False)
+    _decodes: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(DECODES_AT_ONCE),
+                                                repr=False)
     gmm_note: str = ""
 
     def __post_init__(self) -> None:
@@ -141,6 +146,7 @@ class Explorer:
             "config": {k: v for k, v in self.cfg.to_dict().items() if k not in INVOCATION},
             "evaluation": self.evaluation,
             "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "upload_pixels": MAX_UPLOAD_PIXELS,
+                       "decode_bytes": MAX_DECODE_BYTES,
                        "interpolation_steps": MAX_INTERPOLATION_STEPS},
         }
 
@@ -158,7 +164,7 @@ class Explorer:
             raise BadRequest(f"a code is a list of {d} numbers")
         if len(value) != d:
             raise BadRequest(f"the code has {len(value)} numbers; this model's latent size is {d}")
-        if not all(math.isfinite(v) and abs(v) <= MAX_CODE_ABS for v in value):
+        if not all(abs(v) <= MAX_CODE_ABS for v in value):  # False for NaN and +-Inf; exact for any int
             raise BadRequest(f"a code's numbers must be finite and within +-{MAX_CODE_ABS:g}")
         return torch.tensor(value, dtype=torch.float32)
 
@@ -232,9 +238,13 @@ class Explorer:
     def map_code(self, point: Any) -> torch.Tensor:
         """The code of a point (a, b) of the map's plane: centre + a * axis0 + b * axis1."""
         if (not isinstance(point, list) or len(point) != 2
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in point)):
-            raise BadRequest("a map point is a list of two finite numbers")
-        return self.centre + torch.tensor(point, dtype=self.axes.dtype) @ self.axes
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_CODE_ABS
+                           for v in point)):
+            raise BadRequest(f"a map point is a list of two numbers within +-{MAX_CODE_ABS:g}")
+        code = self.centre + torch.tensor(point, dtype=self.axes.dtype) @ self.axes
+        if not bool(code.abs().max() <= MAX_CODE_ABS):  # so every number the answer holds is finite JSON
+            raise BadRequest(f"the point is off the map: its code would leave +-{MAX_CODE_ABS:g}")
+        return code
 
     def project(self, code: torch.Tensor) -> list[float]:
         """Where ``code`` lies on the map's plane."""
@@ -290,8 +300,8 @@ class Explorer:
 
     def encode_upload(self, data: bytes, y: int | None) -> dict[str, Any]:
         """An uploaded image file, checked (type, bytes, pixels), decoded in memory as the training
-        files are (dataio/decode.py: transparency onto the run's background, bit depth, EXIF), made the
-        run's shape, and encoded: its posterior mean."""
+        files are (dataio/decode.py: transparency onto the run's background, bit depth, EXIF) within
+        MAX_DECODE_BYTES and one at a time, made the run's shape, and encoded: its posterior mean."""
         from PIL import Image, UnidentifiedImageError
 
         if len(data) > MAX_UPLOAD_BYTES:
@@ -319,7 +329,11 @@ class Explorer:
 
         c, h, _ = self.model.image_shape
         try:
-            array, _ = decode_image(io.BytesIO(data), parse_background(self.cfg.background), h)
+            with self._decodes:
+                array, _ = decode_image(io.BytesIO(data), parse_background(self.cfg.background), h,
+                                        max_bytes=MAX_DECODE_BYTES)
+        except ImageTooLarge as e:
+            raise BadRequest(f"the image is too large to decode here: {e}", 413) from None
         except Exception as e:  # Pillow fails on damaged files in many ways (OSError, SyntaxError, ValueError)
             raise BadRequest(f"the image cannot be decoded ({str(e).splitlines()[0][:80] if str(e) else e})"
                              ) from None
