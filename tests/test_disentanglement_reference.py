@@ -261,3 +261,11 @@ def test_the_references_give_the_known_answers():
     assert d["d"] > 0.99 and d["c"] > 0.99 and d["i"] == 1.0
     assert _factorvae(_unit)[1]["eval"] == 1.0
     assert ref_sap(_random(TRAIN), TRAIN, _random(TEST), TEST)[0] < 0.05
+
+
+def test_the_default_settings_are_disentanglement_libs():
+    """--evaluate --disentanglement's defaults: disentanglement_lib's bins, threshold, batch, C and sample
+    counts (metric_configs/*.gin), except the FactorVAE votes (docs/disentanglement.md gives their cost)."""
+    s = Settings()
+    assert (s.bins, s.prune_std, s.vote_batch, s.svm_c) == (DLIB_BINS, DLIB_PRUNE_STD, DLIB_VOTE_BATCH, DLIB_SVM_C)
+    assert (s.mig_samples, s.scale_samples, s.train_samples, s.test_samples) == (10_000, 10_000, 10_000, 5_000)
