@@ -45,7 +45,7 @@ from runtime.optim import make_optimizer
 from runtime.tensorboard import RunWriter
 
 METHODS = ("train.py", "bare", "2018")
-# The 2018 best checkpoint on the same validation fold (shared/reference/README.md).
+# The 2018 best checkpoint on the same validation fold (docs/reproduce_2018.md, its reference figures).
 REFERENCE_VAL = {"bce_kl": 244.19, "ssim": 0.6717}
 
 

@@ -7,9 +7,10 @@ dimension in one batched decode, and a frame is a lookup) and *single* (a positi
 got: one request to the server, one uncached model.decode, the PNG, the answer). Beside them, the
 server's own times: one image decoded (model.decode + PNG), and a slider's 81 positions in one batch.
 
-Models: the 2018 checkpoint (the published weights, ../shared/reference/) and the `--preset best` and
-`--preset hvae` models as built (their initial weights: the time of a decode does not depend on the
-weights' values), all on the Fashion-MNIST validation split (28x28).
+Models: the 2018 checkpoint (the published weights: --reference, by default $VAE_LAB_2018_CHECKPOINT or
+weights/2018/; when absent, one line says how to download it) and the `--preset best` and `--preset hvae`
+models as built (their initial weights: the time of a decode does not depend on the weights' values), all on
+the Fashion-MNIST validation split (28x28).
 
     python3 benchmarks/explore_latency.py                       # writes benchmarks/explore_latency.md / .json
     python3 benchmarks/explore_latency.py --screenshot docs/img/explore_page.png   # also the README's picture
@@ -34,12 +35,11 @@ from datasets import train_val_split
 from fileio.atomic import atomic_write, write_json, write_text
 from models import build_model
 from runtime.checkpoints import load_model
+from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
 from serving.app import make_server, url_of
 from serving.decoding import SLIDER_STEPS, Explorer
-from utils import cpu_name
+from utils import cpu_name, run_cli
 
-REFERENCE = os.path.normpath(os.path.join(ROOT, "..", "shared", "reference",
-                                          "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"))
 BUDGET_MS = 50  # the issue's target for a frame, 28x28 models on 2 cores
 
 # Runs in the page: `frames` slider moves of dimension `dim`, each timed from the input event to the image
@@ -76,15 +76,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default="data", help="Fashion-MNIST (found in Debian's package as training finds it)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while serving (explore.py --threads)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--reference", default=checkpoint_2018(),
+                   help="the 2018 checkpoint ($VAE_LAB_2018_CHECKPOINT, else weights/2018/)")
     p.add_argument("--screenshot", default="", help="also save a screenshot of the page (the 2018 model) here")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "explore_latency"),
                    help="report path, no extension")
     return p
 
 
-def models(data_root: str):
+def models(data_root: str, reference: str):
     """(name, model, config) of each model timed."""
-    model, cfg = load_model(REFERENCE)
+    model, cfg = load_model(reference)
     yield "2018 (fc_conv, published weights)", model, cfg.replace(data_root=data_root)
     for preset in ("best", "hvae"):
         cfg = RunConfig(**{k: v for k, v in PRESETS[preset].items()}, preset=preset, data_root=data_root)
@@ -110,6 +112,7 @@ def summary(times: list[float]) -> dict:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    require_checkpoint_2018(args.reference)  # before the browser starts: one line saying where to get it
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -117,12 +120,12 @@ def main(args: argparse.Namespace) -> list[dict]:
     cores = torch.get_num_threads()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
-        for name, model, cfg in models(args.data_root):
+        for name, model, cfg in models(args.data_root, args.reference):
             if val is None:
                 train, val = train_val_split(cfg.dataset_type, cfg.data_root, cfg.fold, cfg.num_folds, cfg.seed,
                                              **data_options(cfg))
             torch.set_num_threads(cores)  # loading uses every core, serving --threads (as explore.py does)
-            ex = Explorer(model, cfg, val, train, REFERENCE if name.startswith("2018") else "")
+            ex = Explorer(model, cfg, val, train, args.reference if name.startswith("2018") else "")
             torch.set_num_threads(args.threads)
             row = {"model": name, "family": model.family, "image": "x".join(map(str, model.image_shape)),
                    **server_times(ex, args.repeats)}
@@ -202,4 +205,4 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(run_cli(main, get_args_parser()))

@@ -7,6 +7,9 @@ Writes ``benchmarks/reproduce_2018.md`` and ``.json``.
 
     python3 benchmarks/reproduce_2018.py                 # seeds 42,1,2, 30 epochs
     python3 benchmarks/reproduce_2018.py --seeds 42 --epochs 5
+
+The 2018 checkpoint: --reference, by default $VAE_LAB_2018_CHECKPOINT or weights/2018/; when it is absent
+the benchmark stops at once with the one-line command that downloads it (runtime/published_2018.py).
 """
 from __future__ import annotations
 
@@ -24,9 +27,9 @@ from sweep import ROOT, cell, mean_std, parse_seeds
 
 import train
 from fileio.atomic import write_json, write_text
+from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
 from utils import OneLineParser, run_cli
 
-REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar")
 METRICS = ("bce", "kl", "bce_kl", "ssim")
 
 
@@ -35,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds of the default command")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (30 is the 2018 command)")
-    p.add_argument("--reference", default=REFERENCE, help="the 2018 checkpoint")
+    p.add_argument("--reference", default=checkpoint_2018(),
+                   help="the 2018 checkpoint ($VAE_LAB_2018_CHECKPOINT, else weights/2018/)")
     p.add_argument("--data_root", default="data")
     p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "reproduce_2018"),
                    help="where the runs' weights go")
@@ -56,6 +60,7 @@ def _evaluate(ckpt: str, work_dir: str, data_root: str, name: str) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     seeds = parse_seeds(args.seeds)
+    require_checkpoint_2018(args.reference)  # before any training: one line saying where to get it
     os.makedirs(args.work_dir, exist_ok=True)
     rows = {"2018 checkpoint": [_evaluate(args.reference, args.work_dir, args.data_root, "ref2018")]}
     runs = []

@@ -22,6 +22,7 @@ from fileio.atomic import atomic_write
 from losses import likelihood_of
 from models import VAE, ModelConfig, build_model
 from runtime.checkpoint_validation import check_checkpoint
+from runtime.published_2018 import missing_hint
 from utils import VaeLabError
 
 
@@ -63,7 +64,7 @@ def load_checkpoint_file(path: str, what: str = "checkpoint"):
     containers only, and refuses anything else before it is built.
     """
     if not os.path.isfile(path):
-        raise VaeLabError(f"{what} {path!r} does not exist")
+        raise VaeLabError(f"{what} {path!r} does not exist{missing_hint(path)}")
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")

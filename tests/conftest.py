@@ -1,5 +1,6 @@
-"""Shared fixtures. Fashion-MNIST comes from data/ or Debian's dataset-fashion-mnist; tests
-that need it, or the 2018 checkpoint, skip with a reason when it is not there, except under
+"""Shared fixtures. Fashion-MNIST comes from data/ or Debian's dataset-fashion-mnist, the 2018
+checkpoint from $VAE_LAB_2018_CHECKPOINT, weights/2018/ or CI's copy beside the clone; tests that
+need one skip with a reason (and where to get it) when it is not there, except under
 VAE_LAB_REQUIRE_DATA=1 (.ci/run sets it, having installed both), where a missing one fails."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch
 
-from helpers import REFERENCE_CKPT
+from runtime.published_2018 import DEFAULT, ENV, NAME, checkpoint_2018, where_to_get
 from tools.idx_files import write_dataset, write_tiny_mnist
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -80,12 +81,25 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+# CI keeps the 2018 checkpoint beside its clone (.ci/run); users get theirs with where_to_get()
+CI_CHECKPOINT_2018 = os.path.normpath(os.path.join(ROOT, "..", "shared", "reference", NAME))
+
+
+def find_checkpoint_2018() -> str:
+    """$VAE_LAB_2018_CHECKPOINT when set, else weights/2018/ in the repository, else CI's copy if there."""
+    path = checkpoint_2018()
+    if os.environ.get(ENV) or os.path.isfile(path) or not os.path.isfile(CI_CHECKPOINT_2018):
+        return path
+    return CI_CHECKPOINT_2018
+
+
 @pytest.fixture(scope="session")
 def reference_ckpt() -> str:
-    """The 2018 published checkpoint (../shared/reference/ beside the clone)."""
-    if not os.path.isfile(REFERENCE_CKPT):
-        missing(f"the 2018 checkpoint is absent ({REFERENCE_CKPT}); set VAE_LAB_REFERENCE_CKPT")
-    return REFERENCE_CKPT
+    """The 2018 project's published checkpoint (runtime/published_2018.py)."""
+    path = find_checkpoint_2018()
+    if not os.path.isfile(path):
+        missing(f"the 2018 checkpoint is absent ({path}); get it with: {where_to_get(DEFAULT)}, or set {ENV}")
+    return path
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import io
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_CKPT = os.environ.get("VAE_LAB_REFERENCE_CKPT", os.path.join(
-    ROOT, "..", "shared", "reference", "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"))
 
 
 def read_events(logdir: str, reader: str = "accumulator") -> dict[str, list[tuple[int, float]]]:

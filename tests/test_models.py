@@ -3,7 +3,7 @@ import torch
 
 from models import MODELS, ModelConfig, build_model
 
-REFERENCE_SHAPES = {  # ../shared/reference/README.md
+REFERENCE_SHAPES = {  # the 2018 checkpoint's state_dict (docs/reproduce_2018.md)
     "fc1.weight": (32, 1, 28, 28), "fc1.bias": (32,),
     "fc21.weight": (10, 32, 1, 1), "fc21.bias": (10,),
     "fc22.weight": (10, 32, 1, 1), "fc22.bias": (10,),
