@@ -104,6 +104,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def set_by_user(args: argparse.Namespace) -> set[str]:
+    """The flags (dests) given on the command line; a Namespace made by hand counts as given in full."""
+    given = getattr(args, "given_flags", None)
+    return set(vars(args)) if given is None else set(given)
+
+
 def out_dir(template: str, args: argparse.Namespace, dataset_type: str) -> str:
     name = dataset_type
     if any(map(uses_vae, args.methods)):
@@ -147,11 +153,14 @@ def main(args: argparse.Namespace) -> dict:
         raise VaeLabError(f"the embeddings are scored by how well KNN recovers the classes, and {data.data_root!r} "
                           f"has {'no class sub-folders' if train.classes is None else 'one class'}")
     y_train, y_test = train.y.numpy(), test.y.numpy()
-    try:
-        knn.check_protocol(y_train, args.samples_per_class, args.n_neighbours,
-                                 args.test_samples_per_class, TEST_KS)
+    try:  # the default sizes cut to what the classes hold; sizes the user gave are checked as given
+        sizes, ks, n, cut = knn.fit_sizes(y_train, args.samples_per_class, args.n_neighbours,
+                                          args.test_samples_per_class, set_by_user(args))
+        knn.check_protocol(y_train, sizes, ks, n, TEST_KS)
     except ValueError as e:
         raise VaeLabError(str(e)) from None
+    if cut:
+        log(f"the smallest class has {knn.class_sizes(y_train)[0]} training images: {'; '.join(cut)}")
     x_train, x_test = flatten(train), flatten(test)
     pixels = x_train.shape[1]
     if {"pca", "umap"} & set(args.methods) and n_components >= pixels:
@@ -167,12 +176,11 @@ def main(args: argparse.Namespace) -> dict:
 
     methods: dict[str, dict] = {}
     cv_rows: list[dict] = []
-    n = args.test_samples_per_class
     for name, e in embeddings.items():
         t0 = time.perf_counter()
-        log(f"[knn] {name}: CV grid, {len(args.samples_per_class)} sizes x {len(args.n_neighbours)} k ...")
+        log(f"[knn] {name}: CV grid, {len(sizes)} sizes x {len(ks)} k ...")
         cv_rows += [{"method": name, **row} for row in
-                    knn.cv_grid(e.train, y_train, args.samples_per_class, args.n_neighbours, args.seed)]
+                    knn.cv_grid(e.train, y_train, sizes, ks, args.seed)]
         t1 = time.perf_counter()
         sampled = knn.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
         full = knn.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
@@ -196,7 +204,7 @@ def main(args: argparse.Namespace) -> dict:
         "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
         "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
                   "vae+umap: UMAP fitted on the training images' posterior means)",
-        "samples_per_class": args.samples_per_class, "n_neighbours": args.n_neighbours,
+        "samples_per_class": sizes, "n_neighbours": ks, **({"sizes_cut_to_the_data": cut} if cut else {}),
         "cv_folds": knn.CV_FOLDS, "test_samples_per_class": n, "test_ks": list(TEST_KS),
         "draws": args.draws, "seed": args.seed, "umap_pca": args.umap_pca,
         "vae_fit_seconds": "encoding the training images; training the VAE is not counted",

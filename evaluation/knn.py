@@ -11,7 +11,7 @@ and seed is scored on the same images: differences between methods are not sampl
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
@@ -115,11 +115,53 @@ def full_test_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
     return knn_accuracy(train_x, train_y, test_x, test_y, ks)
 
 
+def class_sizes(train_y: np.ndarray) -> tuple[int, int]:
+    """(images in the smallest class, number of classes) of the training labels."""
+    counts = np.bincount(np.unique(np.asarray(train_y), return_inverse=True)[1])
+    return int(counts.min()), len(counts)
+
+
+def cv_fit_size(per_class: int, n_classes: int, folds: int = CV_FOLDS) -> int:
+    """The points the smallest training part of a CV split holds: n - ceil(n / folds) of n = per_class x classes."""
+    n = per_class * n_classes
+    return n - -(-n // folds)
+
+
+def fit_sizes(train_y: np.ndarray, samples_per_class: Sequence[int], n_neighbours: Sequence[int],
+              test_per_class: int, given: Container[str], folds: int = CV_FOLDS
+              ) -> tuple[list[int], list[int], int, list[str]]:
+    """The protocol's sizes cut to what these labels allow, for those not in ``given`` (the flags' dests a
+    user set: those stay as they are, for check_protocol to refuse): the CV grid's samples per class that a
+    class holds, the k that its folds hold, at most the smallest class for the test draws. Returns the sizes
+    and what was changed, as flag phrases; a default grid with no size that fits raises ValueError."""
+    smallest, n_classes = class_sizes(train_y)
+    sizes, ks, notes = list(samples_per_class), list(n_neighbours), []
+    if "samples_per_class" not in given:
+        fits = [n for n in sizes if folds <= n <= smallest]
+        if not fits:
+            raise ValueError(f"the smallest class of the training set has {smallest} images: none of the default "
+                             f"--samples_per_class {','.join(map(str, sizes))} fits (at least {folds} for "
+                             f"{folds}-fold cross-validation, at most {smallest}); pass --samples_per_class")
+        if fits != sizes:
+            notes.append(f"--samples_per_class {','.join(map(str, fits))} (dropped "
+                         f"{','.join(str(n) for n in sizes if n not in fits)})")
+        sizes = fits
+    if "n_neighbours" not in given:
+        fits = [k for k in ks if k <= cv_fit_size(min(sizes), n_classes, folds)]
+        if fits and fits != ks:
+            notes.append(f"--n_neighbours {','.join(map(str, fits))} (dropped "
+                         f"{','.join(str(k) for k in ks if k not in fits)})")
+            ks = fits
+    if "test_samples_per_class" not in given and test_per_class > smallest:
+        notes.append(f"--test_samples_per_class {smallest} (not {test_per_class})")
+        test_per_class = smallest
+    return sizes, ks, test_per_class, notes
+
+
 def check_protocol(train_y: np.ndarray, samples_per_class: Sequence[int], n_neighbours: Sequence[int],
                    test_per_class: int, test_ks: Sequence[int], folds: int = CV_FOLDS) -> None:
     """Raise ValueError, naming the flag, if the sizes cannot be run on these labels."""
-    counts = np.bincount(np.unique(np.asarray(train_y), return_inverse=True)[1])
-    smallest, n_classes = int(counts.min()), len(counts)
+    smallest, n_classes = class_sizes(train_y)
     for flag, n in [("--samples_per_class", max(samples_per_class)), ("--test_samples_per_class", test_per_class)]:
         if n > smallest:
             raise ValueError(f"{flag} {n} is more than the smallest class of the training set allows "
@@ -127,9 +169,7 @@ def check_protocol(train_y: np.ndarray, samples_per_class: Sequence[int], n_neig
     if min(samples_per_class) < folds:
         raise ValueError(f"--samples_per_class must be at least {folds} for {folds}-fold cross-validation, "
                          f"got {min(samples_per_class)}")
-    # The smallest training part of a CV split: n - ceil(n / folds) points.
-    n = min(samples_per_class) * n_classes
-    fit_size = n - -(-n // folds)
+    fit_size = cv_fit_size(min(samples_per_class), n_classes, folds)
     if max(n_neighbours) > fit_size:
         raise ValueError(f"--n_neighbours {max(n_neighbours)} is more than the {fit_size} points a CV fold "
                          f"fits on with --samples_per_class {min(samples_per_class)}")

@@ -165,6 +165,40 @@ def test_more_samples_per_class_than_a_class_has(tiny_mnist, workdir):
     assert_one_line_error(code, err, "--test_samples_per_class 500")
 
 
+def test_the_default_sizes_fit_a_small_folder(tmp_path, workdir):
+    """Issue 33: the defaults (up to 3000 images per class, 500 for the test draws) on a folder of a few
+    hundred images: those that fit are used and the dropped ones named in one line; sizes given are not cut."""
+    from helpers import run_cli as run_train
+    from tools.image_folders import write_image_folder
+
+    root = write_image_folder(str(tmp_path / "imgs"), n=330, classes=3, layout="splits")  # 88 training images a class
+    smallest = min(len(os.listdir(tmp_path / "imgs" / "train" / c)) for c in ("c0", "c1", "c2"))
+    code, _, err = run_train(["--dataset_type", "folder", "--data_root", root, "--model_type", "fc", "--epochs", "1",
+                              "--batch-size", "64", "--lognumber", "small", "--tensorboard", "False"])
+    assert code == 0, err
+    code, out, err = run(["--resume", "weights/small_best.pth.tar", "--methods", "pca,vae", "--out", "cmp"])
+    assert code == 0, err
+    cut = [line for line in out.splitlines() if "the smallest class has" in line]
+    assert len(cut) == 1 and f"has {smallest} training images" in cut[0], out
+    assert "--samples_per_class 50 (dropped 100,500,1000,3000)" in cut[0]
+    assert f"--test_samples_per_class {smallest} (not 500)" in cut[0] and "--n_neighbours" not in cut[0]
+    res = json.load(open("cmp/results.json"))
+    p = res["protocol"]
+    assert (p["samples_per_class"], p["n_neighbours"], p["test_samples_per_class"]) == ([50], [1, 5, 10, 25, 50],
+                                                                                         smallest)
+    assert {r["samples_per_class"] for r in res["cv"]} == {50} and len(res["cv"]) == 2 * 5
+    assert len(res["methods"]["vae"][f"test_acc_{smallest}_k10"]["values"]) == 5
+    # a size the user gives is theirs: one that does not fit is refused, not cut
+    code, _, err = run(["--resume", "weights/small_best.pth.tar", "--samples_per_class", "50,100", "--out", "cmp2"])
+    assert_one_line_error(code, err, "--samples_per_class 100", f"({smallest} images)")
+    code, _, err = run(["--resume", "weights/small_best.pth.tar", "--test_samples_per_class", "100", "--out", "cmp2"])
+    assert_one_line_error(code, err, "--test_samples_per_class 100")
+    # no default size fits a class of 20 training images: refused in one line, naming the flag
+    tiny = write_image_folder(str(tmp_path / "tiny"), n=75, classes=3, layout="splits")
+    code, _, err = run(["--dataset_type", "folder", "--data_root", tiny, "--methods", "pca", "--out", "cmp3"])
+    assert_one_line_error(code, err, "none of the default --samples_per_class", "pass --samples_per_class")
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--methods", "pca", "--n_components", "784"], ["--n_components 784 must be below the 784 pixels"]),
     (["--methods", "umap", "--umap_pca", "10"], ["--umap_pca 10 must be between"]),
