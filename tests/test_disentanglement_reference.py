@@ -89,15 +89,17 @@ def ref_mig(codes: np.ndarray, factors: np.ndarray) -> tuple[float, np.ndarray, 
     return float(np.mean((best[-1] - best[-2]) / entropy)), mi, entropy
 
 
-def ref_sap(train_c, train_f, test_c, test_f) -> tuple[float, np.ndarray]:
+def ref_sap(train_c, train_f, test_c, test_f, dual="auto") -> tuple[float, np.ndarray]:
     """Kumar et al.'s SAP with discrete factors (disentanglement_lib's continuous_factors=False): the test
-    accuracy of a balanced LinearSVC (C 0.01) on one code dimension, the gap of the two best, averaged."""
+    accuracy of a balanced LinearSVC (C 0.01) on one code dimension, the gap of the two best, averaged.
+    ``dual=True``: liblinear's dual solver, scikit-learn's default when disentanglement_lib was written."""
     acc = np.zeros((train_c.shape[1], train_f.shape[1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i in range(acc.shape[0]):
             for j in range(acc.shape[1]):
-                svm = LinearSVC(C=DLIB_SVM_C, class_weight="balanced").fit(train_c[:, [i]], train_f[:, j])
+                svm = LinearSVC(C=DLIB_SVM_C, class_weight="balanced", dual=dual, random_state=0)
+                svm.fit(train_c[:, [i]], train_f[:, j])
                 acc[i, j] = np.mean(svm.predict(test_c[:, [i]]) == test_f[:, j])
     top = np.sort(acc, axis=0)
     return float(np.mean(top[-1] - top[-2])), acc
@@ -193,6 +195,15 @@ def test_dci_matches_the_reference(name):
     assert ours["dci_disentanglement"] == pytest.approx(ref["d"], abs=TOL)
     assert ours["dci_completeness"] == pytest.approx(ref["c"], abs=TOL)
     assert ours["dci_informativeness"] == pytest.approx(ref["i"], abs=TOL)
+
+
+def test_sap_is_the_same_with_disentanglement_libs_solver():
+    """scikit-learn now picks LinearSVC's primal solver for one feature (dual="auto"); disentanglement_lib
+    ran the dual one. On these codes the accuracies, and so the SAP, are the same."""
+    for f in CODES.values():
+        ours = sap(f(TRAIN), TRAIN, f(TEST), TEST)
+        np.testing.assert_allclose(ours["sap_matrix"], ref_sap(f(TRAIN), TRAIN, f(TEST), TEST, dual=True)[1],
+                                   rtol=0, atol=TOL)
 
 
 FACTORVAE = Settings(scale_samples=2000, train_votes=200, eval_votes=100, seed=5)  # vote_batch left at 64
