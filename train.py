@@ -44,6 +44,7 @@ from runtime.run_files import (
     remove_derived,
     resumes_own_run,
 )
+from runtime.threads import CpuThreads
 from runtime.training_state import checkpoint_state, interrupted_message, restore_training_state, save_epoch
 from utils import VaeLabError, run_cli, seed_everything, select_device
 
@@ -62,25 +63,28 @@ def main(args: argparse.Namespace) -> dict:
     accelerators.check_flags(device, cfg)
     path = accelerators.choose_path(device, cfg)  # channels-last and bfloat16 where they are faster
     accelerators.tune_malloc()
-    world = distributed.init(device)  # a world of one unless started by torchrun
-    try:  # whatever happens (an error, Ctrl-C), leave the process group
-        seed_everything(cfg.seed)
-        if cfg.evaluate or cfg.predict:
-            model = model_from_checkpoint(ckpt, cfg, cfg.resume).to(world.device)
-            model.use_memory_format(path.memory_format)  # evaluation stays float32
-            return run_eval_modes(model, cfg, world.device) if world.is_main else {}  # torchrun: rank 0 alone
-        if not world.is_main:
-            return fit(cfg, ckpt, world, path)
-        check_outputs(cfg)  # before spending time on data; only rank 0 writes files
-        with RunLock(cfg.weights_dir, cfg.lognumber):  # one live process per run
-            return fit(cfg, ckpt, world, path)
-    finally:
-        distributed.cleanup()
+    # the CPU threads: a share of the cores among the runs on this machine, or --threads (runtime/threads.py)
+    with CpuThreads(cfg.threads) as threads:
+        world = distributed.init(device)  # a world of one unless started by torchrun
+        try:  # whatever happens (an error, Ctrl-C), leave the process group
+            seed_everything(cfg.seed)
+            if cfg.evaluate or cfg.predict:
+                model = model_from_checkpoint(ckpt, cfg, cfg.resume).to(world.device)
+                model.use_memory_format(path.memory_format)  # evaluation stays float32
+                return run_eval_modes(model, cfg, world.device) if world.is_main else {}  # torchrun: rank 0 alone
+            if not world.is_main:
+                return fit(cfg, ckpt, world, path, threads)
+            check_outputs(cfg)  # before spending time on data; only rank 0 writes files
+            with RunLock(cfg.weights_dir, cfg.lognumber):  # one live process per run
+                return fit(cfg, ckpt, world, path, threads)
+        finally:
+            distributed.cleanup()
 
 
-def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accelerators.FastPath) -> dict:
+def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accelerators.FastPath,
+        threads: CpuThreads) -> dict:
     """The training run: set up, resume, train epoch by epoch (checkpoint each), report. ``path``: the
-    memory layout and precision it trains in."""
+    memory layout and precision it trains in; ``threads``: its CPU threads, counted again every epoch."""
     device = world.device
     ckpt_path, best_path = checkpoint_paths(cfg.weights_dir, cfg.lognumber)
     continuing = ckpt is not None and resumes_own_run(cfg.resume, (ckpt.get("args") or {}).get("lognumber"),
@@ -131,13 +135,16 @@ def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accel
     config_file = config_path(cfg.weights_dir, cfg.lognumber)
     if world.is_main and ckpt is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path):
         sync_best(ckpt, ckpt_path, best_path)  # a kill may have come between the two writes
+    threads.rebalance()  # the runs started with this one have registered while it loaded its data
     print(run_header(cfg, model, device, len(train_set), len(val_set), start_epoch, placement, train_set.notes,
-                     path.describe()))
+                     f"{path.describe()}; {threads.describe()}"))
 
     replacing, first_save = cfg.overwrite and not continuing, True
     t_start, epoch = time.perf_counter(), start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if epoch > start_epoch and threads.rebalance():  # a run started or ended beside this one
+                print(f" * from epoch {epoch + 1}: {threads.describe()}", flush=True)
             t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
             tr = train_one_epoch(net, train_loss_fn, optimizer, train_set, cfg, epoch, generator,
                                  scalar_writer, global_step, world, path.amp)

@@ -12,6 +12,8 @@ from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
 from utils import VaeLabError, launched_processes
 
 MAX_SSIM_WINDOW = 27
+# --threads: more compute threads than any machine's cores only spawn threads that wait
+MAX_THREADS = 1024
 # --iw_train K > 1 is a likelihood bound: these image losses are likelihoods
 IW_LOSSES = ("bce", "logistic", "gaussian", "dmol")
 
@@ -31,6 +33,8 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.kl_warmup_epochs and cfg.do_running_mean:
         raise VaeLabError("--kl_warmup_epochs has no effect with --do_running_mean True (it rescales each term); "
                           "use one of them")
+    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+        raise VaeLabError(f"--threads must be in [1, {MAX_THREADS}], got {cfg.threads}")
     name = cfg.lognumber
     if not name or os.sep in name or name in (".", ".."):
         raise VaeLabError(f"--lognumber must be a plain file name, got {name!r}")

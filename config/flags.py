@@ -197,6 +197,10 @@ def train_parser() -> argparse.ArgumentParser:
               "benchmark found faster in it (docs/speed.md)")
     _switch(g, "--compile", "torch.compile the model and the loss; the first steps compile (seconds warm, up to a "
                             "minute cold)")
+    _add(g, "--threads", type=int, metavar="N",
+         help="CPU compute threads (default: the cores shared among the vae-lab runs on this machine, counted "
+              "every epoch; OMP_NUM_THREADS if set). Runs side by side then finish sooner than one after the "
+              "other (docs/speed.md); fix N where runs must agree bit for bit (it changes float rounding)")
     return p
 
 

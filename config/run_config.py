@@ -122,6 +122,7 @@ class RunConfig:
     amp: str = "auto"  # bfloat16 autocast of the forward: auto, on or off
     channels_last: str = "auto"  # conv layers in the channels-last layout: auto, on or off
     compile: bool = False
+    threads: int | None = None  # CPU compute threads; None: a share of the cores among the runs (runtime/threads.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,9 +138,9 @@ FIELDS = tuple(f.name for f in fields(RunConfig))
 # sets one is refused.
 COMMAND_LINE_ONLY = frozenset({"config", "resume", "evaluate", "iw_samples", "fid", "predict", "predict_train",
                                "overwrite", "disentanglement"})
-# What an invocation asks for rather than what the run is (those, the device, output folders): neither
+# What an invocation asks for rather than what the run is (those, the device and threads, output folders): neither
 # taken from a resumed checkpoint nor written to the run's config file.
-INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "weights_dir", "tb_dir", "results_dir"}
+INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "threads", "weights_dir", "tb_dir", "results_dir"}
 # What a checkpoint's model and data were made for: a flag or file that contradicts the checkpoint is
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
 FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",

@@ -19,6 +19,9 @@ from runtime.published_2018 import DEFAULT, ENV, NAME, checkpoint_2018, where_to
 from tools.idx_files import write_dataset, write_tiny_mnist
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The runs the tests start compute with this count, not with train.py's default share of the cores among the
+# runs on the machine (runtime/threads.py): runs that must agree bit for bit do whatever else runs beside them.
+os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
 def missing(reason: str) -> None:

@@ -79,3 +79,21 @@ def test_decode_py_compares_the_loader_with_a_plain_loop(tmp_path):
     assert rows[2]["shape"] == [6, 3, 64, 64] and rows[3]["shape"] == [5, 1, 8, 8]
     text = (tmp_path / "d.md").read_text()
     assert "| 6 178x218 JPEGs (CelebA's size) -> 64x64 | vae-lab |" in text and "| 1.0x |" in text
+
+
+def test_concurrent_runs_times_each_setting_and_reads_the_threads_from_the_runs(fmnist_small, tmp_path):
+    import json
+
+    import concurrent_runs
+
+    out = tmp_path / "concurrent.md"
+    args = concurrent_runs.get_args_parser().parse_args(["--epochs", "1", "--runs", "1,2", "--data_root",
+                                                         fmnist_small, "--out", str(out)])
+    res = concurrent_runs.main(args)
+    assert [r["runs"] for r in res["all cores"]] == [r["runs"] for r in res["share"]] == [1, 2]
+    together = res["share"][1]
+    assert len(together["first_lines"]) == 2 and len(together["epoch_s"]) == 2 and together["images_per_s"] > 0
+    assert all("threads" in line or "thread," in line for line in together["first_lines"])
+    text = out.read_text()
+    assert "| share | 2 |" in text and "2,400 training images an epoch" in text
+    assert json.loads((tmp_path / "concurrent.json").read_text())["info"]["epochs per run"] == 1

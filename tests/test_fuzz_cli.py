@@ -110,6 +110,7 @@ def flag_values(env: dict) -> dict[str, tuple[st.SearchStrategy, st.SearchStrate
         "--predict_train": (of("True", "False"), of("x")),
         "--device": (of("auto", "cpu"), of("cuda", "mps", "tpu")),
         "--no_cuda": (of("True", "false"), of("x")),
+        "--threads": (of(1, 2), of(0, -1, 10**30, "x", "")),
         "--start-epoch": (of(0), of(1, -1, "x")),
     }
 

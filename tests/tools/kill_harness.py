@@ -164,10 +164,11 @@ class Report:
 
 
 def train_args(data: str, name: str, epochs: int, resume: str = "") -> list[str]:
-    # Milestones 5 and 10 and augmentations: the LR schedule and the RNG state must survive too.
+    # Milestones 5 and 10 and augmentations: the LR schedule and the RNG state must survive too. One thread
+    # fixed: the default share of the cores follows other runs on the machine, and the float rounding with it.
     return ["--data_root", data, "--dataset_type", "mnist", "--epochs", str(epochs), "--batch-size", "128",
             "--print-freq", "100", "--lognumber", name, "--no_cuda", "True", "--m1", "5", "--m2", "10",
-            "--do_augs", "True", *(["--resume", resume] if resume else [])]
+            "--do_augs", "True", "--threads", "1", *(["--resume", resume] if resume else [])]
 
 
 def _wait_for(run: Run, needle: str, timeout: float) -> bool:
