@@ -187,6 +187,12 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tiny_mnist, workdir, monkeypa
     assert code == 130
     assert "holds epoch 1" in err
     assert load_ckpt("weights/int_checkpoint.pth.tar")["epoch"] == 1
+    # and the run goes on from there, two epochs past the interruption
+    monkeypatch.setattr(train, "train_one_epoch", real)
+    code, out, err = run_cli(small_args(tiny_mnist, "--dataset_type", "mnist", "--resume",
+                                        "weights/int_checkpoint.pth.tar", epochs=3, name="int"))
+    assert code == 0, err
+    assert [h["epoch"] for h in load_ckpt("weights/int_checkpoint.pth.tar")["history"]] == [1, 2, 3]
 
 
 def test_help_documents_every_2018_flag():
