@@ -31,7 +31,7 @@ it says so):
   factor's many values, so even a perfect code scores well below 1 (0.25 on tests/test_disentanglement.py);
 - sample counts: disentanglement_lib's (MIG 10,000; DCI and SAP 10,000 training and 5,000 test
   images; FactorVAE 10,000 images for the variances) except the FactorVAE votes (500 / 300 where it has
-  10,000 / 5,000: each vote encodes 64 images; docs/disentanglement.md gives the cost);
+  10,000 / 5,000: each vote encodes 64 images; docs/disentanglement.md gives the measured cost);
 - every sample and model is seeded by ``seed``.
 
 MIG and the gap statistics are hand-written (a few lines of numpy: no maintained library has them);
