@@ -60,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fpr", type=fraction, default=0.05,
                    help="the fraction of in-distribution images flagged: the threshold is the validation scores' "
                         "1 - FPR quantile")
-    p.add_argument("--iw_samples", type=int_in(1, 10_000), default=16, metavar="K",
+    p.add_argument("--iw_samples", type=int_in(1, 10_000), default=4, metavar="K",
                    help="importance samples of the IWAE bound (the ELBO and llr average the same K)")
     p.add_argument("--regret_steps", type=int_in(0, 1000), default=10,
                    help="Adam steps fitting q(z|x) to each image for Likelihood Regret (0: not computed)")
@@ -143,21 +143,25 @@ def validation_images(cfg: RunConfig, n: int) -> torch.Tensor:
     return val.x
 
 
-def read_inputs(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int, int, int]) -> tuple[Images, str]:
-    """What to score, from PATHs, a built-in split or --in / --out, and the name its outputs take."""
+def read_inputs(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int, int, int]) -> tuple[Images, str, str]:
+    """What to score, from PATHs, a built-in split or --in / --out, the name its outputs take, and what it is
+    in words."""
     sources = sum(map(bool, (args.paths, args.dataset_type, args.inliers or args.outliers)))
     if sources != 1:
         raise VaeLabError("give the images to score one way: PATHs, --dataset_type (with --split), or --in and --out")
     if args.dataset_type:
-        return read_split(args.dataset_type, args.split, cfg, shape), f"{args.dataset_type}_{args.split}"
+        return (read_split(args.dataset_type, args.split, cfg, shape), f"{args.dataset_type}_{args.split}",
+                f"{args.dataset_type} {args.split}")
     if args.paths:
         name = os.path.basename(os.path.normpath(args.paths[0])) if len(args.paths) == 1 else "files"
-        return read_paths(args.paths, cfg, shape), os.path.splitext(name)[0] or "files"
+        what = ", ".join(args.paths[:3]) + (", ..." if len(args.paths) > 3 else "")
+        return read_paths(args.paths, cfg, shape), os.path.splitext(name)[0] or "files", what
     if not (args.inliers and args.outliers):
         raise VaeLabError("known answers need both --in PATH and --out PATH")
     a, b = read_paths(args.inliers, cfg, shape), read_paths(args.outliers, cfg, shape)
     known = np.r_[np.zeros(len(a.x), dtype=np.int64), np.ones(len(b.x), dtype=np.int64)]
-    return Images(torch.cat([a.x, b.x]), a.names + b.names, known=known), "in_out"
+    return (Images(torch.cat([a.x, b.x]), a.names + b.names, known=known), "in_out",
+            f"--in {', '.join(args.inliers)} and --out {', '.join(args.outliers)}")
 
 
 def settings_of(args: argparse.Namespace, model, score: str | None) -> tuple[anomaly.ScoreSettings, str, list[str]]:
@@ -213,7 +217,9 @@ def draw_sheet(path: str, model, images: Images, scores: np.ndarray, typical: np
         x = images.x[torch.as_tensor(idx.copy())]
         blocks.append({"images": x.numpy(), "heat": anomaly.heat_maps(model, x, typical, device),
                        "scores": scores[idx], "names": [images.names[i] for i in idx]})
-    scale = max(float(np.abs(np.concatenate([b["heat"] for b in blocks])).max()), 1e-6)
+    # one colour range for every map: the 99th percentile of |heat|, so that one extreme pixel does not wash out
+    # the others (those beyond it show at full colour)
+    scale = max(float(np.quantile(np.abs(np.concatenate([b["heat"] for b in blocks])), 0.99)), 1e-6)
     contact_sheet(path, score, blocks[0], blocks[1], scale)
 
 
@@ -245,7 +251,7 @@ def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
     model = model.to(device).eval()
     settings, score, left_out = settings_of(args, model, args.score)
-    images, name = read_inputs(args, cfg, tuple(model.image_shape))
+    images, name, what = read_inputs(args, cfg, tuple(model.image_shape))
     if left_out:
         print(f"score.py: left out for this model: {'; '.join(left_out)}", file=sys.stderr)
     name = args.name or name
@@ -256,14 +262,14 @@ def main(args: argparse.Namespace) -> dict:
         args.resume, cfg.lognumber, settings, anomaly.available_scores(model, settings)[0], args.val_images,
         lambda s: score_all(model, val(), s, device, "validation images"),
         lambda: anomaly.mean_pixel_bits(model, val(), device))
-    scores = score_all(model, images.x, settings, device, name)
+    scores = score_all(model, images.x, settings, device, what)
     table = reference["quantiles"][score]
     threshold = anomaly.threshold_from_quantiles(table, args.fpr)
     flagged = scores[score] > threshold
     percentiles = np.array([anomaly.percentile(v, table) for v in scores[score]])
     csv_path = os.path.join(out_dir, f"scores_{name}.csv")
     write_csv(csv_path, images, scores, score, percentiles, flagged)
-    summary = report(images, scores, score, threshold, args.fpr, flagged, reference, name)
+    summary = report(images, scores, score, threshold, args.fpr, flagged, reference, what)
     written = [csv_path]
     if args.sheet:
         written.append(os.path.join(out_dir, f"scores_{name}.png"))

