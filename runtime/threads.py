@@ -93,8 +93,10 @@ class CpuThreads:
         try:
             os.makedirs(LIVE_DIR, exist_ok=True)
             self._path = os.path.join(LIVE_DIR, f"{os.getpid()}-{time.time_ns()}.lock")
-            f = open(self._path, "w")
+            # locked under another name, then renamed: a counter never sees it unlocked and takes it for dead
+            f = open(self._path + ".new", "w")
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(self._path + ".new", self._path)
             self._file = f
         except OSError:  # an unwritable temp folder: this process counts alone, as PyTorch would
             self._path = ""
