@@ -145,9 +145,11 @@ def check_success(argv: list[str], out: str) -> str:
     weights = value_of(argv, "--weights_dir", "weights")
     import train
     from config.resolve import build_config, given_settings
+    from runtime.checkpoints import load_checkpoint
 
-    # default names follow the data, the model, the latent size and the prior
-    name = build_config(given_settings(train.get_args_parser().parse_args(argv))).lognumber
+    # default names follow the data, the model, the latent size and the prior; a resumed run keeps its checkpoint's
+    args = train.get_args_parser().parse_args(argv)
+    name = build_config(given_settings(args), load_checkpoint(args.resume) if args.resume else None).lognumber
     ckpt = load_ckpt(os.path.join(weights, f"{name}_checkpoint.pth.tar"))
     assert ckpt["epoch"] == int(value_of(argv, "--epochs", "30")), argv
     assert ckpt["history"] and all(np.isfinite(v) for v in ckpt["history"][-1].values()), argv
