@@ -102,13 +102,14 @@ def test_a_taken_name_is_refused_and_says_what_is_there_and_the_ways_on(tiny_mni
                      "--resume weights/r_checkpoint.pth.tar", "--lognumber", "--overwrite")
     assert open("weights/r_best.pth.tar", "rb").read() == before
     # resuming the run itself goes on, with the settings it was trained with
-    code, out, err = run_cli(["--resume", "weights/r_checkpoint.pth.tar", "--epochs", "3", "--data_root", tiny_mnist])
+    code, out, err = run_cli(["--resume", "weights/r_checkpoint.pth.tar", "--epochs", "4", "--data_root", tiny_mnist])
     assert code == 0, err
     assert load_ckpt("weights/r_checkpoint.pth.tar")["args"]["batch_size"] == 128
+    assert load_ckpt("weights/r_checkpoint.pth.tar")["epoch"] == 4
     # a checkpoint of that name from another folder does not continue this folder's run
     os.makedirs("elsewhere")
     shutil.copy("weights/r_checkpoint.pth.tar", "elsewhere/r_checkpoint.pth.tar")
-    code, _, err = run_cli(["--resume", "elsewhere/r_checkpoint.pth.tar", "--epochs", "4", "--data_root", tiny_mnist])
+    code, _, err = run_cli(["--resume", "elsewhere/r_checkpoint.pth.tar", "--epochs", "5", "--data_root", tiny_mnist])
     assert_cli_error(code, err, "a run named 'r' exists")
     # --overwrite replaces it, and what was made of the old checkpoints goes with it; the run goes on two
     # epochs past the first save, where the old files are removed
