@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from config.run_config import RunConfig, data_options
-from datasets import DATASET_TYPES, decode_files, image_files, load_split, subset, train_val_split
+from datasets import DATASET_TYPES, decode_files, image_files, load_split, train_val_split
 from evaluation import anomaly
 from evaluation.anomaly_sheet import contact_sheet
-from evaluation.anomaly_threshold import load_or_fit_reference
+from evaluation.anomaly_threshold import load_or_fit_reference, reference_images
 from fileio.atomic import atomic_write
 from runtime.checkpoints import load_model
 from utils import OneLineParser, VaeLabError, ensure_writable_dir, fraction, int_in, run_cli, select_device
@@ -136,11 +136,9 @@ def read_split(dataset_type: str, split: str, cfg: RunConfig, shape: tuple[int, 
 
 
 def validation_images(cfg: RunConfig, n: int) -> torch.Tensor:
-    """The checkpoint run's validation images (its fold), ``n`` of them drawn with a fixed seed (0: all)."""
-    val = train_val_split(cfg.dataset_type, cfg.data_root, cfg.fold, cfg.num_folds, cfg.seed, **data_options(cfg))[1]
-    if n and n < len(val):
-        val = subset(val, torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:n])
-    return val.x
+    """The checkpoint run's validation images (its fold), ``n`` of them (``reference_images``; 0: all)."""
+    return reference_images(train_val_split(cfg.dataset_type, cfg.data_root, cfg.fold, cfg.num_folds, cfg.seed,
+                                            **data_options(cfg))[1].x, n)
 
 
 def read_inputs(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int, int, int]) -> tuple[Images, str, str]:

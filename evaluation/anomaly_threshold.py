@@ -16,11 +16,20 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from evaluation.anomaly import ScoreSettings, quantiles
 from fileio.atomic import write_json
 
 FORMAT = 1
+
+
+def reference_images(val: torch.Tensor, n: int) -> torch.Tensor:
+    """The validation images a threshold is set on: ``n`` of them drawn with a fixed seed (0: all). score.py
+    and the explorer draw the same ones, so they share the threshold file."""
+    if n and n < len(val):
+        return val[torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:n]]
+    return val
 
 
 def threshold_path(checkpoint: str, run: str) -> str:
@@ -77,7 +86,7 @@ def load_or_fit_reference(checkpoint: str, run: str, settings: ScoreSettings, na
     try:
         write_json(path, ref)
     except OSError as e:
-        print(f"score.py: could not keep the threshold in {path!r} ({e.strerror or e}); it is computed again "
+        print(f"vae-lab: could not keep the anomaly threshold in {path!r} ({e.strerror or e}); it is computed again "
               "next time", file=sys.stderr)
         return {**ref, "path": None}
     return {**ref, "path": path}

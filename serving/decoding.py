@@ -28,6 +28,7 @@ from evaluation.samplers import GaussianMixtureSampler, load_mixture, model_fing
 from models import VAE
 from runtime.checkpoints import load_model
 from runtime.run_files import mixture_path
+from serving.anomaly_view import UploadScorer
 from utils import VaeLabError
 
 MAP_POINTS = 2000  # validation codes drawn on the page's map (all of them set the plane and the KL order)
@@ -98,6 +99,7 @@ class Explorer:
     _decoder: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         DECODES_AT_ONCE, thread_name_prefix="explore-upload"), repr=False)
     gmm_note: str = ""
+    odd: UploadScorer | None = field(default=None, repr=False)  # an upload's anomaly score (from_checkpoint)
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -120,7 +122,10 @@ class Explorer:
             cfg = cfg.replace(data_root=data_root)
         train, val = train_val_split(cfg.dataset_type, cfg.data_root, cfg.fold, cfg.num_folds, cfg.seed,
                                      **data_options(cfg))
-        return cls(model, cfg, val, train, path, eval_numbers(path, cfg), cfg.seed)
+        explorer = cls(model, cfg, val, train, path, eval_numbers(path, cfg), cfg.seed)
+        # what score.py would say of an upload: its validation scores are computed on the first start only
+        explorer.odd = UploadScorer(explorer.model, path, cfg.lognumber, val.x, torch.device("cpu"))
+        return explorer
 
     @property
     def hierarchical(self) -> bool:
@@ -306,7 +311,7 @@ class Explorer:
         """An uploaded image file, checked (type, bytes, pixels), decoded in memory as the training
         files are (dataio/decode.py: transparency onto the run's background, bit depth, EXIF) within
         MAX_DECODE_BYTES and one at a time (on the decoder's own thread), made the run's shape, and
-        encoded: its posterior mean."""
+        encoded: its posterior mean; with its anomaly score, percentile and heat map (serving/anomaly_view.py)."""
         from PIL import Image, UnidentifiedImageError
 
         if len(data) > MAX_UPLOAD_BYTES:
@@ -325,8 +330,12 @@ class Explorer:
         x = self.prepare_upload(data)
         with self._lock, torch.no_grad():
             mu, _ = self.model.posterior(x[None], None if y is None else torch.tensor([y]))
-        return {"image": png_data_url(x), "code": mu[0].float().tolist(), "label": y, "format": fmt,
-                "size": [w, h]}
+        out = {"image": png_data_url(x), "code": mu[0].float().tolist(), "label": y, "format": fmt, "size": [w, h]}
+        if self.odd is not None:
+            with self._lock:
+                odd, heat = self.odd(x)
+            out["anomaly"] = {**odd, "heat": png_data_url(heat)}
+        return out
 
     def prepare_upload(self, data: bytes) -> torch.Tensor:
         """The file's image as the model's input (C, H, W) float in [0, 1]."""

