@@ -38,42 +38,47 @@ SPLITS = ("train", "val", "test")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="score.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                      description="Rank images by how unlike a trained VAE's training data they are; flag those "
-                                  "above a threshold set on the run's validation images.")
+    p = OneLineParser(prog="score.py", description="Rank images by how unlike a trained VAE's training data they "
+                      "are; flag those above a threshold set on the run's validation images.")
     p.add_argument("--resume", required=True, metavar="CKPT", help="the trained model (any train.py checkpoint)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files and folders (searched recursively)")
     # ---- or a built-in split, or known answers
     p.add_argument("--dataset_type", choices=DATASET_TYPES, default=None,
                    help="score a built-in data set's --split instead of PATHs (read from --data_root)")
-    p.add_argument("--split", choices=SPLITS, default="test", help="with --dataset_type: which split")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="with --dataset_type: which split (default: %(default)s)")
     p.add_argument("--data_root", default=None, help="where data sets are (default: the checkpoint run's)")
     p.add_argument("--in", dest="inliers", nargs="+", action="extend", default=[], metavar="PATH",
-                   help="known in-distribution images: with --out, AUROC, AUPRC and FPR at 95%% TPR of every score")
+                   help="known in-distribution images: with --out, every score's AUROC, AUPRC and FPR at 95%% TPR")
     p.add_argument("--out", dest="outliers", nargs="+", action="extend", default=[], metavar="PATH",
                    help="known outliers (see --in)")
     # ---- the scores
     p.add_argument("--score", choices=sorted(anomaly.SCORES), default=None,
                    help=f"the score that flags images (default: {anomaly.DEFAULT_SCORE} where the model's "
                         f"likelihood is a code length, else {anomaly.FALLBACK_SCORE})")
-    p.add_argument("--scores", default="all", help="comma-separated scores to compute (all: every one the model has)")
+    p.add_argument("--scores", default="all",
+                   help="comma-separated scores to compute (default: all, every one the model has)")
     p.add_argument("--fpr", type=fraction, default=0.05,
                    help="the fraction of in-distribution images flagged: the threshold is the validation scores' "
-                        "1 - FPR quantile")
+                        "1 - FPR quantile (default: %(default)s)")
     p.add_argument("--iw_samples", type=int_in(1, 10_000), default=4, metavar="K",
-                   help="importance samples of the IWAE bound (the ELBO and llr average the same K)")
+                   help="importance samples of the IWAE bound (the ELBO and llr average the same K; default: "
+                        "%(default)s; 1 is ~4x faster)")
     p.add_argument("--regret_steps", type=int_in(0, 1000), default=10,
-                   help="Adam steps fitting q(z|x) to each image for Likelihood Regret (0: not computed)")
+                   help="Adam steps fitting q(z|x) to each image for Likelihood Regret (0: not computed; default: "
+                        "%(default)s)")
     p.add_argument("--val_images", type=int_in(0, 10_000_000), default=5000,
-                   help="validation images the threshold is set on (0: all)")
-    p.add_argument("--batch_size", type=int_in(1, 100_000), default=250)
-    p.add_argument("--seed", type=int_in(0, 2 ** 32 - 1), default=0, help="the importance samples' noise")
+                   help="validation images the threshold is set on (0: all; default: %(default)s)")
+    p.add_argument("--batch_size", type=int_in(1, 100_000), default=250, help="images scored at once (default: "
+                   "%(default)s)")
+    p.add_argument("--seed", type=int_in(0, 2 ** 32 - 1), default=0,
+                   help="the importance samples' noise (default: %(default)s)")
     # ---- outputs
     p.add_argument("--name", default=None, help="names the outputs scores_<name>.csv / .png (default: from inputs)")
     p.add_argument("--results_dir", default=None, help="default: the checkpoint run's")
     p.add_argument("--sheet", type=int_in(0, 64), default=8,
-                   help="images in each half of the contact sheet (0: none)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+                   help="images in each half of the contact sheet (0: none; default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: %(default)s")
     return p
 
 
