@@ -57,7 +57,9 @@ def test_a_bad_amp_value_is_one_line(workdir):
     assert_cli_error(code, err, "--amp", "sometimes")
 
 
-@pytest.mark.parametrize("native, header", [(True, "(channels-last, bfloat16 autocast)"), (False, "(channels-last)")])
+# the first line: "cpu (<the path>; <threads>)"
+@pytest.mark.parametrize("native, header", [(True, "cpu (channels-last, bfloat16 autocast;"),
+                                            (False, "cpu (channels-last;")])
 def test_train_py_trains_in_the_chosen_path(native, header, tiny_mnist, workdir, monkeypatch):
     monkeypatch.setattr(accelerators, "native_bf16", lambda d: native)
     used = []
@@ -75,7 +77,7 @@ def test_the_2018_model_header_says_float32(tiny_mnist, workdir, monkeypatch):
     monkeypatch.setattr(accelerators, "native_bf16", lambda d: True)
     code, out, err = run_cli(tiny_args(tiny_mnist, "--tensorboard", "False"))
     assert code == 0, err
-    assert "cpu (float32)" in out.splitlines()[0]
+    assert "cpu (float32;" in out.splitlines()[0]
 
 
 def test_chosen_path_lands_near_float32(tiny_mnist, workdir):
