@@ -36,7 +36,7 @@ import torch
 
 from dataio.placement import as_float
 from evaluation.codecs import image_bytes
-from evaluation.likelihood import DECODED_PER_PASS
+from evaluation.likelihood import DECODED_PER_PASS, log_weights
 from losses import DISCRETE, pixel_nll
 from models import VAE
 
@@ -112,13 +112,9 @@ def _nats_to_bpd(nats: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def _log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
-                 terms: Callable) -> torch.Tensor:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x), (K, B), with ``terms`` the model's importance_terms (or
-    top_only_terms)."""
-    k = eps.shape[0]
-    ratios, logits = terms(x, mu, logvar, eps)
-    nll = pixel_nll(model.likelihood, logits, x.expand(k, *x.shape), model.log_scale).flatten(2).sum(-1)
-    return ratios.sum(-1) - nll
+                 terms: Callable | None = None) -> torch.Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x), (K, B) (evaluation/likelihood.py; ``terms``: which codes)."""
+    return log_weights(model, x, mu, logvar, eps, terms=terms)[0]
 
 
 def image_noise(images: torch.Tensor, rows: int, size: int, seed: int) -> torch.Tensor:
@@ -150,7 +146,7 @@ def _bounds(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     total, total_top = torch.zeros(b, device=x.device), torch.zeros(b, device=x.device)
     for start in range(0, k, chunk):
         e = eps[start:start + chunk]
-        lw = _log_weights(model, x, mu, logvar, e, model.importance_terms).float()
+        lw = _log_weights(model, x, mu, logvar, e).float()
         lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
         total += lw.sum(0)
         if hierarchical:
@@ -173,13 +169,13 @@ def _regret(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
         for step in range(settings.regret_steps):
             eps = step_eps[step:step + 1]
             # the images' -ELBOs are independent: their sum's gradient moves each image's q alone
-            loss = -_log_weights(model, x, m, lv, eps, model.importance_terms).sum()
+            loss = -_log_weights(model, x, m, lv, eps).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     with torch.no_grad():
-        before = -_log_weights(model, x, mu, logvar, eval_eps, model.importance_terms).mean(0)
-        after = -_log_weights(model, x, m.detach(), lv.detach(), eval_eps, model.importance_terms).mean(0)
+        before = -_log_weights(model, x, mu, logvar, eval_eps).mean(0)
+        after = -_log_weights(model, x, m.detach(), lv.detach(), eval_eps).mean(0)
     return (before - after).clamp_min(0.0)  # q fitted for a few steps cannot be worse, up to noise
 
 
@@ -201,7 +197,7 @@ def score_batch(model: VAE, x: torch.Tensor, settings: ScoreSettings, noise: tor
     model.eval()
     names = available_scores(model, settings)[0]
     dims = _dims(x)
-    bounds = {"nelbo", "iwae", "llr", "regret", *CODEC_SCORES} & set(names)
+    bounds = {"nelbo", "iwae", "llr", *CODEC_SCORES} & set(names)
     nats: dict[str, torch.Tensor] = {}
     with torch.no_grad(), model.prior_fixed():
         mu, logvar = model.posterior(x)

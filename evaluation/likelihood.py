@@ -20,6 +20,7 @@ comparable with the literature in bits per dimension.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -30,16 +31,19 @@ from models import VAE
 
 
 def log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
-                y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                y: torch.Tensor | None = None, terms: Callable | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x) of the codes
     z_k = mu + eps_k * sigma, shape (K, B), the reconstruction terms -log p(x|z_k) (K, B), the
     decoded pixel logits (K, B, C, H, W), and log p(z_k) - log q(z_k|x) per latent level (K, B, L).
 
     ``eps``: (K, B, model.noise_size). Differentiable: the IWAE bound and the training objective of
-    ``--iw_train`` (engine.iw_terms) are both made of it. ``y``: labels of a conditional model.
+    ``--iw_train`` (engine.iw_terms) are both made of it. ``y``: labels of a conditional model. ``terms``:
+    the model's method that draws the codes and decodes them (default ``importance_terms``; the anomaly
+    scores pass a hierarchical model's ``top_only_terms``).
     """
     k = eps.shape[0]
-    ratios, logits = model.importance_terms(x, mu, logvar, eps, y)
+    ratios, logits = (terms or model.importance_terms)(x, mu, logvar, eps, y)
     # -log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
     # the expanded x is a view, not K copies.
     nll = pixel_nll(model.likelihood, logits, x.expand(k, *x.shape), model.log_scale).flatten(2).sum(-1)
