@@ -48,7 +48,8 @@ SCORES: dict[str, str] = {
     "iwae_webp": "IWAE bits/dim minus the lossless WebP file's bits/dim (Serra et al. 2020)",
     "llr": "ELBO minus the bound with the lower latents from their prior, bits/dim (Havtorn et al. 2021)",
     "regret": "Likelihood Regret: -ELBO gained by fitting q(z|x) to the image, bits/dim (Xiao et al. 2020)",
-    "recon_mse": "mean squared error of the reconstruction, per dimension",
+    "recon_mse": "mean squared error of the reconstruction, per dimension (an autoregressive decoder's: one step "
+                 "ahead, from the true pixels before each)",
 }
 CODEC_SCORES = {"iwae_png": "png", "iwae_webp": "webp"}
 USES_K = ("nelbo", "iwae", *CODEC_SCORES, "llr")  # the scores made of the K importance samples
