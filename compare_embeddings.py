@@ -19,25 +19,20 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
+from config.flag_types import int_in, non_negative_int, positive_int
 from config.flags import add_data_args
+from config.parsers import OneLineParser, run_cli
 from config.resolve import given_settings
 from config.run_config import RunConfig, data_options
+from core.errors import VaeLabError
+from core.limits import MAX_SEED
 from datasets import load_split
 from evaluation import embedding_report as report
 from evaluation import knn
 from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
 from fileio.atomic import write_json
-from utils import (
-    MAX_SEED,
-    OneLineParser,
-    VaeLabError,
-    ensure_writable_dir,
-    int_in,
-    non_negative_int,
-    positive_int,
-    run_cli,
-    select_device,
-)
+from fileio.dirs import ensure_writable_dir
+from runtime.device import select_device
 
 DEFAULT_CHECKPOINT = "weights/fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 TEST_KS = (5, 10)  # the 2018 notebook's test accuracies: VAE at k=10, PCA at k=5

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from config.run_config import RunConfig
+from core.errors import VaeLabError
 from datasets import Split, as_float, augment_batch
 from evaluation.likelihood import log_weights
 from evaluation.metrics import batch_metrics, batches, posterior_means
@@ -30,7 +31,6 @@ from runtime.distributed import World, is_main_process
 from runtime.nonfinite import grad_norm_and_clip, non_finite_message
 from runtime.optim import kl_warmup_scale
 from runtime.tensorboard import RunWriter, resume_purge_steps
-from utils import VaeLabError
 
 # train_ssim is measured on the first images of each (shuffled) minibatch, as many as make 32 images of
 # 28x28 grey (32 at 28x28x1, 8 at 32x32x3, 2 at 64x64x3), so its cost stays a small share of a step: 32

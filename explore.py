@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils import OneLineParser, int_in, run_cli
+from config.flag_types import int_in
+from config.parsers import OneLineParser, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -25,14 +25,18 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from config.flag_types import fraction, int_in
+from config.parsers import OneLineParser, run_cli
 from config.run_config import RunConfig, data_options
+from core.errors import VaeLabError
 from datasets import DATASET_TYPES, decode_files, image_files, load_split, train_val_split
 from evaluation import anomaly
 from evaluation.anomaly_sheet import contact_sheet
 from evaluation.anomaly_threshold import load_or_fit_reference, reference_images
 from fileio.atomic import atomic_write
+from fileio.dirs import ensure_writable_dir
 from runtime.checkpoints import load_model
-from utils import OneLineParser, VaeLabError, ensure_writable_dir, fraction, int_in, run_cli, select_device
+from runtime.device import select_device
 
 SPLITS = ("train", "val", "test")
 

@@ -17,8 +17,10 @@ import torch
 from config.checks import check_fits_data
 from config.files import write_config
 from config.flags import train_parser
+from config.parsers import run_cli
 from config.resolve import build_config, given_settings
 from config.run_config import RunConfig, data_options, model_config
+from core.errors import VaeLabError
 from datasets import as_float, ensure_raw_files, pixel_mean_std, place_images, train_val_split
 from engine import log_epoch, make_loss, open_writer, train_one_epoch, validate
 from evaluation.modes import run_eval_modes
@@ -32,6 +34,7 @@ from runtime.checkpoints import (
     model_from_checkpoint,
     sync_best,
 )
+from runtime.device import select_device
 from runtime.nonfinite import check_epoch_finite
 from runtime.optim import make_optimizer, make_scheduler, start_schedule_at
 from runtime.report import epoch_line, run_footer, run_header
@@ -44,9 +47,9 @@ from runtime.run_files import (
     remove_derived,
     resumes_own_run,
 )
+from runtime.seeding import seed_everything
 from runtime.threads import CpuThreads
 from runtime.training_state import checkpoint_state, interrupted_message, restore_training_state, save_epoch
-from utils import VaeLabError, run_cli, seed_everything, select_device
 
 
 def get_args_parser() -> argparse.ArgumentParser:

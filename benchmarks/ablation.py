@@ -27,8 +27,9 @@ import torch
 
 from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
 
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from fileio.atomic import write_json, write_text
-from utils import OneLineParser, positive_int, run_cli
 
 Flags = list[str]
 

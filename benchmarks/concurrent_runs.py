@@ -28,7 +28,9 @@ import torch
 
 import baselines as B  # puts the project root on sys.path
 
-from utils import OneLineParser, cpu_name, positive_int, run_cli
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
+from core.environment import cpu_name
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ import torch
 import baselines as B  # puts the project root on sys.path
 
 from config.run_config import model_config
+from core.environment import cpu_name
 from dataio.folders import CACHE_DIR
 from engine import make_loss
 from fileio.atomic import write_text
@@ -39,7 +40,6 @@ from models import build_model
 from runtime import accelerators
 from runtime.distributed import World
 from runtime.optim import make_optimizer
-from utils import cpu_name
 
 PATHS = {"float32": accelerators.FastPath(False, False), "channels-last": accelerators.FastPath(True, False),
          "bf16": accelerators.FastPath(False, True), "bf16 + channels-last": accelerators.FastPath(True, True)}

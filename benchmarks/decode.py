@@ -27,8 +27,8 @@ if ROOT not in sys.path:
 
 import numpy as np
 
+from core.environment import cpu_name
 from fileio.atomic import write_json, write_text
-from utils import cpu_name
 
 # name -> (files, width, height, --image_size, extension)
 SETS = {"small": ("178x218 JPEGs (CelebA's size)", 178, 218, 64, "jpg"),

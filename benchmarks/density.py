@@ -34,6 +34,9 @@ import torch
 
 from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, run_splits, start
 
+from config.flag_types import non_negative_int, positive_int
+from config.parsers import OneLineParser, run_cli
+from core.environment import cpu_name
 from datasets import Split
 from evaluation.codecs import CODECS, cached_codec_bits
 from evaluation.embeddings import posterior_means
@@ -44,7 +47,7 @@ from evaluation.sample_quality import feature_stats, frechet_distance, load_or_t
 from fileio.atomic import write_json, write_text
 from losses import bits_per_dim
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import OneLineParser, cpu_name, non_negative_int, positive_int, run_cli, select_device
+from runtime.device import select_device
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {

@@ -27,14 +27,18 @@ import torch
 from sweep import ROOT, code_version, command_line, parse_seeds
 
 import train
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
+from core.environment import cpu_name
+from core.errors import VaeLabError
 from datasets import FACTOR_SETS, factor_sizes, load_split
 from evaluation.disentanglement import Settings, disentanglement_scores
 from evaluation.metrics import active_units, evaluate, posterior_means
 from evaluation.modes import factor_encoder
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import OneLineParser, VaeLabError, cpu_name, positive_int, run_cli, select_device
+from runtime.device import select_device
 
 # Each row's objective flags. beta-VAE: Higgins et al.'s beta = 4 for dSprites; capacity: Burgess et al.'s
 # C_max = 25 nats and gamma = 1000, C raised over the whole run (their 100k steps do not fit 2 CPU cores);

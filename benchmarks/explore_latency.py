@@ -30,7 +30,9 @@ if ROOT not in sys.path:
 
 import torch
 
+from config.parsers import run_cli
 from config.run_config import PRESETS, RunConfig, data_options, model_config
+from core.environment import cpu_name
 from datasets import train_val_split
 from fileio.atomic import atomic_write, write_json, write_text
 from models import build_model
@@ -38,7 +40,6 @@ from runtime.checkpoints import load_model
 from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
 from serving.app import make_server, url_of
 from serving.decoding import SLIDER_STEPS, Explorer
-from utils import cpu_name, run_cli
 
 BUDGET_MS = 50  # the target for a frame, 28x28 models on 2 cores
 

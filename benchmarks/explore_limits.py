@@ -25,8 +25,9 @@ ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from config.parsers import run_cli
+from core.environment import cpu_name
 from fileio.atomic import write_json, write_text
-from utils import cpu_name, run_cli
 
 BUDGET_MB = 200  # the bound: any accepted upload, above the idle server
 # the server an untrained model needs: the product's own make_server and Explorer

@@ -26,9 +26,10 @@ import torch
 
 from sweep import ROOT, add_sweep_args, cell, command_line, mean_std, run_scored, start
 
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from datasets import CACHE_DIR, CLASS_NAMES, ensure_raw_files, load_split
 from fileio.atomic import write_json, write_text
-from utils import OneLineParser, positive_int, run_cli
 
 METRICS = (("val_bce_kl", ".2f"), ("val_ssim", ".4f"), ("knn_acc", ".4f"), ("seconds_per_epoch", ".2f"))
 

@@ -20,11 +20,12 @@ import torch
 
 from sweep import command_line, run_splits
 
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from datasets import Split
 from evaluation.likelihood import iwae_evaluate
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
-from utils import OneLineParser, positive_int, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:

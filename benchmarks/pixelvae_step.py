@@ -18,10 +18,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
+from core.environment import cpu_name
 from fileio.atomic import write_json, write_text
 from losses import pixel_nll
 from models import ModelConfig, build_model
-from utils import OneLineParser, cpu_name, positive_int, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (model, pixel_layers, pixel_channels); the first row is the reference of the ratios

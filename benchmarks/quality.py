@@ -25,8 +25,9 @@ import torch
 
 from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
 
+from config.flag_types import non_negative_int, positive_int
+from config.parsers import OneLineParser, run_cli
 from fileio.atomic import write_json, write_text
-from utils import OneLineParser, non_negative_int, positive_int, run_cli
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {

@@ -28,6 +28,8 @@ if ROOT not in sys.path:
 import torch
 
 import train
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
 from datasets import CLASS_NAMES, as_float, train_val_split
 from evaluation.latent_pictures import write_latent_map, write_traversals
@@ -36,7 +38,7 @@ from evaluation.pictures import fixed_codes, image_grids, save_png
 from evaluation.samplers import GaussianMixtureSampler
 from fileio.atomic import write_json
 from runtime.checkpoints import load_model
-from utils import OneLineParser, positive_int, run_cli, select_device
+from runtime.device import select_device
 
 DEFAULT_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_resconv_l10_best_best.pth.tar")
 DEFAULT_MAP_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_fc_conv_l2_best.pth.tar")

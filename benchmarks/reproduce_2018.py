@@ -26,9 +26,9 @@ import torch
 from sweep import ROOT, cell, mean_std, parse_seeds
 
 import train
+from config.parsers import OneLineParser, run_cli
 from fileio.atomic import write_json, write_text
 from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
-from utils import OneLineParser, run_cli
 
 METRICS = ("bce", "kl", "bce_kl", "ssim")
 

@@ -27,6 +27,8 @@ import torch
 
 from sweep import add_sweep_args, cell, command_line, mean_std, official_split, run_scored, start
 
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from datasets import Split, kfold_indices
 from evaluation.metrics import posterior_means
 from evaluation.modes import sample_scores
@@ -34,7 +36,7 @@ from evaluation.sample_quality import COMPARABILITY, feature_stats, frechet_dist
 from evaluation.samplers import GaussianMixtureSampler
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
-from utils import OneLineParser, positive_int, run_cli, select_device
+from runtime.device import select_device
 
 CONFIGS: dict[str, tuple[list[str], str]] = {
     "2018": ([], "the 2018 best command (fc_conv, 30 epochs)"),

@@ -27,12 +27,14 @@ import torch
 from sweep import ROOT, command_line
 
 import train
+from config.flag_types import positive_int
+from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
 from datasets import train_val_split
 from evaluation.metrics import evaluate
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
-from utils import OneLineParser, positive_int, run_cli, select_device
+from runtime.device import select_device
 
 SHAPES = ((28, 1), (32, 1), (64, 1), (28, 3))  # (image size, channels)
 MODELS = ("fc", "resconv")

@@ -29,20 +29,22 @@ if ROOT not in sys.path:  # the benchmarks import the project's modules
 import torch
 
 import train
+from config.flag_types import positive_int
 from config.run_config import RunConfig, data_options
+from core.errors import VaeLabError
 from datasets import TEST_FRACTION, Split, kfold_indices, load_split
 from evaluation.knn import sampled_test_accuracy
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import evaluate, posterior_means
 from fileio.atomic import write_json
 from runtime.checkpoints import load_checkpoint, load_model
-from utils import VaeLabError, positive_int, select_device
+from runtime.device import select_device
 
 KNN_K = 10
 KNN_DRAWS = 5
 # What decides a score: the product's code and the scoring code here (not the reports).
 SOURCE_DIRS = ("config", "models", "losses", "runtime", "evaluation", "fileio", "dataio")
-SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "utils.py", "requirements.txt", "benchmarks/sweep.py")
+SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "requirements.txt", "benchmarks/sweep.py")
 
 
 @functools.lru_cache(maxsize=4)

@@ -31,14 +31,16 @@ import torch
 
 from sweep import ROOT, cell, command_line, mean_std, parse_seeds, shown_path
 
+from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
+from core.errors import VaeLabError
 from datasets import as_float, train_val_split
 from evaluation.metrics import ACTIVE_UNIT_VARIANCE
 from evaluation.pictures import save_png
 from evaluation.skips import skip_picture_rows, skip_usage
 from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
-from utils import OneLineParser, VaeLabError, run_cli, select_device
+from runtime.device import select_device
 
 ROWS = ("unet_skips_all", "unet_skips_coarsest", "unet_skips_none")
 PICTURE_IMAGES = 8

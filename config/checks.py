@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 
 from config.run_config import RunConfig
+from core.environment import launched_processes
+from core.errors import VaeLabError
+from core.limits import MAX_SSIM_WINDOW, MAX_THREADS
 from datasets import FACTOR_DATASETS, Split, check_factor_flags
 from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
-from utils import VaeLabError, launched_processes
 
-MAX_SSIM_WINDOW = 27
-# --threads: more compute threads than any machine's cores only spawn threads that wait
-MAX_THREADS = 1024
 # --iw_train K > 1 is a likelihood bound: these image losses are likelihoods
 IW_LOSSES = ("bce", "logistic", "gaussian", "dmol")
 

@@ -9,8 +9,8 @@ import yaml
 
 from config.flags import group_of, parse_settings, train_parser
 from config.run_config import COMMAND_LINE_ONLY, INVOCATION, RunConfig
+from core.errors import VaeLabError
 from fileio.atomic import write_text
-from utils import VaeLabError
 
 HEADER = ("# vae-lab run config of {name}: every setting of the run, as train.py resolved it.\n"
           "# The keys are train.py's flags (batch_size is --batch-size). Train again from it with\n"

@@ -6,24 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from config.run_config import PRESETS, RunConfig
-from datasets import DATASET_TYPES, parse_background
-from losses import IMAGE_LOSSES, OBJECTIVES
-from models import MODELS, PRIORS
-from models.conv1xn import KERNELS
-from models.unet import skips_flag
-from utils import (
-    MAX_HVAE_CHANNELS,
-    MAX_IMAGE_SIZE,
-    MAX_LATENT,
-    MAX_MIXTURE,
-    MAX_MULTIPLIER,
-    MAX_PIXEL_CHANNELS,
-    MAX_PIXEL_LAYERS,
-    MAX_SEED,
-    MAX_VAMP_COMPONENTS,
-    PresetParser,
-    VaeLabError,
+from config.flag_types import (
     auto_on_off,
     fraction,
     int_in,
@@ -33,14 +16,31 @@ from utils import (
     positive_int,
     str2bool,
 )
+from config.parsers import PresetParser
+from config.run_config import PRESETS, RunConfig
+from core.errors import VaeLabError
+from core.limits import (
+    MAX_DISC_UNITS,
+    MAX_FACTOR_IMAGES,
+    MAX_FID_SAMPLES,
+    MAX_HVAE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_IW_SAMPLES,
+    MAX_IW_TRAIN,
+    MAX_LATENT,
+    MAX_MIXTURE,
+    MAX_MULTIPLIER,
+    MAX_PIXEL_CHANNELS,
+    MAX_PIXEL_LAYERS,
+    MAX_SEED,
+    MAX_VAMP_COMPONENTS,
+)
+from datasets import DATASET_TYPES, parse_background
+from losses import IMAGE_LOSSES, OBJECTIVES
+from models import MODELS, PRIORS
+from models.conv1xn import KERNELS
+from models.unet import skips_flag
 
-# --iw_samples: at most this many importance samples per image (cost grows linearly).
-MAX_IW_SAMPLES = 100_000
-MAX_FID_SAMPLES = 1_000_000
-MAX_IW_TRAIN = 1000
-MAX_DISC_UNITS = 10_000
-# --factor_images: at most the colour grid
-MAX_FACTOR_IMAGES = 6 * 737_280
 # --sampler: where samples come from besides the prior (evaluation/samplers.py)
 SAMPLERS = ("prior", "gmm")
 _DEFAULTS = RunConfig()

@@ -9,7 +9,7 @@ from config.checks import check_config
 from config.files import read_config
 from config.flags import parse_settings
 from config.run_config import FIELDS, FIXED_BY_CHECKPOINT, INVOCATION, PRESETS, RunConfig, run_name
-from utils import VaeLabError
+from core.errors import VaeLabError
 
 # image_size and channels: None (the data's own) is what a checkpoint stores when they were not given;
 # the model it built says what they were.
@@ -26,7 +26,7 @@ def stored_settings(ckpt: dict, path: str) -> dict[str, Any] | None:
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given on the command line (utils.OneLineParser records which); a Namespace made by
+    """The flags given on the command line (config.parsers.OneLineParser records which); a Namespace made by
     hand counts as given in full."""
     given = getattr(args, "given_flags", None)
     values = {k: v for k, v in vars(args).items() if k in FIELDS}

@@ -26,7 +26,7 @@ import os
 import numpy as np
 import torch
 
-from utils import VaeLabError
+from core.errors import VaeLabError
 
 DEEPMIND_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 SIZE = 64  # pixels a side

@@ -14,10 +14,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from core.errors import VaeLabError
 from dataio.decode import DRAFT_MARGIN, decode_image, parse_background
 from dataio.reshape import reshape_images
 from fileio.atomic import atomic_write
-from utils import VaeLabError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CACHE_DIR = ".vae_lab_cache"  # under --data_root

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
+from core.errors import VaeLabError
 from dataio.folders import _folder_bytes, decoded_images
 from dataio.reshape import reshape_images
 from fileio.atomic import atomic_write
-from utils import VaeLabError
 
 # the IDX datasets: torchvision's class (and so folder) name of each
 FOLDERS = {"mnist": "MNIST", "fmnist": "FashionMNIST", "kmnist": "KMNIST"}

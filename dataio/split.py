@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.errors import VaeLabError
 from dataio import dsprites
 from dataio.folders import TEST_FRACTION
 from dataio.reshape import reshape_images
 from dataio.sources import _load_bytes
 from fileio.atomic import atomic_write
-from utils import VaeLabError
 
 
 @dataclass

@@ -24,11 +24,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from config.run_config import RunConfig
+from core.errors import VaeLabError
 from datasets import Split, as_float
 from evaluation.metrics import posterior_means
 from models import VAE
 from runtime.checkpoints import is_legacy, load_checkpoint, load_model
-from utils import VaeLabError
 
 METHODS = ("pca", "umap", "vae", "vae+umap", "pixels")
 

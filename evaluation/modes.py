@@ -8,6 +8,7 @@ import time
 import torch
 
 from config.run_config import RunConfig, data_options
+from core.errors import VaeLabError
 from datasets import (
     FACTOR_SETS,
     Split,
@@ -33,9 +34,9 @@ from evaluation.sample_quality import (
 )
 from evaluation.samplers import GaussianMixtureSampler, fitted_mixture, model_fingerprint
 from fileio.atomic import write_json
+from fileio.dirs import ensure_writable_dir
 from losses import DISCRETE, bits_per_dim
 from models import VAE
-from utils import VaeLabError, ensure_writable_dir
 
 SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level
                  ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),

@@ -29,9 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.errors import VaeLabError
 from datasets import FOLDERS, Split, as_float, load_split
+from fileio.dirs import ensure_writable_dir
 from runtime.checkpoints import save_checkpoint
-from utils import VaeLabError, ensure_writable_dir
 
 COMPARABILITY = (
     "comparable only between models of ours on the same dataset, scored with the same cached "

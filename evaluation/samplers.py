@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.errors import VaeLabError
 from runtime.checkpoints import load_checkpoint_file, save_checkpoint
 from runtime.run_files import mixture_path
-from utils import VaeLabError
 
 GMM_FORMAT = 1
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from config.run_config import RunConfig
+from core.errors import VaeLabError
 from runtime.distributed import is_main_process
-from utils import VaeLabError
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

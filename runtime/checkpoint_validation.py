@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from losses import LIKELIHOODS
-from models import MODELS, PRIORS, ModelConfig
-from models.unet import parse_skips
-from utils import (
+from core.errors import VaeLabError
+from core.limits import (
     MAX_CLASSES,
     MAX_HVAE_CHANNELS,
     MAX_IMAGE_SIZE,
@@ -29,8 +27,10 @@ from utils import (
     MAX_PIXEL_CHANNELS,
     MAX_PIXEL_LAYERS,
     MAX_VAMP_COMPONENTS,
-    VaeLabError,
 )
+from losses import LIKELIHOODS
+from models import MODELS, PRIORS, ModelConfig
+from models.unet import parse_skips
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
 

@@ -18,12 +18,12 @@ import torch
 
 from config.resolve import build_config
 from config.run_config import RunConfig, model_config
+from core.errors import VaeLabError
 from fileio.atomic import atomic_write
 from losses import likelihood_of
 from models import VAE, ModelConfig, build_model
 from runtime.checkpoint_validation import check_checkpoint
 from runtime.published_2018 import missing_hint
-from utils import VaeLabError
 
 
 def _torch_save(state: dict, f) -> None:

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from utils import VaeLabError, launched_processes
+from core.environment import launched_processes
+from core.errors import VaeLabError
 
 
 def env_rank() -> int:

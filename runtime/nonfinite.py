@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from utils import VaeLabError
+from core.errors import VaeLabError
 
 
 def grad_norm_and_clip(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from utils import VaeLabError
+from core.errors import VaeLabError
 
 NAME = "fmnist_fc_conv_l10_rebalance_no_norm_best.pth.tar"
 PROJECT = "https://github.com/snakers4/playing_with_vae"

@@ -8,7 +8,8 @@ import os
 from typing import IO
 
 from config.run_config import RunConfig
-from utils import VaeLabError, ensure_writable_dir
+from core.errors import VaeLabError
+from fileio.dirs import ensure_writable_dir
 
 
 def checkpoint_paths(weights_dir: str, lognumber: str) -> tuple[str, str]:

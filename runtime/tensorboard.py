@@ -42,7 +42,7 @@ from tensorboardX.summary import hparams as hparams_summaries
 from tensorboardX.summary import image, scalar
 from tensorboardX.summary import text as text_summary
 
-from utils import VaeLabError
+from core.errors import VaeLabError
 
 AXIS_FOLDERS = {"train": "", "val": "val", "epoch": "epoch"}
 HPARAMS_FOLDER = "hparams"

@@ -12,11 +12,12 @@ from collections.abc import Callable
 import torch
 
 from config.run_config import RunConfig
+from core.errors import VaeLabError
 from losses import VAELoss
 from models import VAE, ModelConfig
 from runtime.checkpoints import copy_checkpoint, is_legacy, load_checkpoint, save_checkpoint
 from runtime.optim import start_schedule_at
-from utils import VaeLabError, get_rng_state, set_rng_state
+from runtime.seeding import get_rng_state, set_rng_state
 
 
 def checkpoint_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler, loss_fn: VAELoss,

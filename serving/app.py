@@ -35,8 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from core.errors import VaeLabError
 from serving.decoding import MAX_UPLOAD_BYTES, BadRequest, Explorer
-from utils import VaeLabError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = {"/": ("page.html", "text/html; charset=utf-8"), "/index.html": ("page.html", "text/html; charset=utf-8"),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from config.run_config import INVOCATION, RunConfig, data_options
+from core.errors import VaeLabError
 from dataio.decode import ImageTooLarge, decode_image
 from datasets import Split, as_float, parse_background, reshape_images, train_val_split
 from evaluation.latent_pictures import latent_plane, posterior_stats
@@ -29,7 +30,6 @@ from models import VAE
 from runtime.checkpoints import load_model
 from runtime.run_files import mixture_path
 from serving.anomaly_view import UploadScorer
-from utils import VaeLabError
 
 MAP_POINTS = 2000  # validation codes drawn on the page's map (all of them set the plane and the KL order)
 THUMBNAILS = 48  # validation images offered as thumbnails (any index can be typed)

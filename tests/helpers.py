@@ -30,11 +30,11 @@ def read_events(logdir: str, reader: str = "accumulator") -> dict[str, list[tupl
 
 def run_module_cli(module, argv: list[str]) -> tuple[int, str, str]:
     """Run ``module``'s command line (its main and get_args_parser) in-process: (exit code, stdout, stderr)."""
-    import utils
+    from config.parsers import run_cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = utils.run_cli(module.main, module.get_args_parser(), argv)
+        code = run_cli(module.main, module.get_args_parser(), argv)
     return code, out.getvalue(), err.getvalue()
 
 

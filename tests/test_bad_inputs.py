@@ -252,8 +252,8 @@ def test_full_disk_keeps_the_previous_files_and_says_so(tiny_mnist, workdir, mon
 
 
 def test_full_disk_for_tensorboard_is_one_clear_line(tmp_path):
+    from core.errors import VaeLabError
     from runtime.tensorboard import RunWriter
-    from utils import VaeLabError
 
     w = RunWriter(str(tmp_path))
     inner = w._writers["train"]._py_recordio_writer

@@ -16,12 +16,12 @@ import compare_embeddings
 from config.files import config_text, read_config
 from config.resolve import build_config, given_settings
 from config.run_config import FIELDS, INVOCATION, RunConfig, model_config
+from core.errors import VaeLabError
 from helpers import ROOT, assert_cli_error, load_ckpt, run_cli, run_module_cli, tiny_args
 from models import ModelConfig
 from runtime.checkpoints import load_model
 from runtime.run_files import RunLock
 from tools.image_folders import write_image_folder
-from utils import VaeLabError
 
 
 def parse(*argv: str):

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import datasets
+from core.errors import VaeLabError
 from dataio import sources
 from datasets import augment_batch, ensure_raw_files, kfold_indices, load_split, train_val_split
 from helpers import ROOT
 from tools.idx_files import write_idx
-from utils import VaeLabError
 
 
 def test_mnist_idx_files_load_through_torchvision(tiny_mnist):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import datasets
+from core.errors import VaeLabError
 from dataio import folders
 from datasets import load_split, train_val_split
 from helpers import run_cli
 from tools.idx_files import write_dataset
 from tools.torchvision_files import CIFAR_CLASSES, write_celeba, write_cifar10, write_svhn
-from utils import VaeLabError
 
 
 @pytest.fixture

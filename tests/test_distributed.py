@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
+from core.errors import VaeLabError
 from helpers import ROOT, load_ckpt, run_cli
 from runtime.distributed import World
-from utils import VaeLabError
 
 # 400 training images in minibatches of 130: 3 x 130 + 10, so the shards are uneven (65 = 33 + 32)
 # and the last minibatch is small; augmentations and running means exercise every shared RNG path.

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import VaeLabError
 from dataio import dsprites
 from datasets import load_split, train_val_split
 from helpers import assert_cli_error, run_cli
-from utils import VaeLabError
 
 
 def test_the_grid_is_dsprites_and_in_deepmind_order():

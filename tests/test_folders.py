@@ -10,12 +10,12 @@ from PIL import Image
 
 import dataio.placement
 import datasets
+from core.errors import VaeLabError
 from dataio import folders
 from datasets import load_split, reshape_images, train_val_split
 from helpers import assert_cli_error, load_ckpt, run_cli
 from models import ModelConfig, build_model, shape_problem
 from tools.image_folders import write_image_folder
-from utils import VaeLabError
 
 
 def folder_args(root: str, *extra: str, epochs: int = 1) -> list[str]:

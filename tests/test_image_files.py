@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import VaeLabError
 from dataio import folders
 from dataio.decode import HIGH_BYTE_16, SCALED_16, SCALED_32, SCALED_FLOAT, decode_image, parse_background
 from datasets import load_split
 from helpers import assert_cli_error, run_cli
 from tools.odd_images import animation, damaged_files, exif_rotated_jpeg, palette_with_transparency, png_16bit
-from utils import VaeLabError
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 

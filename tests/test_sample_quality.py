@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from core.errors import VaeLabError
 from datasets import as_float, load_split
 from evaluation import sample_quality as sq
-from utils import VaeLabError
 
 CPU = torch.device("cpu")
 TINY_EPOCHS = 8  # 500 images, 2 minibatches an epoch: 16 steps separate the 10 squares

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import VaeLabError
 from evaluation.latent_pictures import TRAVERSAL_STEPS, traversal_codes
 from evaluation.samplers import GaussianMixtureSampler, load_mixture, model_fingerprint, save_mixture
 from helpers import assert_cli_error, run_cli, tiny_args
 from runtime.run_files import mixture_path
-from utils import VaeLabError
 
 
 def two_blobs(n: int = 4000, seed: int = 0) -> np.ndarray:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import VaeLabError
 from helpers import run_cli
 from runtime import accelerators
-from utils import VaeLabError
 
 
 def one_step(root, *extra, name="s"):

@@ -170,9 +170,9 @@ def test_warmup_with_running_mean_is_refused(workdir):
 
 
 def test_compare_embeddings_refuses_a_conditional_checkpoint(tmp_path):
+    from core.errors import VaeLabError
     from evaluation.embeddings import load_vae
     from runtime.checkpoints import save_checkpoint
-    from utils import VaeLabError
 
     cfg = ModelConfig(model_type="fc", conditional=True)
     model = build_model(cfg)

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tests")) if p not in sys.path]
 
+from core.errors import VaeLabError  # noqa: E402
 from runtime.checkpoints import load_checkpoint  # noqa: E402
 from tools.idx_files import write_tiny_mnist  # noqa: E402
 from tools.tb_reader import read_logdir  # noqa: E402
-from utils import VaeLabError  # noqa: E402
 
 NAME = "kill"
 EPOCHS_FOREVER = 100000
@@ -64,10 +64,10 @@ def _child(argv: list[str], cwd: str, log: str) -> None:
     tqdm.tqdm.set_lock(threading.RLock())  # not a multiprocessing lock: SIGKILL would leak its semaphore
 
     import train
-    import utils
+    from config.parsers import run_cli
 
     torch.set_num_threads(1)
-    code = utils.run_cli(train.main, train.get_args_parser(), argv)
+    code = run_cli(train.main, train.get_args_parser(), argv)
     sys.stdout.flush()
     os._exit(code)
 
