@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from core.errors import VaeLabError
 from datasets import FOLDERS, Split, as_float, load_split
 from fileio.dirs import ensure_writable_dir
-from runtime.checkpoints import save_checkpoint
+from runtime.checkpoints import load_checkpoint_file, save_checkpoint
 
 COMPARABILITY = (
     "comparable only between models of ours on the same dataset, scored with the same cached "
@@ -172,15 +172,9 @@ def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.de
           ) -> tuple[Classifier, float]:
     """The cached classifier and its test accuracy; anything unexpected is a VaeLabError."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
-    except MemoryError:
-        raise _refuse(path, "is corrupt (it asks for more memory than there is)") from None
-    except Exception as e:  # a damaged file fails in many ways: zip, pickle, storage, struct errors
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise _refuse(path, f"is corrupt, truncated, not a PyTorch file or holds objects that "
-                            f"could run code ({first})") from None
+        state = load_checkpoint_file(path, "FID classifier cache")  # weights_only: never runs code from the file
+    except VaeLabError as e:
+        raise VaeLabError(f"{e}; delete it to train a new one") from None
     if not isinstance(state, dict):
         raise _refuse(path, f"holds a {type(state).__name__}, not a dict")
     missing = [k for k in CACHE_KEYS if k not in state]

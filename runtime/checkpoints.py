@@ -70,8 +70,11 @@ def load_checkpoint_file(path: str, what: str = "checkpoint"):
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+        # weights_only names every refusal the same way; only an unsupported global is an object
+        # that would run code (garbage bytes are an "unsupported operand", i.e. not a pickle of ours)
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise VaeLabError(f"refusing to load {path!r}: it holds objects that could run code "
                               f"when unpickled (weights_only loading refused them)") from None
         raise VaeLabError(f"{what} {path!r} is corrupt or truncated ({first[:120]})") from None

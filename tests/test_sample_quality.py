@@ -207,7 +207,7 @@ def _resave(path: str, change) -> None:
 SPOILS = {
     "not a torch file": (lambda p: open(p, "wb").write(b"not a checkpoint"), "corrupt"),
     "truncated": (lambda p: open(p, "r+b").truncate(os.path.getsize(p) // 2), "corrupt"),
-    "code objects": (lambda p: torch.save({"x": NotAWeight()}, p), "corrupt"),
+    "code objects": (lambda p: torch.save({"x": NotAWeight()}, p), "could run code"),
     "missing key": (lambda p: _resave(p, lambda s: s.pop("test_accuracy")), "lacks the keys"),
     "other shape": (lambda p: _resave(p, lambda s: s["state_dict"].update({"fc1.weight": torch.zeros(64, 3136)})),
                     "does not fit"),
