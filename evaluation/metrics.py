@@ -14,13 +14,9 @@ import numpy as np
 import torch
 
 from datasets import Split, as_float
-from losses import DISCRETE, bce_loss, bits_per_dim, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
+from losses import DISCRETE, bits_per_dim
 from models import VAE
-from models.pixels import MIXTURE
-
-# What --evaluate reports per split (plus bce_kl = bce + kl, nll_kl = nll + kl, n, and for the
-# discretised logistic, bits per dimension).
-EVAL_METRICS = ("bce", "mse", "kl", "ssim", "nll")
+from runtime.metrics import Batch, evaluated, evaluation_figures, measure
 
 
 def batches(data: Split, batch_size: int, device: torch.device, labels: bool = False,
@@ -42,29 +38,16 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
                   ) -> dict[str, torch.Tensor]:
     """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
 
-    ``names`` from: bce, mse, kl, ssim (window ``window_size``), nll (-log p(x|z) under the
-    model's likelihood: the BCE for a Bernoulli one), img_loss (the training reconstruction term
-    ``image_loss_type``), and a hierarchical model's KL levels (``model.level_names``).
+    ``names``: metrics declared with a computation in runtime/metrics.py (bce, mse, kl, ssim with window
+    ``window_size``, nll, img_loss: the training reconstruction term ``image_loss_type``, ...) and a
+    hierarchical model's KL levels (``model.level_names``).
     """
     if model.analytic_kl:
         logits, mu, logvar = model(x, y=y)
         kls = None
     else:  # the KL per image and level from the model (VampPrior: one sample of a fixed seed)
         logits, mu, logvar, kls = model(x, y=y, with_kl=True)
-    # the BCE and MSE of the image the output stands for (for one logit per pixel: of the logits)
-    image_logits = logits if model.likelihood != MIXTURE else torch.logit(model.image_of(logits), eps=1e-6)
-    measure: dict[str, Callable[[], torch.Tensor]] = {
-        "bce": lambda: bce_loss(image_logits, x),
-        "mse": lambda: mse_loss(image_logits, x),
-        "kl": lambda: kl_divergence(mu, logvar) if kls is None else kls.sum(1).mean(),
-        "ssim": lambda: ssim(model.image_of(logits), x, window_size).mean(),
-        "nll": lambda: pixel_nll(model.likelihood, logits, x, model.log_scale).sum() / x.shape[0],
-        "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
-                                                model.log_scale),
-    }
-    if kls is not None:
-        measure.update({level: (lambda j=j: kls[:, j].mean()) for j, level in enumerate(model.level_names)})
-    return {name: measure[name]() for name in names}
+    return measure(Batch(model, x, logits, mu, logvar, kls, window_size, image_loss_type, ssim_weight), names)
 
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
@@ -81,18 +64,21 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
              ) -> dict[str, float]:
     """Per-image BCE, MSE, KL, BCE+KL and SSIM of ``data``, decoding the posterior mean; the
     model's likelihood (NLL, NLL+KL: the negative ELBO) and, for the discretised logistic, the
-    negative ELBO in bits per dimension."""
+    negative ELBO in bits per dimension; every figure runtime/metrics.py declares for --evaluate."""
     model.eval()
     levels = model.level_names
-    sums = dict.fromkeys(EVAL_METRICS + levels, 0.0)
+    names = tuple(m.name for m in evaluated() if m.compute is not None) + levels
+    sums = dict.fromkeys(names, 0.0)
     with model.prior_fixed():
         for x, y in batches(data, batch_size, device, model.conditional):
-            for name, value in batch_metrics(model, x, y, EVAL_METRICS + levels, window_size).items():
+            for name, value in batch_metrics(model, x, y, names, window_size).items():
                 sums[name] += value.item() * x.shape[0]
     out = {k: v / len(data) for k, v in sums.items()}
-    result = {"bce": out["bce"], "mse": out["mse"], "kl": out["kl"], "bce_kl": out["bce"] + out["kl"],
-              "ssim": out["ssim"], "n": len(data), "likelihood": model.likelihood, "nll": out["nll"],
-              "nll_kl": out["nll"] + out["kl"], **{level: out[level] for level in levels}}
+    figures = evaluation_figures(out)
+    # the eval JSON's layout: the split's size and likelihood after SSIM (as before metrics were declared)
+    cut = list(figures).index("ssim") + 1
+    result = {**dict(list(figures.items())[:cut]), "n": len(data), "likelihood": model.likelihood,
+              **dict(list(figures.items())[cut:]), **{level: out[level] for level in levels}}
     if model.likelihood in DISCRETE:
         result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())
     return result

@@ -37,39 +37,29 @@ from fileio.atomic import write_json
 from fileio.dirs import ensure_writable_dir
 from losses import DISCRETE, bits_per_dim
 from models import VAE
-
-SCORE_COLUMNS = (("kl_top", "KL top", ".2f"), ("kl_map", "KL map", ".2f"),  # hvae's KL per level
-                 ("nll_kl", "NLL+KL", ".2f"), ("bits_per_dim", "bits/dim", ".4f"),
-                 ("iwae_bits_per_dim", "IWAE b/d", ".4f"),
-                 # lossless codecs on the same images (evaluation/codecs.py): the bar for the two above
-                 ("png_bits_per_dim", "PNG b/d", ".4f"), ("webp_bits_per_dim", "WebP b/d", ".4f"),
-                 ("xz_bits_per_dim", "xz b/d", ".4f"), ("fid_prior", "FID prior", ".2f"),
-                 ("fid_gmm", "FID GMM", ".2f"),
-                 ("fid_recon", "FID recon", ".2f"), ("class_sample_accuracy", "class acc", ".4f"))
+from runtime import metrics
 
 
 def print_eval_table(results: dict[str, dict]) -> None:
-    """One row per split; IWAE and sample-score columns when they were computed."""
-    iw = [r["iw_samples"] for r in results.values() if "iwae_nll" in r]
-    # NLL+KL: only when the likelihood is not the Bernoulli one (else it is BCE+KL)
-    extra = [(key, name, fmt) for key, name, fmt in SCORE_COLUMNS if any(key in r for r in results.values())
-             and (key != "nll_kl" or any(r.get("likelihood", "bernoulli") != "bernoulli" for r in results.values()))]
-    first = next(iter(results.values()))
+    """One row per split, a column per figure runtime/metrics.py gives a column that some split has."""
+    rows = list(results.values())
+    shown = [m for m in metrics.columns() if any(m.name in r for r in rows)
+             and (m.column.shown is None or m.column.shown(rows))]
+    first = rows[0]
     print(f"model: {first.get('family', '?')}")
     if first.get("autoregressive"):
         print("its decoder sees the pixels before each one: BCE, MSE and SSIM score each pixel's prediction from the "
               "code and the true pixels before it; reconstructions (pictures, FID) are drawn from the code alone")
-    head = (f" {f'IWAE K={iw[0]}':>12}" if iw else "") + "".join(f" {name:>10}" for _, name, _ in extra)
-    print(f"{'split':<6} {'images':>7} {'BCE':>9} {'MSE':>8} {'KL':>8} {'BCE+KL':>9} {'SSIM':>7}{head}")
+    # a label may name a field of the split that has the figure, e.g. "IWAE K={iw_samples}"
+    labels = [m.label.format(**next(r for r in rows if m.name in r)) for m in shown]
+    print(f"{'split':<6} {'images':>7}" + "".join(f" {label:>{m.column.width}}" for m, label in zip(shown, labels)))
     for split, r in results.items():
-        cells = (f" {r['iwae_nll']:>12.2f}" if "iwae_nll" in r else "") + "".join(
-            f" {r[key]:>10{fmt}}" if key in r else f" {'':>10}" for key, _, fmt in extra)
-        print(f"{split:<6} {r['n']:>7d} {r['bce']:>9.2f} {r['mse']:>8.2f} {r['kl']:>8.2f} "
-              f"{r['bce_kl']:>9.2f} {r['ssim']:>7.4f}{cells}")
-    if any("xz_bits_per_dim" in r for r in results.values()):
+        print(f"{split:<6} {r['n']:>7d}" + "".join(f" {r[m.name]:>{m.column.width}{m.fmt}}" if m.name in r
+                                                   else f" {'':>{m.column.width}}" for m in shown))
+    if any("xz_bits_per_dim" in r for r in rows):
         print("b/d: bits per pixel and channel, a lossless code length (PNG and WebP per image, xz over the whole "
               "split); " + ("the model's: its negative ELBO (and IWAE bound) with bits-back coding" if any(
-                  "bits_per_dim" in r for r in results.values()) else "a model has one with a discrete likelihood "
+                  "bits_per_dim" in r for r in rows) else "a model has one with a discrete likelihood "
                   "(--image_loss_type logistic): the Bernoulli BCE is not a code length of 8-bit pixels"))
 
 

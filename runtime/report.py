@@ -5,6 +5,7 @@ import torch
 
 from config.run_config import RunConfig
 from models import VAE
+from runtime import metrics
 
 
 def run_header(cfg: RunConfig, model: VAE, device: torch.device, n_train: int, n_val: int,
@@ -21,11 +22,23 @@ def run_header(cfg: RunConfig, model: VAE, device: torch.device, n_train: int, n
 
 def epoch_line(cfg: RunConfig, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float,
                seconds: float, is_best: bool) -> str:
-    """The console line that closes an epoch."""
+    """The console line that closes an epoch: the loop's declared metrics (runtime/metrics.py) of the
+    training and the validation pass, the validation loss's details in parentheses."""
     elbo = f" (IWAE K={cfg.iw_train}; ELBO {tr['elbo']:.2f})" if "elbo" in tr else ""
-    return (f" * epoch {epoch + 1}/{cfg.epochs}  train loss {tr['loss']:.2f}{elbo} ssim {tr['ssim']:.4f} | "
-            f"val loss {va['loss']:.2f} (img {va['img_loss']:.2f} kl {va['kl_loss']:.2f}) "
-            f"ssim {va['ssim']:.4f} | lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")
+    details = " ".join(_figure(m, va) for m in metrics.logged() if m.detail)
+    return (f" * epoch {epoch + 1}/{cfg.epochs}  train {_pass_figures(tr, elbo)} | "
+            f"val {_pass_figures(va, f' ({details})' if details else '')} | "
+            f"lr {lr:.0e} | {seconds:.2f} s{'  [best]' if is_best else ''}")
+
+
+def _figure(metric: metrics.Metric, values: dict[str, float]) -> str:
+    return f"{metric.label.lower()} {values[metric.name]:{metric.fmt}}"
+
+
+def _pass_figures(values: dict[str, float], note: str) -> str:
+    """One pass's figures on the epoch line: the first (its loss) followed by ``note``, then the rest."""
+    first, *rest = (m for m in metrics.logged() if not m.detail)
+    return " ".join([_figure(first, values) + note, *(_figure(m, values) for m in rest)])
 
 
 def run_footer(cfg: RunConfig, seconds: float, best_loss: float, ckpt_path: str, best_path: str,
