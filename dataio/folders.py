@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -52,7 +55,7 @@ def image_files(folder: str) -> list[str]:
     return sorted(found)
 
 
-def _scan_folder(root: str) -> tuple[list[str], bool]:
+def scan_folder(root: str) -> tuple[list[str], bool]:
     """The image files (relative to ``root``) and whether ``root`` has train/ and test/ splits."""
     if not os.path.isdir(root):
         raise VaeLabError(f"--data_root {root!r} is not a folder; --dataset_type folder reads the images in it")
@@ -122,6 +125,82 @@ def _why(e: Exception, path: str) -> str:
     return str(e).splitlines()[0][:60] if str(e) else type(e).__name__
 
 
+def _decode_resized(path: str, image_size: int | None, channels: int | None, background: tuple[int, int, int]
+                    ) -> tuple[torch.Tensor, str | None] | Exception:
+    """One file decoded (and resized to ``image_size`` when given) with decode_image's note, or why not."""
+    try:
+        t, note = _decode(path, channels, background, image_size)
+        if image_size is not None:
+            t = reshape_images(t[None], image_size, None)[0]
+        return t, note
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on damaged files
+        return e
+
+
+def _in_order(pool: ThreadPoolExecutor, decode: Callable[[str], object], files: list[str]) -> Iterator:
+    """The results in file order, at most DECODE_WINDOW files ahead (Executor.map would submit
+    them all at once: 100,000 pending results held ~200 MiB)."""
+    pending: deque = deque()
+    for f in files:
+        pending.append(pool.submit(decode, f))
+        if len(pending) >= DECODE_WINDOW:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class _Gathered(NamedTuple):
+    out: torch.Tensor | None  # the preallocated tensor, its first len(kept) images filled
+    kept: list[int]
+    bad: list[str]  # "file (why)" of each file that cannot be decoded
+    sizes: set[tuple[int, int]]
+    notes: Counter
+
+
+def _gather(root: str, files: list[str], results: Iterator) -> _Gathered:
+    """The decoded images written into one tensor as they come, so that the decode holds the final
+    tensor plus a few images; the unreadable files, the sizes seen and decode_image's notes counted."""
+    out: torch.Tensor | None = None
+    kept, bad, sizes, notes = [], [], set(), Counter()
+    for i, result in enumerate(results):
+        if isinstance(result, Exception):
+            bad.append(f"{files[i]} ({_why(result, os.path.join(root, files[i]))})")
+            continue
+        t, note = result
+        sizes.add(tuple(t.shape[1:]))
+        if note:
+            notes[note] += 1
+        if out is None:
+            out = torch.empty((len(files), *t.shape), dtype=torch.uint8)
+        if t.shape[1:] != out.shape[2:]:
+            continue  # different sizes without --image_size: refused by _check_gathered
+        if t.shape[0] > out.shape[1]:  # grey and colour mixed: all colour
+            out = out.expand(-1, 3, -1, -1).clone()
+        out[len(kept)] = t
+        kept.append(i)
+    return _Gathered(out, kept, bad, sizes, notes)
+
+
+def _check_gathered(root: str, files: list[str], g: _Gathered, image_size: int | None) -> None:
+    """One line on stderr for the files skipped; a VaeLabError when none could be read, or when the
+    images differ in size or are not square without ``image_size``."""
+    bad = g.bad
+    if g.out is None:
+        raise VaeLabError(f"none of the {len(files)} image files under {root!r} can be read: "
+                          f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove or repair them")
+    if bad:
+        print(f"vae-lab: skipped {len(bad)} of {len(files)} image files under {root!r} that cannot be read: "
+              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}", file=sys.stderr)
+    if len(g.sizes) > 1:
+        sizes = sorted(g.sizes)
+        raise VaeLabError(f"the images under {root!r} have {len(sizes)} different sizes (e.g. "
+                          f"{sizes[0][1]}x{sizes[0][0]} and {sizes[-1][1]}x{sizes[-1][0]}); pass --image_size N "
+                          "to centre-crop and resize them all to N x N")
+    if image_size is None and g.out.shape[2] != g.out.shape[3]:
+        raise VaeLabError(f"the images under {root!r} are {g.out.shape[3]}x{g.out.shape[2]}, not square; pass "
+                          "--image_size N to centre-crop and resize them to N x N")
+
+
 def _decode_all(root: str, files: list[str], image_size: int | None, channels: int | None,
                 background: tuple[int, int, int]) -> Decoded:
     """Every file decoded and resized in threads (Pillow and torch release the GIL), written into one
@@ -129,68 +208,19 @@ def _decode_all(root: str, files: list[str], image_size: int | None, channels: i
     A file that cannot be decoded is skipped with one line naming it and why: in a folder of
     thousands, one damaged download should not stop a run (all of them unreadable is an error)."""
     import warnings
-    from collections import Counter, deque
-    from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
     def one(f: str) -> tuple[torch.Tensor, str | None] | Exception:
-        try:
-            t, note = _decode(os.path.join(root, f), channels, background, image_size)
-            if image_size is not None:
-                t = reshape_images(t[None], image_size, None)[0]
-            return t, note
-        except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on damaged files
-            return e
+        return _decode_resized(os.path.join(root, f), image_size, channels, background)
 
-    def in_order(pool: ThreadPoolExecutor):
-        """The results in file order, at most DECODE_WINDOW files ahead (Executor.map would submit
-        them all at once: 100,000 pending results held ~200 MiB)."""
-        pending: deque = deque()
-        for f in files:
-            pending.append(pool.submit(one, f))
-            if len(pending) >= DECODE_WINDOW:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-    out: torch.Tensor | None = None
-    kept, bad, sizes, notes = [], [], set(), Counter()
     with warnings.catch_warnings(), ThreadPoolExecutor(DECODE_THREADS) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big photos are decoded in draft mode
-        for i, result in enumerate(in_order(pool)):
-            if isinstance(result, Exception):
-                bad.append(f"{files[i]} ({_why(result, os.path.join(root, files[i]))})")
-                continue
-            t, note = result
-            sizes.add(tuple(t.shape[1:]))
-            if note:
-                notes[note] += 1
-            if out is None:
-                out = torch.empty((len(files), *t.shape), dtype=torch.uint8)
-            if t.shape[1:] != out.shape[2:]:
-                continue  # different sizes without --image_size: refused below
-            if t.shape[0] > out.shape[1]:  # grey and colour mixed: all colour
-                out = out.expand(-1, 3, -1, -1).clone()
-            out[len(kept)] = t
-            kept.append(i)
-    if out is None:
-        raise VaeLabError(f"none of the {len(files)} image files under {root!r} can be read: "
-                          f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove or repair them")
-    if bad:
-        print(f"vae-lab: skipped {len(bad)} of {len(files)} image files under {root!r} that cannot be read: "
-              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}", file=sys.stderr)
-    if len(sizes) > 1:
-        sizes = sorted(sizes)
-        raise VaeLabError(f"the images under {root!r} have {len(sizes)} different sizes (e.g. "
-                          f"{sizes[0][1]}x{sizes[0][0]} and {sizes[-1][1]}x{sizes[-1][0]}); pass --image_size N "
-                          "to centre-crop and resize them all to N x N")
-    if image_size is None and out.shape[2] != out.shape[3]:
-        raise VaeLabError(f"the images under {root!r} are {out.shape[3]}x{out.shape[2]}, not square; pass "
-                          "--image_size N to centre-crop and resize them to N x N")
-    skipped = [f"{len(bad)} unreadable image files skipped"] if bad else []
-    return Decoded(out[:len(kept)], torch.tensor(kept, dtype=torch.int64),
-                   [f"{n} {note}" for note, n in sorted(notes.items())] + skipped)
+        g = _gather(root, files, _in_order(pool, one, files))
+    _check_gathered(root, files, g, image_size)
+    skipped = [f"{len(g.bad)} unreadable image files skipped"] if g.bad else []
+    return Decoded(g.out[:len(g.kept)], torch.tensor(g.kept, dtype=torch.int64),
+                   [f"{n} {note}" for note, n in sorted(g.notes.items())] + skipped)
 
 
 def _cache_key(base: str, files: list[str], image_size: int | None, channels: int | None,
@@ -268,7 +298,7 @@ def _folder_bytes(root: str, train: bool, image_size: int | None, channels: int 
     """The training or test images of a folder: its train/ or test/ sub-folder, or else the
     rest or the seeded, stratified (by class, when there are classes) hold-out of ``test_fraction``;
     and the decode's notes (Decoded.notes)."""
-    files, has_splits = _scan_folder(root)
+    files, has_splits = scan_folder(root)
     decoded = decoded_images(root, files, image_size, channels, background=background)
     files = [files[i] for i in decoded.kept.tolist()]  # the unreadable ones skipped
     labels, classes = _labels(files, has_splits)

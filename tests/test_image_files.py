@@ -185,7 +185,7 @@ def test_new_extensions_are_read_and_unknown_ones_ignored(tmp_path):
                                                                                   if ext == "webp" else {}))
     Image.new("RGB", (8, 8)).save(tmp_path / "x.ppm")  # an image, but not an extension we list
     (tmp_path / "notes.txt").write_text("hello")
-    files, _ = folders._scan_folder(str(tmp_path))
+    files, _ = folders.scan_folder(str(tmp_path))
     assert len(files) == 6 and not any(f.endswith((".ppm", ".txt")) for f in files)
 
 
@@ -258,7 +258,7 @@ def test_a_symlink_loop_of_folders_is_walked_once(tmp_path):
         os.makedirs(tmp_path / f"c{i % 2}", exist_ok=True)
         Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / f"c{i % 2}" / f"{i}.png")
     os.symlink("..", tmp_path / "c0" / "up")  # c0/up -> the root: a loop
-    files, _ = folders._scan_folder(str(tmp_path))
+    files, _ = folders.scan_folder(str(tmp_path))
     assert len(files) == 7
 
 
@@ -275,4 +275,4 @@ def test_an_unreadable_sub_folder_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(VaeLabError, match=r"cannot read the folder .*b' \(Permission denied\); fix its permissions"):
-        folders._scan_folder(str(tmp_path))
+        folders.scan_folder(str(tmp_path))
