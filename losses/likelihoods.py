@@ -13,7 +13,7 @@ the location of the logistic / Gaussian, so every picture of a model decodes the
 - ``gaussian``: a Gaussian with a learnt standard deviation per channel: a density of x, not a
   distribution over levels (its NLL can be negative).
 - ``dmol``: a mixture of K discretised logistics per pixel, each with its own location and scale
-  per pixel and channel, colour channels coupled as in PixelCNN++ (models/pixels.py lays out the
+  per pixel and channel, colour channels coupled as in PixelCNN++ (losses/pixel_layout.py lays out the
   decoder's output); the decoder outputs the mixture's parameters instead of one logit per channel.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.pixels import LOG_SCALE_MIN, MIXTURE, coupled_locations, split_mixture
+from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, coupled_locations, split_mixture
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian", MIXTURE)
 # likelihoods that are distributions over the 256 levels: their NLL is a code length (bits per dimension)
@@ -57,7 +57,7 @@ def _logistic_bin_log_prob(loc: torch.Tensor, log_s: torch.Tensor, x: torch.Tens
 
 def mixture_nll(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log P(x) of each pixel (all its channels together) under the decoder's mixture of discretised
-    logistics ``params`` (..., P, H, W) (models/pixels.py); shape (..., 1, H, W)."""
+    logistics ``params`` (..., P, H, W) (losses/pixel_layout.py); shape (..., 1, H, W)."""
     logit_pi, loc, log_s, coeffs = split_mixture(params, x.shape[-3])
     xk = x.unsqueeze(-4)  # (..., 1, C, H, W): one copy for every component
     log_p = _logistic_bin_log_prob(coupled_locations(loc, coeffs, xk), log_s.clamp_min(LOG_SCALE_MIN), xk)

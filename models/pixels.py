@@ -1,52 +1,11 @@
-"""What a decoder outputs per pixel, by likelihood: one logit per channel (Bernoulli, and the
-logistic / Gaussian with a learnt scale per channel), or for ``dmol`` the parameters of a
-mixture of K discretised logistics per pixel (Salimans et al. 2017, PixelCNN++): K mixture
-logits, K locations and K log-scales per channel, and for colour K x 3 coefficients that let
-green depend on red and blue on red and green. K = 1 is one logistic with its own location and
-scale per pixel and channel. The likelihood itself is in losses/likelihoods.py."""
+"""What a decoder's output stands for as an image: its mean image, and pixels drawn from it one at a
+time (an autoregressive decoder's sampling). The output's layout per likelihood (one logit per channel, or a
+mixture of discretised logistics per pixel, Salimans et al. 2017) is losses/pixel_layout.py."""
 from __future__ import annotations
 
 import torch
 
-MIXTURE = "dmol"
-RGB_COUPLINGS = 3  # green on red; blue on red and green
-# smallest log-scale a logistic gets: exp(-7) ~ 1e-3 of the [0, 1] range, a quarter of a grey level
-LOG_SCALE_MIN = -7.0
-
-
-def params_per_component(channels: int) -> int:
-    """Mixture logit, location and log-scale per channel, and for colour the channel couplings."""
-    return 1 + 2 * channels + (RGB_COUPLINGS if channels == 3 else 0)
-
-
-def output_channels(likelihood: str, channels: int, components: int) -> int:
-    """The decoder's output channels for images of ``channels`` under ``likelihood``."""
-    return components * params_per_component(channels) if likelihood == MIXTURE else channels
-
-
-def split_mixture(params: torch.Tensor, channels: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(..., P, H, W) -> mixture logits (..., K, H, W), locations in (0, 1) and raw log-scales
-    (..., K, C, H, W), and for colour the couplings in (-1, 1) (..., K, 3, H, W)."""
-    *lead, p, h, w = params.shape
-    k = p // params_per_component(channels)
-    logit_pi = params[..., :k, :, :]
-    loc = torch.sigmoid(params[..., k:k + k * channels, :, :]).reshape(*lead, k, channels, h, w)
-    log_s = params[..., k + k * channels:k + 2 * k * channels, :, :].reshape(*lead, k, channels, h, w)
-    coeffs = (torch.tanh(params[..., k + 2 * k * channels:, :, :]).reshape(*lead, k, RGB_COUPLINGS, h, w)
-              if channels == 3 else None)
-    return logit_pi, loc, log_s, coeffs
-
-
-def coupled_locations(loc: torch.Tensor, coeffs: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """Each component's location per channel given the channels before it (``x``: their values,
-    broadcast against (..., K, C, H, W)); grey images have none."""
-    if coeffs is None:
-        return loc
-    r, g, b = loc.unbind(-3)  # each (..., K, H, W)
-    xr, xg = x[..., 0, :, :], x[..., 1, :, :]  # x (..., 1, C, H, W): (..., 1, H, W), broadcast over K
-    return torch.stack([r, g + coeffs[..., 0, :, :] * xr, b + coeffs[..., 1, :, :] * xr + coeffs[..., 2, :, :] * xg],
-                       dim=-3)
+from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, split_mixture
 
 
 def mean_image(likelihood: str, output: torch.Tensor, channels: int) -> torch.Tensor:

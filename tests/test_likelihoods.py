@@ -87,7 +87,7 @@ def _all_levels() -> torch.Tensor:
 
 @pytest.mark.parametrize("components", [1, 3])
 def test_the_pixel_mixture_is_a_distribution_over_the_256_levels(components):
-    from models.pixels import params_per_component
+    from losses.pixel_layout import params_per_component
 
     torch.manual_seed(0)
     params = torch.randn(1, components * params_per_component(1), 1, 1) * 2
@@ -114,7 +114,8 @@ def test_one_component_is_the_discretised_logistic_with_a_location_and_scale_per
 def test_colour_channels_are_coupled_and_the_joint_sums_to_one():
     """P(r, g, b) = P(r) P(g | r) P(b | r, g): summing out b, then g, then r gives 1 (checked on a
     pixel whose mixture has one component, over a grid of r and g, exactly over b)."""
-    from models.pixels import mean_image, params_per_component
+    from losses.pixel_layout import params_per_component
+    from models.pixels import mean_image
 
     torch.manual_seed(2)
     params = torch.randn(1, 2 * params_per_component(3), 1, 1)
