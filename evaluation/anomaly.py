@@ -36,8 +36,8 @@ import torch
 
 from dataio.placement import as_float
 from evaluation.codecs import image_bytes
-from evaluation.likelihood import DECODED_PER_PASS, log_weights
-from losses import DISCRETE, pixel_nll
+from evaluation.likelihood import DECODED_PER_PASS
+from losses import DISCRETE, log_weights, pixel_nll
 from models import VAE
 
 # name -> what it is, in a few words (score.py --help, the CSV's documentation, the explorer)
@@ -184,7 +184,7 @@ def _regret(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
 def pixel_bits(model: VAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """-log p(x|z) of each pixel at the posterior mean code in bits, channels summed, (B, H, W), and the
     decoded mean image (B, C, H, W). ``x``: images in [0, 1], the model in eval mode."""
-    logits = model(x)[0].float()
+    logits = model(x).logits.float()
     bits = pixel_nll(model.likelihood, logits, x.float(), model.log_scale).sum(1) / math.log(2)
     return bits, model.image_of(logits).float()
 
@@ -207,7 +207,7 @@ def score_batch(model: VAE, x: torch.Tensor, settings: ScoreSettings, noise: tor
         if bounds:
             nats = _bounds(model, x, mu, logvar, eps, "llr" in names)
         if "recon_mse" in names:
-            mean_image = model.image_of(model(x)[0].float()).float()
+            mean_image = model.image_of(model(x).logits.float()).float()
     if "regret" in names:
         with model.prior_fixed():
             nats["regret"] = _regret(model, x, mu, logvar, settings, noise[settings.iw_samples:], eps[:1])

@@ -16,39 +16,19 @@ constant, not a normalised density of x; the bound is therefore on the same scal
 (BCE + KL) and comparable with it, not with log-likelihoods of binarised or 8-bit-discretised
 data. With the discretised logistic it is a true bound on -log P(x) of the 8-bit image, and
 comparable with the literature in bits per dimension.
+
+The log-weights are losses/iwae.py's ``log_weights``, the ones ``--iw_train`` trains on.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
 from datasets import Split
-from evaluation.metrics import batches
-from losses import pixel_nll
+from losses import log_weights
 from models import VAE
-
-
-def log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
-                y: torch.Tensor | None = None, terms: Callable | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x) of the codes
-    z_k = mu + eps_k * sigma, shape (K, B), the reconstruction terms -log p(x|z_k) (K, B), the
-    decoded pixel logits (K, B, C, H, W), and log p(z_k) - log q(z_k|x) per latent level (K, B, L).
-
-    ``eps``: (K, B, model.noise_size). Differentiable: the IWAE bound and the training objective of
-    ``--iw_train`` (engine.iw_terms) are both made of it. ``y``: labels of a conditional model. ``terms``:
-    the model's method that draws the codes and decodes them (default ``importance_terms``; the anomaly
-    scores pass a hierarchical model's ``top_only_terms``).
-    """
-    k = eps.shape[0]
-    ratios, logits = (terms or model.importance_terms)(x, mu, logvar, eps, y)
-    # -log p(x|z) summed over pixels, under the model's likelihood (the training loss's term);
-    # the expanded x is a view, not K copies.
-    nll = pixel_nll(model.likelihood, logits, x.expand(k, *x.shape), model.log_scale).flatten(2).sum(-1)
-    return ratios.sum(-1) - nll, nll, logits, ratios
-
+from runtime.batch_pass import batches
 
 # With chunk=None, iwae_nll decodes this many images (samples x batch) per pass: ~3 MB of
 # float32 logits, so memory stays bounded whatever K and the batch size are (and the

@@ -1,11 +1,16 @@
-"""Reconstruction losses, the KL term, SSIM (loss and visual metric), and the disentangling objectives."""
-from losses.disentangling import OBJECTIVES
+"""Reconstruction losses, the KL term, SSIM (loss and visual metric), and the objectives (one file each,
+registered by name: losses/objective.py)."""
+# isort: off
+# Each objective's module registers its --objective name, in this order (--help's).
+from losses import elbo, capacity, betatc, factorvae  # noqa: F401
+# isort: on
+from losses.build import build_objective
+from losses.iwae import log_weights
 from losses.likelihoods import DISCRETE, LIKELIHOODS, bits_per_dim, likelihood_of, pixel_nll
+from losses.objective import OBJECTIVES, Batch, Objective, register
 from losses.ssim import ssim, ssim_map
-from losses.vae_loss import (
+from losses.terms import (
     IMAGE_LOSSES,
-    OBJECTIVE_TERMS,
-    VAELoss,
     bce_loss,
     kl_divergence,
     kl_per_dimension,
@@ -14,6 +19,6 @@ from losses.vae_loss import (
     ssim_loss,
 )
 
-__all__ = ["DISCRETE", "IMAGE_LOSSES", "LIKELIHOODS", "OBJECTIVES", "OBJECTIVE_TERMS", "VAELoss", "bce_loss",
-           "bits_per_dim", "kl_divergence", "kl_per_dimension", "likelihood_of", "mse_loss", "pixel_nll",
-           "reconstruction_loss", "ssim", "ssim_loss", "ssim_map"]
+__all__ = ["DISCRETE", "IMAGE_LOSSES", "LIKELIHOODS", "OBJECTIVES", "Batch", "Objective", "bce_loss",
+           "bits_per_dim", "build_objective", "kl_divergence", "kl_per_dimension", "likelihood_of", "log_weights",
+           "mse_loss", "pixel_nll", "reconstruction_loss", "register", "ssim", "ssim_loss", "ssim_map"]

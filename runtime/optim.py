@@ -57,10 +57,3 @@ def start_schedule_at(optimizer: torch.optim.Optimizer, scheduler: torch.optim.l
     for group in optimizer.param_groups:
         group["initial_lr"] = cfg.lr
         group["lr"] = lr_at(cfg, epoch)
-
-
-def kl_warmup_scale(cfg: RunConfig, epoch: int, batch: int, n_batches: int) -> float:
-    """Linear KL warm-up factor in [0, 1] at minibatch ``batch`` of ``epoch`` (0-based)."""
-    if not cfg.kl_warmup_epochs:
-        return 1.0
-    return min(1.0, (epoch + batch / n_batches) / cfg.kl_warmup_epochs)

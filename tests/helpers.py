@@ -85,3 +85,14 @@ def snapshot(*paths: str) -> dict[str, bytes]:
 
 def temp_files(folder: str = "weights") -> list[str]:
     return [f for f in os.listdir(folder) if f.endswith(".tmp")]
+
+
+def make_objective(model=None, dataset_size: int = 1, **settings):
+    """The objective train.py builds for these run settings (RunConfig fields: the ELBO of 'bce' with unit
+    weights by default), for ``model`` (None: a model without a learnt pixel scale)."""
+    import types
+
+    from config.run_config import RunConfig
+    from losses import build_objective
+
+    return build_objective(RunConfig(**settings), model or types.SimpleNamespace(log_scale=None), dataset_size)

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from engine import iw_terms
-from helpers import assert_cli_error, load_ckpt, run_cli, tiny_args
-from losses import VAELoss
+from helpers import assert_cli_error, load_ckpt, make_objective, run_cli, tiny_args
+from losses import Batch
+from losses.iwae import iw_terms
 from models import ModelConfig, build_model
 
 
@@ -23,8 +23,9 @@ def tiny_hvae(**kw):
 def test_shapes_and_the_code_it_embeds():
     model = tiny_hvae(hvae_channels=3).train()
     x = torch.rand(5, 1, 16, 16)
-    logits, mu, logvar, kls = model(x, with_kl=True)
-    assert logits.shape == x.shape and mu.shape == logvar.shape == (5, 10) and kls.shape == (5, 2)
+    out = model(x, with_kl=True)
+    assert out.logits.shape == x.shape and out.mu.shape == out.logvar.shape == out.z.shape == (5, 10)
+    assert out.kl.shape == (5, 2)
     assert model.noise_size == 10 + 3 * 4 * 4  # 16 -> 4x4 lower map
     assert model.posterior(x)[0].shape == (5, 10)  # the top code: what embeddings use
     assert model.decode(model.sample_prior(3, torch.Generator().manual_seed(0))).shape == (3, 1, 16, 16)
@@ -34,10 +35,10 @@ def test_shapes_and_the_code_it_embeds():
 def test_kl_per_level_is_non_negative_sums_to_the_total_and_matches_monte_carlo():
     model = tiny_hvae().train()
     x = torch.rand(6, 1, 16, 16)
-    logits, mu, logvar, kls = model(x, with_kl=True)
+    kls = model(x, with_kl=True).kl
     assert (kls >= 0).all() and kls[:, 1].mean() > 0.01
-    terms = VAELoss("bce")(logits, x, mu, logvar, kls.sum(1).mean())
-    assert torch.allclose(terms["kl_loss"], kls[:, 0].mean() + kls[:, 1].mean())
+    terms, _ = make_objective().step(model, model, Batch(x, None, None), 1.0)  # the ELBO logs each level
+    assert torch.allclose(terms["kl_loss"], terms["kl_top"] + terms["kl_map"])
     # the lower level's closed form against the mean of log q(z1) - log p(z1) over many z1 at the
     # top code's mean (eval mode: what forward decodes; the top code's noise is 0)
     model.eval()
@@ -47,7 +48,7 @@ def test_kl_per_level_is_non_negative_sums_to_the_total_and_matches_monte_carlo(
     with torch.no_grad():
         mu1, logvar1 = model.posterior(x[:1])
         ratios, _ = model.importance_terms(x[:1], mu1, logvar1, eps[:, None])
-        _, _, _, kls1 = model(x[:1], with_kl=True)
+        kls1 = model(x[:1], with_kl=True).kl
         _, top_ratio = model.code_log_ratio(mu1, logvar1, eps[:1, :10])
     assert torch.allclose(ratios[:, 0, 0], top_ratio.expand(n))  # the top level's, for every z1
     lower_mc = -ratios[:, 0, 1].mean()
@@ -59,8 +60,7 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation_and_more_samples_bound_
     x = torch.rand(2, 1, 16, 16).repeat(4000, 1, 1, 1)
     torch.manual_seed(2)
     one = iw_terms(model, x, None, 1)[0]["loss"].item()
-    logits, mu, logvar, kls = model(x, with_kl=True)
-    elbo = VAELoss("bce")(logits, x, mu, logvar, kls.sum(1).mean())["loss"].item()
+    elbo = make_objective().step(model, model, Batch(x, None, None), 1.0)[0]["loss"].item()
     assert abs(one - elbo) < 0.5, (one, elbo)
     torch.manual_seed(3)
     terms, _ = iw_terms(model, x[:8], None, 50)

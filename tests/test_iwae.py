@@ -16,7 +16,7 @@ from models import VAE
 def toy(fmnist_root):
     """An `fc` VAE (latent 10) trained for 300 steps on 1000 Fashion-MNIST images, and 100 others."""
     from datasets import DATASETS
-    from losses import VAELoss
+    from helpers import make_objective
     from models import ModelConfig, build_model
 
     images = DATASETS["fmnist"](fmnist_root, train=True).data[:1100].float().div(255).unsqueeze(1)
@@ -25,11 +25,11 @@ def toy(fmnist_root):
         torch.manual_seed(0)
         model = build_model(ModelConfig(model_type="fc", latent_space_size=10))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = VAELoss()
+        loss_fn = make_objective()
         for step in range(300):
             xb = train_x[(step % 10) * 100:(step % 10 + 1) * 100]
-            logits, mu, logvar = model(xb)
-            loss = loss_fn(logits, xb, mu, logvar)["loss"]
+            out = model(xb)
+            loss = loss_fn.loss(out.logits, xb, out.mu, out.logvar)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from losses import VAELoss, bce_loss, kl_divergence, mse_loss, ssim, ssim_loss, ssim_map
+from helpers import make_objective
+from losses import bce_loss, kl_divergence, mse_loss, ssim, ssim_loss, ssim_map
 from losses.ssim import C1, C2
 
 
@@ -83,13 +84,13 @@ def test_vae_loss_weights():
     torch.manual_seed(0)
     logits, x = torch.randn(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
-    t = VAELoss("bce", img_loss_weight=2.0, kl_loss_weight=0.5)(logits, x, mu, logvar)
+    t = make_objective(img_loss_weight=2.0, kl_loss_weight=0.5).loss(logits, x, mu, logvar)
     assert torch.allclose(t["loss"], 2 * bce_loss(logits, x) + 0.5 * kl_divergence(mu, logvar))
 
 
 def test_running_mean_rebalancing():
     torch.manual_seed(0)
-    fn = VAELoss("bce", running_mean=True, img_loss_weight=1.0, kl_loss_weight=1.0)
+    fn = make_objective(do_running_mean=True).loss
     logits, x = torch.randn(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
     first = fn(logits, x, mu, logvar)
@@ -100,10 +101,11 @@ def test_running_mean_rebalancing():
     kl_rm = 0.9 * kl1 + 0.1 * second["kl_loss"].item()
     expected = second["img_loss"].item() / img_rm + second["kl_loss"].item() / kl_rm
     assert second["loss"].item() == pytest.approx(expected, rel=1e-5)
-    state = fn.state_dict()
-    fresh = VAELoss("bce", running_mean=True)
+    state = fn.__self__.state_dict()  # the checkpoint's loss_state
+    assert set(state) == {"img_rm", "kl_rm"}
+    fresh = make_objective(do_running_mean=True)
     fresh.load_state_dict(state)
-    assert fresh(logits, x, mu, logvar)["loss"].item() == pytest.approx(fn(logits, x, mu, logvar)["loss"].item())
+    assert fresh.loss(logits, x, mu, logvar)["loss"].item() == pytest.approx(fn(logits, x, mu, logvar)["loss"].item())
 
 
 def test_ssim_loss_trains():

@@ -1,28 +1,25 @@
-"""--objective capacity, betatc and factorvae (losses/disentangling.py): their terms against closed forms,
-training on a factor data set with the terms in TensorBoard and the checkpoint, FactorVAE's discriminator
-resumed exactly, and one line when a checkpoint lacks it."""
+"""--objective capacity, betatc and factorvae (losses/capacity.py, betatc.py, factorvae.py): their terms
+against closed forms, training on a factor data set with the terms in TensorBoard and the checkpoint,
+FactorVAE's discriminator resumed exactly, and one line when a checkpoint lacks it."""
 import math
+import types
 
 import pytest
 import torch
 
-from helpers import assert_cli_error, load_ckpt, read_events, run_cli
-from losses import VAELoss, kl_divergence
-from losses.disentangling import (
-    capacity_at,
-    capacity_penalty,
-    discriminator_loss,
-    discriminator_tc,
-    permute_dims,
-    tc_decomposition,
-)
+from helpers import assert_cli_error, load_ckpt, make_objective, read_events, run_cli
+from losses import Batch, kl_divergence
+from losses.betatc import tc_decomposition
+from losses.capacity import capacity_at, capacity_penalty
+from losses.factorvae import discriminator_loss, discriminator_tc, permute_dims
+from models.base import ModelOutput
 
 
 def test_capacity_grows_linearly_then_stays():
-    assert capacity_at(25.0, 2.0, 0, 0, 10) == 0.0
-    assert capacity_at(25.0, 2.0, 1, 0, 10) == pytest.approx(12.5)
-    assert capacity_at(25.0, 2.0, 1, 5, 10) == pytest.approx(18.75)
-    assert capacity_at(25.0, 2.0, 5, 3, 10) == 25.0
+    assert capacity_at(25.0, 2.0, 0.0) == 0.0  # progress: epochs done
+    assert capacity_at(25.0, 2.0, 1.0) == pytest.approx(12.5)
+    assert capacity_at(25.0, 2.0, 1.5) == pytest.approx(18.75)
+    assert capacity_at(25.0, 2.0, 5.3) == 25.0
     assert float(capacity_penalty(torch.tensor(3.0), 5.0, 1000.0)) == pytest.approx(2000.0)
     assert float(capacity_penalty(torch.tensor(7.0), 5.0, 1000.0)) == pytest.approx(2000.0)
 
@@ -70,15 +67,20 @@ def test_objectives_on_the_elbo_scale():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 4, 4, generator=g).round()
     logits, mu, logvar = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 3, generator=g), torch.zeros(8, 3)
-    elbo = VAELoss("bce")(logits, x, mu, logvar)
-    cap = VAELoss("bce", objective="capacity", capacity_weight=10.0)
-    cap.capacity = 1.0
-    t = cap(logits, x, mu, logvar)
+    model = types.SimpleNamespace(log_scale=None, noise_size=3, analytic_kl=True, level_names=())
+
+    def forward(x, eps=None, y=None, with_kl=False):  # a model's fixed output, its code at the given noise
+        return ModelOutput(logits, mu, logvar, mu if eps is None else mu + eps)
+
+    batch = Batch(x, None, None)
+    elbo, _ = make_objective().step(model, forward, batch, 0.0)
+    # at 1 epoch of 1, C is --capacity_max
+    cap = make_objective(objective="capacity", capacity_weight=10.0, capacity_max=1.0, capacity_epochs=1.0)
+    t, _ = cap.step(model, forward, batch, 1.0)
     kl = kl_divergence(mu, logvar)
-    assert float(t["kl_loss"]) == pytest.approx(float(kl), rel=1e-5)
+    assert float(t["kl_loss"]) == pytest.approx(float(kl), rel=1e-5) and float(t["capacity"]) == 1.0
     assert float(t["loss"]) == pytest.approx(float(elbo["img_loss"] + 10 * (kl - 1).abs()), rel=1e-5)
-    z = mu + torch.randn(8, 3, generator=g)
-    tc = VAELoss("bce", objective="betatc", tc_weight=1.0, dataset_size=100)(logits, x, mu, logvar, z=z)
+    tc, _ = make_objective(model, 100, objective="betatc", tc_weight=1.0).step(model, forward, batch, 0.0)
     # beta = 1: the loss is reconstruction + the sampled KL
     assert float(tc["loss"]) == pytest.approx(float(tc["img_loss"] + tc["mi"] + tc["tc"] + tc["dim_kl"]), rel=1e-5)
 

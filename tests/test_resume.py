@@ -7,9 +7,7 @@ import shutil
 import pytest
 import torch
 
-import train
-from helpers import load_ckpt, read_events, run_cli, small_args
-from runtime import optim
+from helpers import load_ckpt, make_objective, read_events, run_cli, small_args
 
 EPOCHS = 4  # the last cut (epoch 2) is followed by two epochs: a defect that shows only later is caught
 
@@ -101,8 +99,8 @@ def test_reference_checkpoint_resumes_and_predicts(fmnist_small, workdir, refere
 
 def test_warmup_weight_is_exact_after_resume():
     """The warm-up factor depends only on (epoch, batch): a resumed run continues the ramp."""
-    args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2.5"])
-    ramp = [optim.kl_warmup_scale(args, e, b, 4) for e in range(3) for b in range(4)]
+    warm = make_objective(kl_warmup_epochs=2.5)
+    ramp = [warm.kl_scale(e + b / 4) for e in range(3) for b in range(4)]
     assert ramp == sorted(ramp) and math.isclose(ramp[1] - ramp[0], 0.1)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import train
-from helpers import assert_cli_error, load_ckpt, read_events, run_cli, small_args
-from losses import VAELoss, bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
+from helpers import assert_cli_error, load_ckpt, make_objective, read_events, run_cli, small_args
+from losses import bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
 from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
 from runtime import optim
 
@@ -21,7 +21,8 @@ def test_conditional_models_use_the_class_in_encoder_and_decoder(model_type):
     x, z = torch.rand(4, 1, 28, 28), torch.randn(4, 6)
     y0, y1 = torch.zeros(4, dtype=torch.long), torch.full((4,), 7)
     torch.nn.init.normal_(model.label_embedding.weight)  # starts random anyway; make the effect large
-    logits, mu, logvar = model(x, y=y0)
+    out = model(x, y=y0)
+    logits, mu, logvar = out.logits, out.mu, out.logvar
     assert logits.shape == (4, 1, 28, 28) and mu.shape == (4, 6) and logvar.shape == (4, 6)
     assert not torch.allclose(model.encode(x, y0)[0], model.encode(x, y1)[0])
     assert not torch.allclose(model.decode(z, y0), model.decode(z, y1))
@@ -55,9 +56,9 @@ def test_free_bits_floor_each_dimension_and_stop_its_gradient():
     kl_dims = kl_per_dimension(mu, logvar)
     assert torch.allclose(kl_dims, torch.tensor([0.0, 2.0, 0.005]))
     assert torch.allclose(kl_dims.sum(), kl_divergence(mu, logvar))
-    loss_fn = VAELoss(free_bits=0.5)
+    loss_fn = make_objective(free_bits=0.5)
     logits, x = torch.zeros(2, 1, 28, 28), torch.full((2, 1, 28, 28), 0.5)
-    terms = loss_fn(logits, x, mu, logvar)
+    terms = loss_fn.loss(logits, x, mu, logvar)
     assert terms["kl_loss"].item() == pytest.approx(2.005)
     assert terms["kl_penalty"].item() == pytest.approx(0.5 + 2.0 + 0.5)
     terms["loss"].backward()
@@ -69,13 +70,12 @@ def test_kl_scale_multiplies_only_the_kl_term():
     torch.manual_seed(0)
     logits, x = torch.randn(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
     mu, logvar = torch.randn(3, 4), torch.randn(3, 4)
-    loss_fn = VAELoss(kl_loss_weight=2.0)
-    loss_fn.kl_scale = 0.25
-    terms = loss_fn(logits, x, mu, logvar)
+    loss_fn = make_objective(kl_loss_weight=2.0)
+    terms = loss_fn.loss(logits, x, mu, logvar, kl_scale=0.25)
     assert terms["loss"].item() == pytest.approx((bce_loss(logits, x) + 0.5 * kl_divergence(mu, logvar)).item(),
                                                  rel=1e-6)
     assert terms["kl_weight"].item() == 0.5
-    assert loss_fn.objective(terms["img_loss"], terms["kl_loss"]).item() == pytest.approx(
+    assert loss_fn.validation_loss(terms["img_loss"], terms["kl_loss"]).item() == pytest.approx(
         (bce_loss(logits, x) + 2.0 * kl_divergence(mu, logvar)).item(), rel=1e-6)
 
 
@@ -87,12 +87,12 @@ def test_bce_ssim_is_the_weighted_sum():
 
 
 def test_kl_warmup_scale_is_linear_per_step():
-    args = train.get_args_parser().parse_args(["--kl_warmup_epochs", "2"])
-    assert optim.kl_warmup_scale(args, 0, 0, 10) == 0.0
-    assert optim.kl_warmup_scale(args, 0, 5, 10) == 0.25
-    assert optim.kl_warmup_scale(args, 1, 5, 10) == 0.75
-    assert optim.kl_warmup_scale(args, 2, 0, 10) == 1.0 and optim.kl_warmup_scale(args, 5, 3, 10) == 1.0
-    assert optim.kl_warmup_scale(train.get_args_parser().parse_args([]), 0, 0, 10) == 1.0
+    warm = make_objective(kl_warmup_epochs=2.0)  # progress: epochs done, (epoch, batch of 10) below
+    assert warm.kl_scale(0 + 0 / 10) == 0.0
+    assert warm.kl_scale(0 + 5 / 10) == 0.25
+    assert warm.kl_scale(1 + 5 / 10) == 0.75
+    assert warm.kl_scale(2 + 0 / 10) == 1.0 and warm.kl_scale(5 + 3 / 10) == 1.0
+    assert make_objective().kl_scale(0.0) == 1.0
 
 
 def test_cosine_schedule_closed_form():
