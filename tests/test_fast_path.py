@@ -103,9 +103,10 @@ def test_kl_terms_stay_float32_under_autocast(model_type, prior):
     model = build_model(ModelConfig(model_type=model_type, prior=prior, vamp_components=5))
     model.use_memory_format(torch.channels_last)
     x, eps = torch.rand(8, 1, 28, 28), torch.randn(8, model.noise_size)
-    _, _, _, kl32 = model(x, eps, with_kl=True)
+    kl32 = model(x, eps, with_kl=True).kl
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, mu, _, kl = model(x, eps, with_kl=True)
+        out = model(x, eps, with_kl=True)
+        logits, kl = out.logits, out.kl
     assert logits.dtype == torch.bfloat16 and kl.dtype == torch.float32
     torch.testing.assert_close(kl, kl32, rtol=0.05, atol=0.05)  # from bfloat16 posteriors, computed in float32
 

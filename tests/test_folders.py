@@ -109,7 +109,8 @@ def test_bad_folders_get_one_line(tmp_path, capsys):
 def test_resconv_hvae_and_fc_build_for_any_shape(size, channels):
     for model_type in ("resconv", "hvae", "fc"):
         model = build_model(ModelConfig(model_type=model_type, image_size=size, image_channels=channels))
-        logits, mu, _ = model(torch.rand(2, channels, size, size))
+        out = model(torch.rand(2, channels, size, size))
+        logits, mu = out.logits, out.mu
         assert logits.shape == (2, channels, size, size) and mu.shape == (2, 10)
     assert "fc, resconv, hvae" in shape_problem("fc_conv", channels, size) if (size, channels) != (28, 1) else True
 

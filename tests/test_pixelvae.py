@@ -67,7 +67,8 @@ def test_cached_drawing_agrees_with_drawing_from_the_teacher_forced_output(chann
 def test_the_likelihood_sums_over_pixels_it_sees_through_forward_and_the_iwae_terms():
     model = tiny_pixelvae(likelihood="dmol")
     x = torch.round(torch.rand(4, 1, 16, 16) * 255) / 255
-    out, mu, logvar = model(x)
+    res = model(x)
+    out, mu, logvar = res.logits, res.mu, res.logvar
     torch.testing.assert_close(out, model.decode_given(mu, None, x))  # eval mode: the posterior mean
     eps = torch.randn(5, 4, 10)
     ratios, outs = model.importance_terms(x, mu, logvar, eps)
