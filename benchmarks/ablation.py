@@ -1,35 +1,38 @@
 """The 2018 ablation, measured: each knob of the 2018 best command changed alone.
 
 Every row is the 2018 best command (train.py's defaults) with a few flags changed, trained and
-scored once per ``--seeds`` by benchmarks/sweep.py (train.py's own parser and loop): validation
+scored once per ``--seeds`` by benchmarks/scaffold.py (train.py's own parser and loop): validation
 BCE+KL and SSIM (window 5, posterior mean decoded; BCE+KL whatever loss the row trained with),
 and KNN test accuracy on the posterior means (500 training points per class, k = 10, 5 draws).
 Writes ``benchmarks/ablation.md`` and ``.json`` after every run, so an interrupted sweep still
 leaves a table of what finished; each run's scores are kept in ``--work_dir`` and reused while
 its flags, the settings and the code are the same.
 
-    python3 benchmarks/ablation.py --epochs 5            # every row, seeds 42,1,2
-    python3 benchmarks/ablation.py --only loss_mse --epochs 1 --seeds 42
-    python3 benchmarks/ablation.py --only best_2018,unet_skips_all --out benchmarks/ablation_unet
+    python3 -m benchmarks.ablation --epochs 5            # every row, seeds 42,1,2
+    python3 -m benchmarks.ablation --only loss_mse --epochs 1 --seeds 42
+    python3 -m benchmarks.ablation --only best_2018,unet_skips_all --out benchmarks/ablation_unet
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch
-
-from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
-
+from benchmarks.scaffold import (
+    KNN_DRAWS,
+    KNN_K,
+    add_sweep_args,
+    cell,
+    command_line,
+    machine_line,
+    run_scored,
+    start,
+    summarise,
+    write_report,
+)
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
-from fileio.atomic import write_json, write_text
 
 Flags = list[str]
 
@@ -73,7 +76,7 @@ METRICS = (("val_bce_kl", ".2f"), ("val_kl", ".2f"), ("val_ssim", ".4f"), ("knn_
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="ablation.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.ablation", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs of every row (30 is the 2018 command)")
     p.add_argument("--only", default="", metavar="NAMES",
@@ -91,17 +94,15 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     return run_scored("ablation", row, seed, ROWS[row](args.epochs) + ["--epochs", str(args.epochs)], args)
 
 
-def summarise(runs: dict[str, list[dict]], epochs: int) -> list[dict]:
+def summary(runs: dict[str, list[dict]], epochs: int) -> list[dict]:
     """One dict per row: flags, seeds and mean / std of every metric."""
-    return [{"row": row, "flags": _flag_text(ROWS[row](epochs)), "seeds": [r["seed"] for r in results],
-             **{key: mean_std([r[key] for r in results]) for key, _ in METRICS}}
-            for row, results in runs.items() if results]
+    return summarise(runs, (key for key, _ in METRICS),
+                     lambda row, _: {"row": row, "flags": _flag_text(ROWS[row](epochs))})
 
 
-def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace, wall: float) -> None:
     lines = [f"# The 2018 ablation ({args.epochs} epochs, Fashion-MNIST)", "",
-             f"`{command_line('ablation.py')}`; torch {torch.__version__}, "
-             f"{platform.machine()}, {torch.get_num_threads()} threads; sweep wall time {wall:.0f} s. "
+             f"`{command_line('ablation')}`; {machine_line()}; sweep wall time {wall:.0f} s. "
              "Each row changes the listed flags of the 2018 best command (train.py's defaults) and is "
              "run once per seed; mean ± std over seeds. Best checkpoint of each run; validation = fold 0 "
              "(12,000 images), posterior mean decoded, per image; BCE+KL whatever the training loss; "
@@ -113,9 +114,10 @@ def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> Non
     for r in rows:
         cells = [cell(r[key], fmt) for key, fmt in METRICS]
         lines.append(f"| {r['row']} | `{r['flags']}` | {len(r['seeds'])} | " + " | ".join(cells) + " |")
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"epochs": args.epochs, "seeds": args.seeds, "wall_seconds": wall, "rows": rows,
-                                    "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS}})
+    write_report(args.out, "\n".join(lines), {"epochs": args.epochs, "seeds": args.seeds, "wall_seconds": wall,
+                                              "rows": rows,
+                                              "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS}},
+                 command_line("ablation"))
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -127,8 +129,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     for row, seed in order:
         runs[row].append(run_one(row, seed, args))
-        rows = summarise(runs, args.epochs)
-        write_report(rows, args, time.perf_counter() - t0)
+        rows = summary(runs, args.epochs)
+        save_report(rows, args, time.perf_counter() - t0)
     print(open(args.out + ".md").read())
     return rows
 

@@ -1,4 +1,4 @@
-"""What the speed benchmarks measure, shared by run.py (issue 4) and train_speed.py (issue 2).
+"""What the speed benchmarks measure, shared by run.py (issue 4), train_speed.py (issue 2), conv_speed.py.
 
 Three ways to feed the same model the same number of Fashion-MNIST images:
 
@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # the benchmarks import the project's modules
-    sys.path.insert(0, ROOT)
+from statistics import median
 
 import torch
 
 import engine
+from benchmarks.scaffold import ROOT, child_env
 from config.run_config import RunConfig, model_config
 from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_split
 from evaluation.metrics import batch_metrics
@@ -68,15 +66,6 @@ def load_data(root: str, device: torch.device, seed: int = 42) -> Data:
     x = as_float(full.x)
     return Data(root, x[torch.from_numpy(tr)].to(device), x[torch.from_numpy(va)].to(device),
                 tr.tolist(), va.tolist())
-
-
-def train_args(argv: list[str] = ()) -> RunConfig:
-    """The run config train.py builds from these flags (its defaults, the 2018 best command, unless
-    ``argv`` says otherwise): what its engine is handed."""
-    import train  # the CLI's parser
-    from config.resolve import build_config, given_settings
-
-    return build_config(given_settings(train.get_args_parser().parse_args(list(argv))))
 
 
 def build(model_type: str, device: torch.device, seed: int = 0):
@@ -203,11 +192,6 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
-
-
 def batches_for(seconds: float, step_seconds: float, lo: int = 5, hi: int = 94) -> int:
     """How many minibatches fit in ``seconds`` at ``step_seconds`` each, within [lo, hi]."""
     return max(lo, min(hi, int(seconds / max(step_seconds, 1e-6))))
@@ -216,11 +200,11 @@ def batches_for(seconds: float, step_seconds: float, lo: int = 5, hi: int = 94) 
 # ---------------------------------------------------------------- the whole CLI as a subprocess
 
 
-# Runs a script as __main__ and, at exit, reports its own peak RSS. VmHWM restarts at exec;
-# the rusage of a child (wait4) does not: it would count the benchmark process's pages that
+# Runs a script as __main__ (the repository on its PYTHONPATH: child_env) and, at exit, reports its own peak
+# RSS. VmHWM restarts at exec; the rusage of a child (wait4) does not: it would count the benchmark process's pages that
 # the child shared between fork and exec, ~400 MB here.
 _PEAK_RSS_WRAPPER = """
-import atexit, os, runpy, sys
+import atexit, runpy, sys
 def _peak():
     try:
         with open('/proc/self/status') as f:
@@ -230,7 +214,6 @@ def _peak():
         pass
 atexit.register(_peak)
 sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
@@ -244,7 +227,7 @@ def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dic
     out_path, err_path = os.path.join(workdir, "stdout.txt"), os.path.join(workdir, "stderr.txt")
     with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out_f, stderr=err_f)
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out_f, stderr=err_f, env=child_env())
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -269,14 +252,13 @@ def full_run(argv: list[str], data_root: str, workdir: str | None = None) -> dic
 
 _BARE_CHILD = """
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
 import torch
-import baselines as B
+from benchmarks import baselines as B
 from runtime import accelerators
-if sys.argv[2] == "on":
+if sys.argv[1] == "on":
     accelerators.tune_malloc()
-batch, n = 512, int(sys.argv[4])
-data = B.load_data(sys.argv[3], torch.device("cpu"))
+batch, n = 512, int(sys.argv[3])
+data = B.load_data(sys.argv[2], torch.device("cpu"))
 run = B.build("fc_conv", torch.device("cpu"))
 x = data.train_x[:n * batch]
 B.train_bare(*run, x[:5 * batch], batch)
@@ -290,55 +272,12 @@ print(json.dumps({"step_ms": (t1 - t0) / n * 1e3, "faults_per_step": (f1 - f0) /
 def bare_malloc_ab(data_root: str, batches: int = 60, rounds: int = 3) -> dict:
     """The bare fc_conv loop (batch 512, CPU) in fresh processes with and without
     :func:`runtime.accelerators.tune_malloc`, alternating: ms per step and minor page faults per step."""
-    import json
-
     out: dict[str, list[dict]] = {"on": [], "off": []}
     for _ in range(rounds):
         for mode in ("on", "off"):
-            proc = subprocess.run([sys.executable, "-c", _BARE_CHILD, os.path.dirname(os.path.abspath(__file__)),
-                                   mode, os.path.abspath(data_root), str(batches)],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run([sys.executable, "-c", _BARE_CHILD, mode, os.path.abspath(data_root), str(batches)],
+                                  capture_output=True, text=True, check=True, env=child_env())
             out[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return {mode: {"step_ms": median([r["step_ms"] for r in rs]),
                    "faults_per_step": median([r["faults_per_step"] for r in rs]),
                    "step_ms_all": [r["step_ms"] for r in rs]} for mode, rs in out.items()}
-
-
-# ---------------------------------------------------------------- where it ran
-
-
-def hardware() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
-    info["load average at start (1/5/15 min)"] = load_average()
-    return info
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table."""
-    fmt = [lambda v: f"{v:,.0f}" if isinstance(v, float) and v >= 100 else
-           (f"{v:.2f}" if isinstance(v, float) else str(v))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt[0](v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average, as the reports print it ("n/a" where the OS has none)."""
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
-def write_report(out: str, markdown: str, results: dict) -> None:
-    """A benchmark's Markdown report at ``out`` and its results as JSON beside it."""
-    from fileio.atomic import write_json, write_text
-
-    write_text(out, markdown)
-    write_json(os.path.splitext(out)[0] + ".json", results, indent=1, default=str)
-    print(f"wrote {out}")

@@ -10,36 +10,35 @@ Total training images per second (all runs' epochs x their training images over 
 start to the last exit, start-up included) and that wall clock against the same runs one after the other
 (N x one run alone, same setting): at most 1.0 means starting them together costs nothing.
 
-    flock /tmp/vae-lab-cpu.lock python3 benchmarks/concurrent_runs.py   # needs the machine to itself
+    flock /tmp/vae-lab-cpu.lock python3 -m benchmarks.concurrent_runs   # needs the machine to itself
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 import torch
 
-import baselines as B  # puts the project root on sys.path
-
+from benchmarks.scaffold import ROOT, command_line, load_average, table, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from core.environment import cpu_name
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="concurrent_runs.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python3 -m benchmarks.concurrent_runs", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs of each run")
     p.add_argument("--runs", default="1,2,4", help="how many runs at once, comma-separated")
     p.add_argument("--timeout", type=positive_int, default=600, help="seconds before a group of runs is stopped")
-    p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
-    p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "concurrent_runs.md"), help="Markdown report")
+    p.add_argument("--data_root", default=os.path.join(ROOT, "data"), help="Fashion-MNIST folder")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "concurrent_runs.md"), help="Markdown report")
     return p
 
 
@@ -59,7 +58,7 @@ def run_together(n: int, flags: list[str], epochs: int, data_root: str, timeout:
         folder = os.path.join(work, f"run{i}")
         os.makedirs(folder)
         with open(os.path.join(folder, "out.txt"), "w") as out:
-            proc = subprocess.Popen([sys.executable, os.path.join(B.ROOT, "train.py"), "--data_root", data_root,
+            proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--data_root", data_root,
                                      "--epochs", str(epochs), *flags], cwd=folder, env=env, stdout=out,
                                     stderr=subprocess.STDOUT)
         procs[proc.pid] = (proc, folder)
@@ -99,8 +98,8 @@ def main(args: argparse.Namespace) -> dict:
     cores = torch.get_num_threads()
     data_root = os.path.abspath(args.data_root)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch default threads": cores, "torch": torch.__version__,
-            "load average at start (1/5/15 min)": B.load_average(), "epochs per run": args.epochs,
-            "command": shlex.join(["python3", "benchmarks/concurrent_runs.py", *sys.argv[1:]])}
+            "load average at start (1/5/15 min)": load_average(), "epochs per run": args.epochs,
+            "command": command_line("concurrent_runs")}
     t_start = time.perf_counter()
     run_together(1, [], 1, data_root, args.timeout)  # warm-up, not reported: caches, the page cache
     results: dict[str, list[dict]] = {}
@@ -111,7 +110,7 @@ def main(args: argparse.Namespace) -> dict:
             results[name].append(r)
             print(f"{name}: {n} at once: {r['wall_s']:.1f} s, {r['images_per_s']:,.0f} images/s; "
                   f"{r['first_lines'][0].split('cpu (')[-1].split(');')[0]}", flush=True)
-    info["load average at end (1/5/15 min)"] = B.load_average()
+    info["load average at end (1/5/15 min)"] = load_average()
     info["seconds in all"] = round(time.perf_counter() - t_start, 1)
     rows = []
     for name, rs in results.items():
@@ -120,7 +119,7 @@ def main(args: argparse.Namespace) -> dict:
             vs = r["wall_s"] / (r["runs"] * alone) if alone else float("nan")
             threads = r["first_lines"][0].split("cpu (")[-1].split(");")[0].split("; ", 1)[-1]
             rows.append([name, r["runs"], threads, f"{r['wall_s']:.1f}", f"{r['images_per_s']:,.0f}",
-                         f"{B.median(r['epoch_s']):.2f} / {max(r['epoch_s']):.2f}", f"{vs:.2f}"])
+                         f"{median(r['epoch_s']):.2f} / {max(r['epoch_s']):.2f}", f"{vs:.2f}"])
             r["vs_one_after_another"] = vs
     n_train = int(re.search(r"(\d+) train / ", rs[0]["first_lines"][0]).group(1))
     md = "\n".join([
@@ -133,9 +132,9 @@ def main(args: argparse.Namespace) -> dict:
         "images/s: all runs' training images over the wall clock from the first start to the last exit "
         "(start-up, data loading and validation included). vs one after another: that wall clock over N x "
         "one run alone with the same setting (at most 1.00: starting them together costs nothing).", "",
-        B.table(["threads setting", "runs at once", "threads per run (its first line)", "wall s", "images/s",
-                 "epoch s median / max", "vs one after another"], rows), ""])
-    B.write_report(args.out, md, {"info": info, "results": results})
+        table(["threads setting", "runs at once", "threads per run (its first line)", "wall s", "images/s",
+               "epoch s median / max", "vs one after another"], rows), ""])
+    write_report(args.out, md, {"info": info, "results": results})
     print(md)
     return results
 

@@ -2,9 +2,9 @@
 eager loop; train.py's start-up, broken down; the default 2018 run beside a bare process of the same
 arithmetic. Writes benchmarks/conv_speed.md (and .json beside it).
 
-    python3 benchmarks/conv_speed.py                      # everything, ~15 min on 2 CPU cores
-    python3 benchmarks/conv_speed.py --models resconv --shapes 28x1 --no-startup --no-full-run
-    python3 benchmarks/conv_speed.py --isa avx2 --out benchmarks/conv_speed_avx2.md   # a CPU without
+    python3 -m benchmarks.conv_speed                      # everything, ~15 min on 2 CPU cores
+    python3 -m benchmarks.conv_speed --models resconv --shapes 28x1 --no-startup --no-full-run
+    python3 -m benchmarks.conv_speed --isa avx2 --out benchmarks/conv_speed_avx2.md   # a CPU without
                                                           # AVX-512 (so without bfloat16 units), emulated
 
 Paths: ``float32`` (NCHW, the path before issue 26), ``channels-last`` (NHWC weights and images),
@@ -26,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 import torch
 
-import baselines as B  # puts the project root on sys.path
-
+from benchmarks import baselines as B
+from benchmarks.scaffold import ROOT, child_env, command_line, load_average, train_config, write_report
 from config.run_config import model_config
 from core.environment import cpu_name
 from dataio.folders import CACHE_DIR
@@ -51,7 +52,7 @@ ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/conv_speed.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.conv_speed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resconv", "hvae"], help="--model_type values, every shape")
     p.add_argument("--shapes", nargs="+", default=["28x1", "32x3", "64x3"], help="SIZExCHANNELS")
@@ -68,9 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="time `train.py --preset best --epochs EPOCHS` in float32 and in the auto path; 0 skips it")
     p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
                    help="run everything in a child process limited to this instruction set")
-    p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
+    p.add_argument("--data_root", default=os.path.join(ROOT, "data"), help="Fashion-MNIST folder")
     p.add_argument("--from_json", default="", metavar="FILE", help="only write the report of an earlier run's JSON")
-    p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "conv_speed.md"), help="Markdown report")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "conv_speed.md"), help="Markdown report")
     return p
 
 
@@ -89,7 +90,7 @@ def build(model_type: str, shape: tuple[int, int], path: accelerators.FastPath):
     """(model, optimizer, loss, run config) as train.py builds them for `--preset best --model_type`
     (pixelvae: `--preset density`, its likelihood and decoder)."""
     size, channels = shape
-    cfg = B.train_args(["--preset", PRESET.get(model_type, "best"), "--model_type", model_type,
+    cfg = train_config(["--preset", PRESET.get(model_type, "best"), "--model_type", model_type,
                         "--batch-size", str(BATCH[size]), "--amp", "on" if path.amp else "off",
                         "--channels_last", "on" if path.channels_last else "off"])
     torch.manual_seed(0)
@@ -125,7 +126,7 @@ def measure_grid(model_type: str, shape: tuple[int, int], data: B.Data | None, s
                 times[key].append(time.perf_counter() - t0)
     out = {"model": model_type, "size": shape[0], "channels": shape[1], "batch": batch, "steps": n}
     for (p, m), ts in times.items():
-        out[f"{p}|{m}"] = len(x) / B.median(ts)
+        out[f"{p}|{m}"] = len(x) / median(ts)
         out[f"{p}|{m}|spread"] = [len(x) / t for t in ts]
     return out
 
@@ -148,15 +149,15 @@ def _help_seconds(repeats: int = 3) -> float:
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(B.ROOT, "train.py"), "--help"], check=True,
+        subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], check=True,
                        capture_output=True)
         ts.append(time.perf_counter() - t0)
-    return B.median(ts)
+    return median(ts)
 
 
 def _slowest_imports(top: int = 6) -> list[tuple[str, float]]:
     """The top-level modules that ``python3 -X importtime train.py --help`` spends most on (cumulative s)."""
-    err = subprocess.run([sys.executable, "-X", "importtime", os.path.join(B.ROOT, "train.py"), "--help"],
+    err = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "train.py"), "--help"],
                          check=True, capture_output=True, text=True).stderr
     rows = []
     for line in err.splitlines():
@@ -170,7 +171,7 @@ def first_step(argv: list[str], data_root: str) -> dict:
     """``python3 train.py ARGV`` from process start: when its header line (data loaded, model built)
     and its first step's console line (``--print-freq 1``) arrive; the process is stopped then."""
     with tempfile.TemporaryDirectory(prefix="vae_lab_start_") as work:
-        cmd = [sys.executable, "-u", os.path.join(B.ROOT, "train.py"), *argv, "--data_root", os.path.abspath(data_root),
+        cmd = [sys.executable, "-u", os.path.join(ROOT, "train.py"), *argv, "--data_root", os.path.abspath(data_root),
                "--print-freq", "1", "--lognumber", "start", "--epochs", "1"]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -204,7 +205,7 @@ def startup(data_root: str, repeats: int = 3) -> dict:
             runs[name].append(first_step(shlex.split(name.split(" (")[0])[2:], data_root))
     out = {"help_s": help_s, "imports": _slowest_imports(), "runs": {}}
     for name, rs in runs.items():
-        header, step = B.median([r["header_s"] for r in rs]), B.median([r["first_step_s"] for r in rs])
+        header, step = median([r["header_s"] for r in rs]), median([r["first_step_s"] for r in rs])
         out["runs"][name] = {"imports_s": help_s, "setup_s": header - help_s, "step_s": step - header,
                              "first_step_s": step, "all": rs}
     return out
@@ -215,12 +216,11 @@ def startup(data_root: str, repeats: int = 3) -> dict:
 
 _BARE_RUN = """
 import sys, time
-sys.path.insert(0, sys.argv[1])
 import torch
-import baselines as B
+from benchmarks import baselines as B
 from runtime import accelerators
 accelerators.tune_malloc()
-data = B.load_data(sys.argv[2], torch.device("cpu"))
+data = B.load_data(sys.argv[1], torch.device("cpu"))
 model, opt, loss_fn = B.build("fc_conv", torch.device("cpu"))
 for epoch in range(30):
     B.train_bare(model, opt, loss_fn, data.train_x, 512, seed=epoch)
@@ -236,10 +236,10 @@ def default_run(data_root: str, rounds: int = 2) -> dict:
     for _ in range(rounds):
         out["train.py"].append(B.full_run([], data_root)["wall_s"])
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", _BARE_RUN, os.path.dirname(os.path.abspath(__file__)),
-                        os.path.abspath(data_root)], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", _BARE_RUN, os.path.abspath(data_root)], check=True, capture_output=True,
+                       env=child_env())
         out["bare"].append(time.perf_counter() - t0)
-    return {k: {"median_s": B.median(v), "all": v} for k, v in out.items()}
+    return {k: {"median_s": median(v), "all": v} for k, v in out.items()}
 
 
 def end_to_end(data_root: str, epochs: int, rounds: int = 2) -> dict:
@@ -252,7 +252,7 @@ def end_to_end(data_root: str, epochs: int, rounds: int = 2) -> dict:
             r = B.full_run(["--preset", "best", "--epochs", str(epochs), "--tensorboard_images", "False", *flags],
                            data_root)
             out[name].append({k: r[k] for k in ("wall_s", "training_s", "epoch_s", "val_bce_kl", "val_ssim")})
-    return {name: {"wall_s": B.median([r["wall_s"] for r in rs]), "training_s": B.median([r["training_s"] for r in rs]),
+    return {name: {"wall_s": median([r["wall_s"] for r in rs]), "training_s": median([r["training_s"] for r in rs]),
                    "all": rs} for name, rs in out.items()} | {"epochs": epochs}
 
 
@@ -261,7 +261,7 @@ def end_to_end(data_root: str, epochs: int, rounds: int = 2) -> dict:
 
 def chosen(model_type: str) -> str:
     """The path --amp auto and --channels_last auto take for ``model_type`` on this CPU."""
-    cfg = B.train_args(["--preset", PRESET.get(model_type, "best"), "--model_type", model_type])
+    cfg = train_config(["--preset", PRESET.get(model_type, "best"), "--model_type", model_type])
     path = accelerators.choose_path(torch.device("cpu"), cfg)
     return next(name for name, p in PATHS.items() if p == path)
 
@@ -323,6 +323,13 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def command() -> str:
+    """The command for the report; in the --isa child, the parent's (its --isa put back)."""
+    line = command_line("conv_speed")
+    isa = os.environ.get("VAE_LAB_BENCH_ISA")
+    return line.replace("benchmarks.conv_speed", f"benchmarks.conv_speed --isa {isa}", 1) if isa else line
+
+
 def main(args: argparse.Namespace) -> dict:
     if args.from_json:  # the report again from a run's JSON (e.g. after its wording changed)
         with open(args.from_json) as f:
@@ -331,12 +338,12 @@ def main(args: argparse.Namespace) -> dict:
         return res
     if args.isa:  # the whole benchmark again in a child whose kernels are limited to args.isa
         argv = [a for a in sys.argv[1:] if a not in ("--isa", args.isa)]
-        env = {**os.environ, **ISA_ENV[args.isa], "VAE_LAB_BENCH_ISA": args.isa}
-        return subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, check=True).returncode
+        env = child_env(**ISA_ENV[args.isa], VAE_LAB_BENCH_ISA=args.isa)
+        return subprocess.run([sys.executable, "-m", "benchmarks.conv_speed", *argv], env=env, check=True).returncode
     accelerators.tune_malloc()
-    t0, load_start = time.perf_counter(), B.load_average()
+    t0, load_start = time.perf_counter(), load_average()
     data = B.load_data(args.data_root, torch.device("cpu"))
-    res = {"command": getattr(args, "command", "benchmarks/conv_speed.py"), "date": time.strftime("%Y-%m-%d %H:%M"),
+    res = {"command": command(), "date": time.strftime("%Y-%m-%d %H:%M"),
            "cpu": cpu_name(), "isa": os.environ.get("VAE_LAB_BENCH_ISA", ""), "threads": torch.get_num_threads(),
            "bf16_units": accelerators.native_bf16(torch.device("cpu")), "torch": torch.__version__,
            "load_start": load_start, "grid": []}
@@ -358,13 +365,10 @@ def main(args: argparse.Namespace) -> dict:
     if args.full_run:
         res["default_run"] = default_run(args.data_root)
         print(json.dumps(res["default_run"]), flush=True)
-    res["wall_s"], res["load_end"] = time.perf_counter() - t0, B.load_average()
-    B.write_report(args.out, report(res), res)
+    res["wall_s"], res["load_end"] = time.perf_counter() - t0, load_average()
+    write_report(args.out, report(res), res)
     return res
 
 
 if __name__ == "__main__":
-    cli = get_args_parser().parse_args()
-    isa = ["--isa", os.environ["VAE_LAB_BENCH_ISA"]] if os.environ.get("VAE_LAB_BENCH_ISA") else []  # the child
-    cli.command = shlex.join(["python3", "benchmarks/conv_speed.py", *isa, *sys.argv[1:]])
-    main(cli)
+    main(get_args_parser().parse_args())

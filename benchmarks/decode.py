@@ -4,8 +4,8 @@ against a plain Pillow loop (open, convert("RGB"), centre crop, resize, np.stack
 files and cores, each in a fresh process, side by side in one run. Files are generated once
 (smooth colour fields with noise, so that JPEG has detail to code) under --files.
 
-    python3 benchmarks/decode.py                                   # 20,000 178x218 -> 64, 200 4000x3000 -> 128
-    python3 benchmarks/decode.py --small 2000 --big 20 --many 10000  # a quick look
+    python3 -m benchmarks.decode                                   # 20,000 178x218 -> 64, 200 4000x3000 -> 128
+    python3 -m benchmarks.decode --small 2000 --big 20 --many 10000  # a quick look
 
 Writes benchmarks/decode.md and .json (--out). Peak memory: the process's resident set sampled
 every 2 ms during the decode, minus the resident set before it (imports done: torch, torchvision's
@@ -16,19 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import numpy as np
 
+from benchmarks.scaffold import ROOT, run_module, write_report
 from core.environment import cpu_name
-from fileio.atomic import write_json, write_text
 
 # name -> (files, width, height, --image_size, extension)
 SETS = {"small": ("178x218 JPEGs (CelebA's size)", 178, 218, 64, "jpg"),
@@ -37,7 +31,7 @@ SETS = {"small": ("178x218 JPEGs (CelebA's size)", 178, 218, 64, "jpg"),
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="decode.py", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.decode", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--small", type=int, default=20_000, help="178x218 JPEGs, decoded to 64x64")
     p.add_argument("--big", type=int, default=200, help="4000x3000 JPEGs, decoded to 128x128")
@@ -118,7 +112,7 @@ def run_one(loader: str, folder: str, size: int) -> dict:
     reshape_images(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 4, None)
     shutil.rmtree(os.path.join(folder, folders.CACHE_DIR), ignore_errors=True)
     t0 = time.perf_counter()
-    files, _ = folders._scan_folder(folder)
+    files, _ = folders.scan_folder(folder)
     scan = time.perf_counter() - t0
     if loader == "vae-lab 1 thread":
         folders.DECODE_THREADS = 1
@@ -146,21 +140,20 @@ def main(args: argparse.Namespace) -> list[dict]:
         print(f"{n} {what}: files ready in {time.perf_counter() - t0:.0f} s", flush=True)
         loaders = ["vae-lab"] if key == "many" else ["plain PIL loop", "vae-lab 1 thread", "vae-lab"]
         for loader in loaders:
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", loader, folder, str(size)],
-                                 capture_output=True, text=True)
+            out = run_module("decode", ["--one", loader, folder, str(size)])
             if out.returncode:
                 raise SystemExit(out.stderr)
             row = {"set": f"{n:,} {what} -> {size}x{size}", **json.loads(out.stdout.splitlines()[-1])}
             rows.append(row)
             print(f"  {loader}: {row['images_per_s']:.0f} images/s, peak +{row['peak_extra_bytes'] / 2**20:.0f} MiB "
                   f"for a {row['tensor_bytes'] / 2**20:.1f} MiB tensor", flush=True)
-    write_report(rows, args)
+    save_report(rows, args)
     return rows
 
 
-def write_report(rows: list[dict], args: argparse.Namespace) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace) -> None:
     plain = {r["set"]: r["images_per_s"] for r in rows if r["loader"] == "plain PIL loop"}
-    lines = [f"Decode benchmark: `python3 benchmarks/decode.py --small {args.small} --big {args.big} --many "
+    lines = [f"Decode benchmark: `python3 -m benchmarks.decode --small {args.small} --big {args.big} --many "
              f"{args.many}`; {os.cpu_count()} cores ({cpu_name()}), Pillow {__import__('PIL').__version__}.", "",
              "| files | loader | images/s | vs plain loop | scan s | decode s | peak memory | final tensor | "
              "peak / tensor |", "|---|---|---|---|---|---|---|---|---|"]
@@ -169,8 +162,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         lines.append(f"| {r['set']} | {r['loader']} | {r['images_per_s']:,.0f} | {ratio} | {r['scan_s']:.2f} | "
                      f"{r['decode_s']:.1f} | {r['peak_extra_bytes'] / 2**20:,.0f} MiB | "
                      f"{r['tensor_bytes'] / 2**20:,.1f} MiB | {r['peak_extra_bytes'] / r['tensor_bytes']:.2f} |")
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"rows": rows, "cpu": cpu_name(), "cores": os.cpu_count()})
+    write_report(args.out, "\n".join(lines), {"rows": rows})
 
 
 if __name__ == "__main__":

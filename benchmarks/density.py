@@ -2,7 +2,7 @@
 beside PNG, WebP lossless and xz on the same images, with what the code still means.
 
 Every configuration is a train.py command line (so ``--preset density`` means what it means there),
-trained once per ``--seeds`` by benchmarks/sweep.py and scored on the official test set:
+trained once per ``--seeds`` by benchmarks/scaffold.py and scored on the official test set:
 - the negative ELBO in bits/dim on all test images (posterior-mean-free: the ELBO's one-sample
   estimate at a fixed seed for the VampPrior; closed form otherwise);
 - the IWAE bound with ``--iw_samples`` importance samples on the first ``--iw_images`` test images,
@@ -17,8 +17,8 @@ trained once per ``--seeds`` by benchmarks/sweep.py and scored on the official t
   100 samples (the autoregressive decoder draws pixel by pixel), a second call timed after a first;
 - the training seconds (train.main's, validation included).
 
-    python3 benchmarks/density.py                      # every configuration, seeds 42,1,2
-    python3 benchmarks/density.py --only density --seeds 42
+    python3 -m benchmarks.density                      # every configuration, seeds 42,1,2
+    python3 -m benchmarks.density --only density --seeds 42
 """
 from __future__ import annotations
 
@@ -28,12 +28,20 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, run_splits, start
-
+from benchmarks.scaffold import (
+    KNN_DRAWS,
+    KNN_K,
+    add_sweep_args,
+    cell,
+    command_line,
+    run_scored,
+    run_splits,
+    start,
+    summarise,
+    write_report,
+)
 from config.flag_types import non_negative_int, positive_int
 from config.parsers import OneLineParser, run_cli
 from core.environment import cpu_name
@@ -44,7 +52,7 @@ from evaluation.knn import sampled_test_accuracy
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import active_units, evaluate
 from evaluation.sample_quality import feature_stats, frechet_distance, load_or_train_classifier
-from fileio.atomic import write_json, write_text
+from fileio.atomic import write_text
 from losses import bits_per_dim
 from runtime.checkpoints import load_checkpoint, load_model
 from runtime.device import select_device
@@ -62,7 +70,7 @@ SAMPLING_IMAGES = 100
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="density.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.density", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -118,26 +126,17 @@ ROW_KEYS = ("train_seconds", "test_bpd", "iwae_test_bpd_est", "iwae_subset_bpd",
             "test_kl", "active_units", "knn_acc", "fid", "sample_100_seconds", "first_sample_100_seconds")
 
 
-def summarise(runs: dict[str, list[dict]]) -> list[dict]:
-    rows = []
-    for name, results in runs.items():
-        if not results:
-            continue
-        row: dict = {"config": name, "flags": " ".join(CONFIGS[name][0]), "about": CONFIGS[name][1],
-                     "seeds": [r["seed"] for r in results], "params": results[0]["params"],
-                     "epochs": results[0]["epochs"], "codecs": results[0]["codecs"]}
-        for key in ROW_KEYS:
-            values = [r[key] for r in results if r.get(key) is not None]
-            row[key] = mean_std(values) if values else None
-        rows.append(row)
-    return rows
+def describe(name: str, results: list[dict]) -> dict:
+    """A row's configuration and what its first run says of it (a seed does not change them)."""
+    return {"config": name, "flags": " ".join(CONFIGS[name][0]), "about": CONFIGS[name][1],
+            "params": results[0]["params"], "epochs": results[0]["epochs"], "codecs": results[0]["codecs"]}
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str | None = None,
              command: str | None = None, note: str = "") -> str:
     codecs = rows[0]["codecs"]
     lines = ["# Density models on Fashion-MNIST against the codecs (test set, bits per dimension)", "",
-             f"`{command or command_line('density.py')}`{note}; torch {torch.__version__}, {cpu or cpu_name()}, "
+             f"`{command or command_line('density')}`{note}; torch {torch.__version__}, {cpu or cpu_name()}, "
              f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; wall time {wall:.0f} s. Mean ± std over "
              f"seeds{f'; every configuration trained {args.epochs} epochs' if args.epochs else ''}. Best checkpoint "
              "of each run. Lower bits/dim is better: a lossless code length of the 8-bit images.",
@@ -180,7 +179,7 @@ def kept_rows(args: argparse.Namespace, rerun: set[str]) -> list[dict]:
         saved = json.load(f)
     if any(saved.get(k) != v for k, v in score_settings(args).items()) or saved.get("epochs_override") != args.epochs:
         return []
-    return [{"command": saved.get("command", "python3 benchmarks/density.py"), "cpu": saved.get("cpu"), **r}
+    return [{"command": saved.get("command", "python3 -m benchmarks.density"), "cpu": saved.get("cpu"), **r}
             for r in saved["rows"] if r["config"] not in rerun and r["config"] in CONFIGS]
 
 
@@ -193,7 +192,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         args.epochs = saved["epochs_override"]
         # the run's own command (a run that predates the key: the default one), and that the table was rewritten
         write_text(args.out + ".md", markdown(saved["rows"], args, saved["wall_seconds"], saved["cpu"],
-                                              saved.get("command", "python3 benchmarks/density.py"),
+                                              saved.get("command", "python3 -m benchmarks.density"),
                                               " (table rewritten by `--from_json`)"))
         print(open(args.out + ".md").read())
         return saved["rows"]
@@ -207,13 +206,13 @@ def main(args: argparse.Namespace) -> list[dict]:
             flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
             runs[name].append(run_scored("density", name, seed, flags, args,
                                          score=lambda best, s: score(best, s, args), score_settings=settings))
-            measured = [{**r, "command": command_line("density.py"), "cpu": cpu_name()} for r in summarise(runs)]
+            measured = [{**r, "command": command_line("density"), "cpu": cpu_name()}
+                        for r in summarise(runs, ROW_KEYS, describe)]
             rows = sorted(kept + measured, key=lambda r: list(CONFIGS).index(r["config"]))
             wall = time.perf_counter() - t0
-            write_text(args.out + ".md", markdown(rows, args, wall))
-            write_json(args.out + ".json", {"seeds": seeds, **settings, "epochs_override": args.epochs,
-                                            "cpu": cpu_name(), "command": command_line("density.py"),
-                                            "wall_seconds": wall, "rows": rows})
+            write_report(args.out, markdown(rows, args, wall), {"seeds": seeds, **settings,
+                                                               "epochs_override": args.epochs, "wall_seconds": wall,
+                                                               "rows": rows}, command_line("density"))
     print(open(args.out + ".md").read())
     return rows
 

@@ -10,7 +10,7 @@ settings of --evaluate --disentanglement, seeded by the run's seed), the test se
 training time. The table gives the median and the range over seeds, and every seed's MIG. A run's scores
 are kept in --work_dir (keyed by its flags and the source's hash) so an interrupted study continues.
 
-    python3 benchmarks/disentanglement.py --epochs 2 --factor_images 20000 --seeds 1,2,3
+    python3 -m benchmarks.disentanglement --epochs 2 --factor_images 20000 --seeds 1,2,3
 """
 from __future__ import annotations
 
@@ -20,23 +20,19 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import ROOT, code_version, command_line, parse_seeds
-
 import train
+from benchmarks.scaffold import ROOT, code_version, command_line, machine_line, parse_seeds, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
-from core.environment import cpu_name
 from core.errors import VaeLabError
 from datasets import FACTOR_SETS, factor_sizes, load_split
 from evaluation.disentanglement import Settings, disentanglement_scores
 from evaluation.metrics import active_units, evaluate, posterior_means
 from evaluation.modes import factor_encoder
-from fileio.atomic import write_json, write_text
+from fileio.atomic import write_json
 from runtime.checkpoints import load_checkpoint, load_model
 from runtime.device import select_device
 
@@ -70,7 +66,7 @@ METRICS = {"full": {}, "dlib": dict(train_votes=10_000, eval_votes=5_000),
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="disentanglement.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.disentanglement", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs of every run: the step budget")
     p.add_argument("--factor_images", type=positive_int, default=20_000,
@@ -153,13 +149,12 @@ def targets(runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: list[int], wall: float,
-                 reused: int = 0) -> None:
+def save_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: list[int], wall: float,
+                reused: int = 0) -> None:
     first = next(r for rs in runs.values() for r in rs)
     n_runs = sum(len(rs) for rs in runs.values())
     lines = [f"# Disentanglement on dSprites-like data: {len(seeds)} seeds, {args.epochs} epochs per run", "",
-             f"`{command_line('disentanglement.py')}`; torch {torch.__version__}, CPU: {cpu_name()} "
-             f"({os.cpu_count()} cores, {torch.get_num_threads()} threads), device {args.device}; "
+             f"`{command_line('disentanglement')}`; {machine_line()}, device {args.device}; "
              f"wall time {wall:.0f} s"
              + (f" ({reused} runs read back from --work_dir, trained by an earlier invocation)" if reused else "")
              + ". Per run, training and scoring: "
@@ -185,9 +180,9 @@ def write_report(runs: dict[str, list[dict]], args: argparse.Namespace, seeds: l
         per_seed = ", ".join(f"{r['mig']:.3f}" for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + f" | {per_seed} |")
     lines += ["", "Targets (issue 25):", *targets(runs), ""]
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"epochs": args.epochs, "factor_images": args.factor_images, "seeds": seeds,
-                                    "configs": CONFIGS, "cpu": cpu_name(), "wall_seconds": wall, "runs": runs})
+    write_report(args.out, "\n".join(lines), {"epochs": args.epochs, "factor_images": args.factor_images,
+                                              "seeds": seeds, "configs": CONFIGS, "wall_seconds": wall, "runs": runs},
+                 command_line("disentanglement"))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -206,7 +201,7 @@ def main(args: argparse.Namespace) -> dict:
             result, cached = run_one(row, seed, args)
             runs[row].append(result)
             reused += cached
-            write_report(runs, args, seeds, time.perf_counter() - t0, reused)
+            save_report(runs, args, seeds, time.perf_counter() - t0, reused)
     print(open(args.out + ".md").read())
     return runs
 

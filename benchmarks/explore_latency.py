@@ -12,8 +12,8 @@ weights/2018/; when absent, one line says how to download it) and the `--preset 
 models as built (their initial weights: the time of a decode does not depend on the weights' values), all on
 the Fashion-MNIST validation split (28x28).
 
-    python3 benchmarks/explore_latency.py                       # writes benchmarks/explore_latency.md / .json
-    python3 benchmarks/explore_latency.py --screenshot docs/img/explore_page.png   # also the README's picture
+    python3 -m benchmarks.explore_latency                       # writes benchmarks/explore_latency.md / .json
+    python3 -m benchmarks.explore_latency --screenshot docs/img/explore_page.png   # also the README's picture
 """
 from __future__ import annotations
 
@@ -24,17 +24,14 @@ import statistics
 import sys
 import threading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import torch
 
+from benchmarks.scaffold import ROOT, command_line, write_report
 from config.parsers import run_cli
 from config.run_config import PRESETS, RunConfig, data_options, model_config
 from core.environment import cpu_name
 from datasets import train_val_split
-from fileio.atomic import atomic_write, write_json, write_text
+from fileio.atomic import atomic_write
 from models import build_model
 from runtime.checkpoints import load_model
 from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
@@ -70,7 +67,7 @@ FRAMES_JS = """async ([dim, frames, batched]) => {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="explore_latency.py", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.explore_latency", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--frames", type=int, default=60, help="slider frames timed per model and kind")
     p.add_argument("--repeats", type=int, default=30, help="server-side decodes timed per model")
@@ -151,7 +148,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                   f"{row['server_one_ms']:.1f} ms, {len(SLIDER_STEPS)} in a batch {row['server_batch_ms']:.1f} ms",
                   flush=True)
         browser.close()
-    write_report(rows, args)
+    save_report(rows, args)
     return rows
 
 
@@ -180,9 +177,9 @@ def screenshot(page, path: str) -> None:
     print(f"wrote {path} ({im.width}x{im.height})")
 
 
-def write_report(rows: list[dict], args: argparse.Namespace) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace) -> None:
     cpu, cores = cpu_name(), os.cpu_count()
-    lines = [f"Slider frame latency of explore.py's page: `python3 benchmarks/explore_latency.py --frames "
+    lines = [f"Slider frame latency of explore.py's page: `python3 -m benchmarks.explore_latency --frames "
              f"{args.frames}`; {cores} cores ({cpu}), torch {torch.__version__} (`--threads {args.threads}` while "
              "serving), headless Chromium, page and server on the same machine. A frame: slider input event -> "
              f"image decoded by the browser -> next animation frame; median and p95 of {args.frames}. "
@@ -199,10 +196,8 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
                   "includes the wait for it.",
               "", f"Slowest p95 frame: {worst:.1f} ms: the {BUDGET_MS} ms budget is "
                   f"{'met' if worst < BUDGET_MS else 'not met'} for every model and kind of frame."]
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"rows": rows, "cpu": cpu, "cores": cores, "torch": torch.__version__,
-                                    "threads": args.threads, "frames": args.frames,
-                                    "budget_ms": BUDGET_MS})
+    write_report(args.out, "\n".join(lines), {"rows": rows, "threads": args.threads, "frames": args.frames,
+                                              "budget_ms": BUDGET_MS}, command_line("explore_latency"))
 
 
 if __name__ == "__main__":

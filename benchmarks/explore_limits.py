@@ -6,7 +6,7 @@ The server runs in its own process, as `explore.py` does: an untrained fc_conv (
 random validation images by default (what an upload costs does not depend on the weights), or
 `explore.py --resume CKPT` itself with --resume.
 
-    python3 benchmarks/explore_limits.py          # writes benchmarks/explore_limits.md / .json
+    python3 -m benchmarks.explore_limits          # writes benchmarks/explore_limits.md / .json
 """
 from __future__ import annotations
 
@@ -21,13 +21,9 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
+from benchmarks.scaffold import ROOT, command_line, write_report
 from config.parsers import run_cli
 from core.environment import cpu_name
-from fileio.atomic import write_json, write_text
 
 BUDGET_MB = 200  # the issue's bound: any accepted upload, above the idle server
 # the server an untrained model needs: the product's own make_server and Explorer
@@ -254,7 +250,8 @@ def refusals(server: Server) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.explore_limits", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--resume", default=None, help="serve this checkpoint with explore.py (default: an untrained "
                                                   "fc_conv on random images, in its own process)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "explore_limits.md"))
@@ -273,7 +270,7 @@ def main(args: argparse.Namespace) -> dict:
     finally:
         server.close()
     lines = ["# explore.py under hostile input", "",
-             f"`python3 benchmarks/explore_limits.py`; {res['cpu']}, {res['cores']} cores; server: {res['server']} "
+             f"`{command_line('explore_limits')}`; {res['cpu']}, {res['cores']} cores; server: {res['server']} "
              f"(its own process; idle resident set {res['idle_rss_mb']} MB).", "",
              "| upload | file bytes | status | seconds | peak above idle (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['file']} | {r['bytes']:,} | {r['status']} | {r['seconds']} | {r['peak_above_idle_mb']} |"
@@ -285,8 +282,7 @@ def main(args: argparse.Namespace) -> dict:
               f"median {b['median_s']} s, slowest {b['max_s']} s after the burst began.", "",
               "| request | status | answered after (s) |", "|---|---|---|"]
     lines += [f"| {r['request']} | {r['status']} | {r['seconds']} |" for r in res["refusals"]]
-    write_text(args.out, "\n".join(lines) + "\n")
-    write_json(os.path.splitext(args.out)[0] + ".json", res)
+    write_report(args.out, "\n".join(lines), res, command_line("explore_limits"))
     print("\n".join(lines))
     return res
 

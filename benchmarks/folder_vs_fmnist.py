@@ -3,39 +3,42 @@
 Writes Fashion-MNIST out as PNG files (``--png_root``/train/<class>/ and test/<class>/, 70,000
 files, once), then trains the same command line (``--flags``, default the 2018 best command at
 ``--epochs``) with ``--dataset_type fmnist`` and with ``--dataset_type folder --data_root
-<png_root>``, once per seed, interleaved, through benchmarks/sweep.py; each best checkpoint is
+<png_root>``, once per seed, interleaved, through benchmarks/scaffold.py; each best checkpoint is
 scored on its own validation fold (BCE+KL, SSIM) and by KNN test accuracy. Also times the
 first decode of the PNGs (filling the cache) and a cached load against reading the IDX files.
 Writes ``--out``.md / .json.
 
-    python3 benchmarks/folder_vs_fmnist.py                 # seeds 42,1,2, 10 epochs
-    python3 benchmarks/folder_vs_fmnist.py --seeds 42 --epochs 2
+    python3 -m benchmarks.folder_vs_fmnist                 # seeds 42,1,2, 10 epochs
+    python3 -m benchmarks.folder_vs_fmnist --seeds 42 --epochs 2
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch
-
-from sweep import ROOT, add_sweep_args, cell, command_line, mean_std, run_scored, start
-
+from benchmarks.scaffold import (
+    ROOT,
+    add_sweep_args,
+    cell,
+    command_line,
+    machine_line,
+    run_scored,
+    start,
+    summarise,
+    write_report,
+)
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from datasets import CACHE_DIR, CLASS_NAMES, ensure_raw_files, load_split
-from fileio.atomic import write_json, write_text
 
 METRICS = (("val_bce_kl", ".2f"), ("val_ssim", ".4f"), ("knn_acc", ".4f"), ("seconds_per_epoch", ".2f"))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="folder_vs_fmnist.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.folder_vs_fmnist", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs of every run")
     p.add_argument("--flags", default="", help="more train.py flags for both runs, e.g. '--model_type fc'")
@@ -85,11 +88,10 @@ def load_times(data_root: str, png_root: str) -> dict:
     return out
 
 
-def write_report(rows: list[dict], args: argparse.Namespace, export: dict, loads: dict, wall: float) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace, export: dict, loads: dict, wall: float) -> None:
     by = {r["dataset"]: r for r in rows}
     lines = [f"# Fashion-MNIST through the folder path vs the IDX path ({args.epochs} epochs)", "",
-             f"`{command_line('folder_vs_fmnist.py')}`; torch {torch.__version__}, {platform.machine()}, "
-             f"{torch.get_num_threads()} threads; wall time {wall:.0f} s. The same train.py flags "
+             f"`{command_line('folder_vs_fmnist')}`; {machine_line()}; wall time {wall:.0f} s. The same train.py flags "
              f"(`{args.flags or 'the 2018 best command'} --epochs {args.epochs}`) with `--dataset_type fmnist` and "
              f"with `--dataset_type folder` on the PNG files of the same images, once per seed, interleaved; mean ± "
              "std over seeds. Validation: each run's fold 0 (12,000 images; the folder's files are in another "
@@ -113,9 +115,9 @@ def write_report(rows: list[dict], args: argparse.Namespace, export: dict, loads
                      f"{loads['png_decode']:.1f} s (first run: fills the cache), cached {loads['png_cached']:.2f} s")
     if export.get("written"):
         lines.append(f"- writing the {export['written']:,} PNG files: {export['seconds']:.0f} s")
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"epochs": args.epochs, "flags": args.flags, "seeds": args.seeds, "rows": rows,
-                                    "export": export, "load_seconds": loads, "wall_seconds": wall})
+    write_report(args.out, "\n".join(lines), {"epochs": args.epochs, "flags": args.flags, "seeds": args.seeds,
+                                              "rows": rows, "export": export, "load_seconds": loads,
+                                              "wall_seconds": wall}, command_line("folder_vs_fmnist"))
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -132,9 +134,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             result = run_scored("folder_vs_fmnist", name, seed, flags + ["--dataset_type", name],
                                 argparse.Namespace(**{**vars(args), "data_root": root}))
             runs[name].append({**result, "seconds_per_epoch": result["train_seconds"] / result["epochs"]})
-            rows = [{"dataset": n, "seeds": [r["seed"] for r in rs],
-                     **{k: mean_std([r[k] for r in rs]) for k, _ in METRICS}} for n, rs in runs.items() if rs]
-            write_report(rows, args, export, loads, time.perf_counter() - t0)
+            rows = summarise(runs, (k for k, _ in METRICS), lambda n, _: {"dataset": n})
+            save_report(rows, args, export, loads, time.perf_counter() - t0)
     print(open(args.out + ".md").read())
     return rows
 

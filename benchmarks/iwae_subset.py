@@ -5,7 +5,7 @@ validation images only (K = 1000 on all 12,000 would cost hours per model on a C
 measures, for given checkpoints, the bound with a smaller K on both the subset and the fold,
 so the subset's offset can be added back when comparing with whole-fold numbers.
 
-    python3 benchmarks/iwae_subset.py results/quality14/best_s42_best.pth.tar --images 500 --k 20
+    python3 -m benchmarks.iwae_subset results/quality14/best_s42_best.pth.tar --images 500 --k 20
 """
 from __future__ import annotations
 
@@ -14,28 +14,24 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import command_line, run_splits
-
+from benchmarks.scaffold import ROOT, command_line, run_splits, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from datasets import Split
 from evaluation.likelihood import iwae_evaluate
-from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="iwae_subset.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.iwae_subset", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="best checkpoints of benchmarks/quality.py runs")
     p.add_argument("--images", type=positive_int, default=500, help="the subset: the fold's first N images")
     p.add_argument("--k", type=positive_int, default=20, help="importance samples per image")
     p.add_argument("--data_root", default="data")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "iwae_subset"),
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "iwae_subset"),
                    help="output path without extension (.md and .json are written)")
     return p
 
@@ -56,12 +52,11 @@ def main(args: argparse.Namespace) -> list[dict]:
                      "offset": part - fold, "seconds": time.perf_counter() - t0})
         print(rows[-1], flush=True)
     lines = [f"# IWAE bound (K = {args.k}) on the validation fold's first {args.images} images vs the whole fold", "",
-             f"`{command_line('iwae_subset.py')}`; nats per image, lower is better.", "",
+             f"`{command_line('iwae_subset')}`; nats per image, lower is better.", "",
              "| checkpoint | family | first N | whole fold | subset - fold |", "|---|---|---|---|---|"]
     lines += [f"| {r['checkpoint']} | {r['family']} | {r['subset']:.2f} | {r['fold']:.2f} | {r['offset']:+.2f} |"
               for r in rows]
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"rows": rows})
+    write_report(args.out, "\n".join(lines), {"rows": rows}, command_line("iwae_subset"))
     print("\n".join(lines))
     return rows
 

@@ -14,8 +14,8 @@ seconds per 1,000 images for that score alone (the first --timing_images test im
 time on all 10,000 test images; and one colour timing: the default score of the density preset's model at
 64x64x3 (untrained weights: a timing only).
 
-    python3 benchmarks/ood.py                                   # every model, seed 42
-    python3 benchmarks/ood.py --models density --seeds 42,1,2  # keeps the other models' saved rows
+    python3 -m benchmarks.ood                                   # every model, seed 42
+    python3 -m benchmarks.ood --models density --seeds 42,1,2  # keeps the other models' saved rows
 """
 from __future__ import annotations
 
@@ -27,16 +27,11 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # the benchmarks import the project's modules
-    sys.path.insert(0, ROOT)
-
 import torch
-
-from baselines import load_average, write_report
 
 import score as score_cli
 import train
+from benchmarks.scaffold import ROOT, command_line, load_average, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from core.environment import cpu_name
@@ -59,7 +54,7 @@ OUTLIERS = ("mnist", "noise", "constant", "vflip", "invert")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="benchmarks/ood.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.ood", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
     p.add_argument("--seeds", default="42", help="comma-separated training seeds")
@@ -264,7 +259,7 @@ def main(args: argparse.Namespace) -> dict:
     if drawn is not None and args.sheet:
         draw_sheet(load_model(os.path.join(ROOT, drawn["checkpoint"]))[0].eval(), inl, outl["mnist"], args.sheet)
     rows.sort(key=lambda r: (list(CONFIGS).index(r["model"]), r["seed"]))
-    results = {"command": "python3 benchmarks/ood.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
+    results = {"command": command_line("ood"), "date": time.strftime("%Y-%m-%d"),
                "cpu": cpu_name(), "threads": torch.get_num_threads(), "images": args.images,
                "iw_samples": args.iw_samples, "regret_steps": args.regret_steps,
                "regret_images": args.regret_images, "rows": rows,

@@ -3,7 +3,7 @@ mixture of 5 logistics, Adam) of ``resconv`` and of ``pixelvae`` at several dept
 the default memory layout and channels-last, measured side by side in one process; and the
 seconds to draw 100 images, a first call and a second.
 
-    python3 benchmarks/pixelvae_step.py        # -> benchmarks/pixelvae_step.md / .json
+    python3 -m benchmarks.pixelvae_step        # -> benchmarks/pixelvae_step.md / .json
 
 Read the ratios: absolute seconds vary 2-3x between days on a shared machine.
 """
@@ -14,25 +14,21 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import torch
 
+from benchmarks.scaffold import ROOT, command_line, machine_line, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
-from core.environment import cpu_name
-from fileio.atomic import write_json, write_text
 from losses import pixel_nll
 from models import ModelConfig, build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (model, pixel_layers, pixel_channels); the first row is the reference of the ratios
 SHAPES = [("resconv", 0, 0), ("pixelvae", 0, 32), ("pixelvae", 1, 16), ("pixelvae", 1, 32), ("pixelvae", 3, 32)]
 LAYOUTS = {"default": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="pixelvae_step.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python3 -m benchmarks.pixelvae_step", description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=positive_int, default=6, help="timed steps per row (the fastest is kept)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "pixelvae_step"))
     return p
@@ -87,9 +83,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         print(row, flush=True)
     ref = rows[0]["default"]
     lines = ["# The autoregressive decoder's cost: one training step, and drawing 100 images", "",
-             f"`python3 benchmarks/pixelvae_step.py`; torch {torch.__version__}, {cpu_name()}, "
-             f"{torch.get_num_threads()} threads. Batch 128, 28x28 grey, mixture of 5 logistics, Adam; fastest of "
-             f"{args.steps} steps. Ratios to resconv's step in the default layout.", "",
+             f"`{command_line('pixelvae_step')}`; {machine_line()}. Batch 128, 28x28 grey, mixture of 5 logistics, "
+             f"Adam; fastest of {args.steps} steps. Ratios to resconv's step in the default layout.", "",
              "| model | pixel layers | channels | step s (default) | step s (channels-last) | x resconv (default) | "
              "x resconv (channels-last) | channels-last speed-up | draw 100 s (first call) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -98,8 +93,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                      f"{r['pixel_channels'] or ''} | {r['default']:.3f} | {r['channels-last']:.3f} | "
                      f"{r['default'] / ref:.2f} | {r['channels-last'] / ref:.2f} | "
                      f"{r['default'] / r['channels-last']:.2f} | {r['draw_100']:.2f} ({r['first_draw_100']:.2f}) |")
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"cpu": cpu_name(), "threads": torch.get_num_threads(), "rows": rows})
+    write_report(args.out, "\n".join(lines), {"rows": rows}, command_line("pixelvae_step"))
     print("\n".join(lines))
     return rows
 

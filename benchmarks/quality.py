@@ -1,33 +1,37 @@
 """How good can a latent-10 VAE get in 10 CPU minutes? Each configuration, trained and scored.
 
 Every configuration is a train.py command line (so ``--preset best`` means what it means
-there), trained and scored once per ``--seeds`` by benchmarks/sweep.py: validation BCE+KL and
+there), trained and scored once per ``--seeds`` by benchmarks/scaffold.py: validation BCE+KL and
 SSIM (fold 0, posterior mean decoded, window 5), the IWAE bound on -log p(x) (``--iw_samples``
 importance samples, validation fold), and KNN test accuracy on the posterior means (500
 training images per class, k = 10, mean of 5 draws). Writes ``benchmarks/quality.md`` and
 ``.json`` after every run; each run's scores are kept in ``--work_dir`` and reused while its
 flags, the settings and the code are the same.
 
-    python3 benchmarks/quality.py                      # every configuration, seeds 42,1,2
-    python3 benchmarks/quality.py --only best --seeds 42
+    python3 -m benchmarks.quality                      # every configuration, seeds 42,1,2
+    python3 -m benchmarks.quality --only best --seeds 42
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch
-
-from sweep import KNN_DRAWS, KNN_K, add_sweep_args, cell, command_line, mean_std, run_scored, start
-
+from benchmarks.scaffold import (
+    KNN_DRAWS,
+    KNN_K,
+    add_sweep_args,
+    cell,
+    command_line,
+    machine_line,
+    mean_std,
+    run_scored,
+    start,
+    summarise,
+    write_report,
+)
 from config.flag_types import non_negative_int, positive_int
 from config.parsers import OneLineParser, run_cli
-from fileio.atomic import write_json, write_text
 
 # name -> (train.py flags, what it is). Order: the table's order.
 CONFIGS: dict[str, tuple[list[str], str]] = {
@@ -63,7 +67,7 @@ BUDGET_SECONDS = 600  # the issue's limit on training time per model on the 2-co
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="quality.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.quality", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -89,31 +93,27 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
 PAIRED = ("val_bce_kl", "iwae_nll")
 
 
-def summarise(runs: dict[str, list[dict]]) -> list[dict]:
-    rows = []
+def summary(runs: dict[str, list[dict]]) -> list[dict]:
+    """One row per configuration: mean ± std over its seeds, and of PAIRED the difference from the first row."""
     first = next((results for results in runs.values() if results), [])
     base = {r["seed"]: r for r in first}
-    for name, results in runs.items():
-        if not results:
-            continue
-        row: dict = {"config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)",
-                     "about": CONFIGS[name][1], "seeds": [r["seed"] for r in results],
-                     "params": results[0]["params"], "epochs": results[0]["epochs"]}
-        for key in ("train_seconds", "val_bce_kl", "val_bce", "val_kl", "iwae_nll", "val_ssim", "knn_acc"):
-            values = [r[key] for r in results if r.get(key) is not None]
-            row[key] = mean_std(values) if values else None
+
+    def describe(name: str, results: list[dict]) -> dict:
+        row = {"config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)", "about": CONFIGS[name][1],
+               "params": results[0]["params"], "epochs": results[0]["epochs"]}
         for key in PAIRED:
             diffs = [r[key] - base[r["seed"]][key] for r in results
                      if r.get(key) is not None and base.get(r["seed"], {}).get(key) is not None]
             row[f"{key}_vs_first"] = mean_std(diffs) if diffs and results is not first else None
-        rows.append(row)
-    return rows
+        return row
+
+    return summarise(runs, ("train_seconds", "val_bce_kl", "val_bce", "val_kl", "iwae_nll", "val_ssim", "knn_acc"),
+                     describe)
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
     lines = ["# Quality of latent-10 VAEs on Fashion-MNIST (at most 10 minutes of CPU training each)", "",
-             f"`{command_line('quality.py')}`; torch {torch.__version__}, "
-             f"{platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+             f"`{command_line('quality')}`; {machine_line()}; "
              f"wall time {wall:.0f} s. Mean ± std over seeds. Best checkpoint of each run. Validation = fold 0 "
              "(12,000 images), per image, posterior mean decoded (the 2018 metric); IWAE = the "
              f"importance-weighted bound on -log p(x) with K = {args.iw_samples} (Burda et al. 2016) "
@@ -146,13 +146,12 @@ def main(args: argparse.Namespace) -> list[dict]:
     for seed in seeds:  # every configuration once before any gets a second seed
         for name in runs:
             runs[name].append(run_one(name, seed, args))
-            rows = summarise(runs)
+            rows = summary(runs)
             wall = time.perf_counter() - t0
-            write_text(args.out + ".md", markdown(rows, args, wall))
-            write_json(args.out + ".json", {"seeds": seeds, "iw_samples": args.iw_samples,
-                                            "iw_images": args.iw_images,
-                                            "epochs_override": args.epochs, "wall_seconds": wall, "rows": rows,
-                                            "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS}})
+            write_report(args.out, markdown(rows, args, wall), {
+                "seeds": seeds, "iw_samples": args.iw_samples, "iw_images": args.iw_images,
+                "epochs_override": args.epochs, "wall_seconds": wall, "rows": rows,
+                "knn": {"per_class": args.knn_per_class, "k": KNN_K, "draws": KNN_DRAWS}}, command_line("quality"))
     print(open(args.out + ".md").read())
     return rows
 

@@ -8,11 +8,11 @@ the latent map of a model with a 2-d code (``--map_checkpoint``; "" for none); a
 validation metrics of the best model (bits per dimension with the discretised logistic) in
 ``{prefix}_metrics.json``. The colour showcase (Twemoji, docs/datasets.md):
 
-    python3 benchmarks/readme_pictures.py --checkpoint weights/twemoji32_best.pth.tar --map_checkpoint "" \
+    python3 -m benchmarks.readme_pictures --checkpoint weights/twemoji32_best.pth.tar --map_checkpoint "" \
         --data_root data/twemoji --prefix twemoji
 
-    python3 benchmarks/readme_pictures.py --train     # first train both models (~10 CPU minutes)
-    python3 benchmarks/readme_pictures.py --checkpoint weights/fmnist_resconv_l10_best_best.pth.tar \\
+    python3 -m benchmarks.readme_pictures --train     # first train both models (~10 CPU minutes)
+    python3 -m benchmarks.readme_pictures --checkpoint weights/fmnist_resconv_l10_best_best.pth.tar \\
         --map_checkpoint weights/fmnist_fc_conv_l2_best.pth.tar
 """
 from __future__ import annotations
@@ -21,13 +21,10 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import torch
 
 import train
+from benchmarks.scaffold import ROOT
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
@@ -45,7 +42,7 @@ DEFAULT_MAP_CHECKPOINT = os.path.join(ROOT, "weights", "fmnist_fc_conv_l2_best.p
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="readme_pictures.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.readme_pictures", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the best model (a checkpoint of ours)")
     p.add_argument("--map_checkpoint", default=DEFAULT_MAP_CHECKPOINT,

@@ -5,8 +5,8 @@ Evaluates the published 2018 checkpoint with ``train.py --evaluate``, then train
 checkpoint the same way (validation fold 0 and the official test set, posterior mean).
 Writes ``benchmarks/reproduce_2018.md`` and ``.json``.
 
-    python3 benchmarks/reproduce_2018.py                 # seeds 42,1,2, 30 epochs
-    python3 benchmarks/reproduce_2018.py --seeds 42 --epochs 5
+    python3 -m benchmarks.reproduce_2018                 # seeds 42,1,2, 30 epochs
+    python3 -m benchmarks.reproduce_2018 --seeds 42 --epochs 5
 
 The 2018 checkpoint: --reference, by default $VAE_LAB_2018_CHECKPOINT or weights/2018/; when it is absent
 the benchmark stops at once with the one-line command that downloads it (runtime/published_2018.py).
@@ -15,26 +15,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch
-
-from sweep import ROOT, cell, mean_std, parse_seeds
-
 import train
+from benchmarks.scaffold import ROOT, cell, command_line, machine_line, mean_std, parse_seeds, write_report
 from config.parsers import OneLineParser, run_cli
-from fileio.atomic import write_json, write_text
 from runtime.published_2018 import checkpoint_2018, require_checkpoint_2018
 
 METRICS = ("bce", "kl", "bce_kl", "ssim")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="reproduce_2018.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.reproduce_2018", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", default="42,1,2", help="comma-separated seeds of the default command")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (30 is the 2018 command)")
@@ -76,9 +69,8 @@ def main(args: argparse.Namespace) -> dict:
     rows[f"default command, {len(seeds)} seeds"] = runs
 
     lines = [f"# Reproducing the 2018 best model ({args.epochs} epochs, Fashion-MNIST)", "",
-             f"`python3 benchmarks/reproduce_2018.py --seeds {args.seeds} --epochs {args.epochs}`; "
-             f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads. Per image, posterior mean decoded; "
+             f"`python3 -m benchmarks.reproduce_2018 --seeds {args.seeds} --epochs {args.epochs}`; "
+             f"{machine_line()}. Per image, posterior mean decoded; "
              "validation = fold 0 (12,000 images), test = official 10,000. "
              "Speed is measured by benchmarks/train_speed.py, not here.", "",
              "| model | val BCE | val KL | val BCE+KL | val SSIM | test BCE+KL | test SSIM |",
@@ -91,8 +83,7 @@ def main(args: argparse.Namespace) -> dict:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Per seed: " + "; ".join(
         f"seed {r['seed']}: val BCE+KL {r['val']['bce_kl']:.2f}, SSIM {r['val']['ssim']:.4f}" for r in runs)]
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", rows)
+    write_report(args.out, "\n".join(lines), rows, command_line("reproduce_2018"))
     print("\n".join(lines))
     return rows
 

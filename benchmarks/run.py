@@ -6,27 +6,27 @@ Also: --amp and --compile for the default configuration (compile time apart), an
 30-epoch ``python3 train.py`` (wall clock with process start, peak RSS, its metrics).
 Writes benchmarks/results.md (and results.json beside it).
 
-    python3 benchmarks/run.py                      # everything, ~5 min on 2 CPU cores
-    python3 benchmarks/run.py --models fc_conv --batch-sizes 512 --no-full-run   # quick
+    python3 -m benchmarks.run                      # everything, ~5 min on 2 CPU cores
+    python3 -m benchmarks.run --models fc_conv --batch-sizes 512 --no-full-run   # quick
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import shlex
 import sys
 import time
+from statistics import median
 
 import torch
 
-import baselines as B  # puts the project root on sys.path
-
+from benchmarks import baselines as B
+from benchmarks.scaffold import ROOT, command_line, hardware, load_average, table, train_config, write_report
 from runtime import accelerators
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", nargs="+", default=["fc_conv", "fc", "fcn"], help="--model_type values")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[128, 512], help="minibatch sizes")
@@ -42,9 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="skip the 30-epoch python3 train.py subprocess")
     p.add_argument("--no-malloc-ab", dest="malloc_ab", action="store_false",
                    help="skip the bare loop with and without malloc tuning (fresh processes)")
-    p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
+    p.add_argument("--data_root", default=os.path.join(ROOT, "data"), help="Fashion-MNIST folder")
     p.add_argument("--note", default="", help="a line about the conditions (e.g. 'shared machine, under load')")
-    p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "results.md"), help="Markdown report")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.md"), help="Markdown report")
     return p
 
 
@@ -55,7 +55,7 @@ def measure_pair(device, data: B.Data, model_type: str, batch: int, seconds: flo
 
 
 def _measure_pair(device, data, model_type, batch, seconds, repeats, writer) -> dict:
-    args = B.train_args(["--batch-size", str(batch)])
+    args = train_config(["--batch-size", str(batch)])
     runs = {m: B.build(model_type, device) for m in B.METHODS}
     # warm-up (lazy imports, SSIM matrices, allocator) and a step-time probe on the bare loop
     B.train_bare(*runs["bare"], data.train_x[:2 * batch], batch)
@@ -88,7 +88,7 @@ def _measure_pair(device, data, model_type, batch, seconds, repeats, writer) -> 
     out = {"model": model_type, "batch": batch, "train_images": len(x), "eval_images": len(xv)}
     for (kind, m), ts in times.items():
         images = len(x) if kind == "train" else len(xv)
-        out[f"{kind}_{m}"] = images / B.median(ts)
+        out[f"{kind}_{m}"] = images / median(ts)
         out[f"{kind}_{m}_spread"] = [images / t for t in ts]
     return out
 
@@ -112,7 +112,7 @@ def _measure_variants(device, data, seconds, repeats, writer) -> list[dict]:
         except Exception as e:  # a VaeLabError: say why and go on
             rows.append({"variant": name, "skipped": str(e)})
             continue
-        args = B.train_args(["--batch-size", str(batch), *flags])
+        args = train_config(["--batch-size", str(batch), *flags])
         model, opt, loss_fn = B.build("fc_conv", device)
         net, train_loss = model, loss_fn
         if args.compile:
@@ -122,7 +122,7 @@ def _measure_variants(device, data, seconds, repeats, writer) -> list[dict]:
         first = B.timed(lambda: B.train_trainpy(model, opt, train_loss, x, args, net=net, writer=writer), device)
         ts = [B.timed(lambda: B.train_trainpy(model, opt, train_loss, x, args, epoch=r + 1, net=net,
                                               writer=writer), device) for r in range(repeats)]
-        steady = B.median(ts)
+        steady = median(ts)
         rows.append({"variant": name, "train_images_per_s": len(x) / steady,
                      "first_pass_s": first, "steady_pass_s": steady,
                      "compile_s": first - steady if args.compile else 0.0, "images": len(x)})
@@ -136,7 +136,7 @@ def report(results: dict) -> str:
         lines.append(f"**Conditions: {results['note']}**\n")
     lines.append(f"Measured {results['date']}; {results['wall_s']:.0f} s in all. Load average at the end: "
                  f"{results.get('load_end', 'n/a')}.\n")
-    lines.append(B.table(["", ""], [[k, v] for k, v in hw.items()]) + "\n")
+    lines.append(table(["", ""], [[k, v] for k, v in hw.items()]) + "\n")
     lines.append("Methods (same model, same images, one process, measured round-robin; median of "
                  f"{results['repeats']}): **train.py** = train.py's own loop (StepLogger, SSIM metric on 32 "
                  "images/step, console lines, TensorBoard scalars); **bare** = model + optimizer + index slices "
@@ -148,7 +148,7 @@ def report(results: dict) -> str:
         t = results["targets"].get(dev)
         if t:
             lines.append("### Targets (default configuration: fc_conv, batch 512)\n")
-            lines.append(B.table(["what", "measured", "target", "met"], t) + "\n")
+            lines.append(table(["what", "measured", "target", "met"], t) + "\n")
         rows = []
         for r in dres["grid"]:
             rows.append([r["model"], r["batch"], r["train_train.py"], r["train_bare"], r["train_2018"],
@@ -157,9 +157,9 @@ def report(results: dict) -> str:
                          r["eval_train.py"], r["eval_bare"], r["eval_2018"],
                          f"{r['eval_bare'] / r['eval_train.py']:.2f}x", f"{r['eval_train.py'] / r['eval_2018']:.1f}x"])
         lines.append("### Images per second\n")
-        lines.append(B.table(["model", "batch", "train: train.py", "bare", "2018", "bare/train.py time",
-                              "train.py vs 2018", "eval: train.py", "bare", "2018", "bare/train.py time",
-                              "train.py vs 2018"], rows) + "\n")
+        lines.append(table(["model", "batch", "train: train.py", "bare", "2018", "bare/train.py time",
+                            "train.py vs 2018", "eval: train.py", "bare", "2018", "bare/train.py time",
+                            "train.py vs 2018"], rows) + "\n")
         lines.append("Spread (images/s of each repeat, train.py / bare / 2018, training): " + "; ".join(
             f"{r['model']} b{r['batch']}: " + " / ".join(
                 "[" + ", ".join(f"{v:,.0f}" for v in r[f"train_{m}_spread"]) + "]" for m in B.METHODS)
@@ -173,26 +173,26 @@ def report(results: dict) -> str:
                 else:
                     vrows.append([v["variant"], v["train_images_per_s"], f"{v['first_pass_s']:.2f} s",
                                   f"{v['steady_pass_s']:.2f} s", f"{v['compile_s']:.1f} s" if v["compile_s"] else "-"])
-            lines.append(B.table(["variant", "train images/s (steady)", "first pass", "steady pass",
-                                  "compile time (first - steady)"], vrows) + "\n")
+            lines.append(table(["variant", "train images/s (steady)", "first pass", "steady pass",
+                                "compile time (first - steady)"], vrows) + "\n")
         ab = dres.get("malloc_ab")
         if ab:
             lines.append("### malloc tuning (accelerators.tune_malloc, as train.py calls it), bare fc_conv loop, "
                          "batch 512\n")
             lines.append("Fresh processes, alternating, median of 3 (every other measurement above runs with it on).\n")
-            lines.append(B.table(["glibc malloc", "ms per step", "minor page faults per step", "each run (ms/step)"], [
+            lines.append(table(["glibc malloc", "ms per step", "minor page faults per step", "each run (ms/step)"], [
                 [mode, f"{ab[mode]['step_ms']:.2f}", f"{ab[mode]['faults_per_step']:.0f}",
                  ", ".join(f"{v:.2f}" for v in ab[mode]["step_ms_all"])] for mode in ("on", "off")]) + "\n")
         fr = dres.get("full_run")
         if fr:
             lines.append("### The full `python3 train.py` (30 epochs, validation every epoch)\n")
-            lines.append(B.table(["", ""], [
+            lines.append(table(["", ""], [
                 ["command", f"`{fr['command']}`"],
                 ["wall clock, process start included", f"{fr['wall_s']:.1f} s"],
                 ["training loop (train.py's 'done in')", f"{fr['training_s']:.1f} s"],
                 ["start-up and data (wall - loop)", f"{fr['wall_s'] - fr['training_s']:.1f} s"],
                 ["epoch seconds (first, median, last)",
-                 f"{fr['epoch_s'][0]:.2f} / {B.median(fr['epoch_s']):.2f} / {fr['epoch_s'][-1]:.2f}"],
+                 f"{fr['epoch_s'][0]:.2f} / {median(fr['epoch_s']):.2f} / {fr['epoch_s'][-1]:.2f}"],
                 ["peak RSS", f"{fr['peak_rss_mb']:.0f} MiB"],
                 ["validation BCE+KL, SSIM (epoch 30)", f"{fr['val_bce_kl']:.2f}, {fr['val_ssim']:.4f} "
                  f"(2018 checkpoint: {B.REFERENCE_VAL['bce_kl']}, {B.REFERENCE_VAL['ssim']})"],
@@ -225,9 +225,9 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     accelerators.tune_malloc()  # as train.py does, so every method runs with the same allocator settings
     t0 = time.perf_counter()
-    results = {"command": getattr(args, "command", "benchmarks/run.py main()"), "note": args.note,
+    results = {"command": command_line("run"), "note": args.note,
                "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats,
-               "hardware": B.hardware(), "devices": {}, "targets": {}}
+               "hardware": hardware(), "devices": {}, "targets": {}}
     for name in args.devices:
         if name == "cuda" and not torch.cuda.is_available():
             print("cuda: no CUDA device, skipped", file=sys.stderr)
@@ -255,12 +255,10 @@ def main(args: argparse.Namespace) -> dict:
         results["devices"][name] = dres
         results["targets"][name] = targets(name, dres)
     results["wall_s"] = time.perf_counter() - t0
-    results["load_end"] = B.load_average()
-    B.write_report(args.out, report(results), results)
+    results["load_end"] = load_average()
+    write_report(args.out, report(results), results)
     return results
 
 
 if __name__ == "__main__":
-    cli = get_args_parser().parse_args()
-    cli.command = shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]])
-    main(cli)
+    main(get_args_parser().parse_args())

@@ -1,7 +1,7 @@
 """Which samples look like the data? FID of prior vs GMM samples, and a CVAE's class accuracy.
 
 Each configuration is a train.py command line, trained once per ``--seeds`` by
-benchmarks/sweep.py; its best checkpoint is scored on the official test set by the offline
+benchmarks/scaffold.py; its best checkpoint is scored on the official test set by the offline
 Frechet distance of ``train.py --evaluate --fid`` (features of a small classifier trained once
 on Fashion-MNIST's training images, evaluation/sample_quality.py): ``--fid`` prior samples,
 as many samples of the GMM sampler fitted on the training fold's posterior means
@@ -9,24 +9,30 @@ as many samples of the GMM sampler fitted on the training fold's posterior means
 classifier's accuracy on its class-conditional prior samples. Writes ``benchmarks/samples.md``
 and ``.json`` after every run.
 
-    python3 benchmarks/samples.py                        # seeds 42,1,2
-    python3 benchmarks/samples.py --only 2018 --seeds 42 --fid 2000
+    python3 -m benchmarks.samples                        # seeds 42,1,2
+    python3 -m benchmarks.samples --only 2018 --seeds 42 --fid 2000
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import os
-import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import add_sweep_args, cell, command_line, mean_std, official_split, run_scored, start
-
+from benchmarks.scaffold import (
+    add_sweep_args,
+    cell,
+    command_line,
+    machine_line,
+    official_split,
+    run_scored,
+    start,
+    summarise,
+    write_report,
+)
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from datasets import Split, kfold_indices
@@ -34,7 +40,6 @@ from evaluation.metrics import posterior_means
 from evaluation.modes import sample_scores
 from evaluation.sample_quality import COMPARABILITY, feature_stats, frechet_distance, load_or_train_classifier
 from evaluation.samplers import GaussianMixtureSampler
-from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
 from runtime.device import select_device
 
@@ -48,7 +53,7 @@ METRICS = (("fid_prior", ".2f"), ("fid_gmm", ".2f"), ("gmm_vs_prior", ".3f"), ("
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="samples.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.samples", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", default="", metavar="NAMES", help=f"comma-separated configurations: {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=positive_int, default=None, help="override every configuration's epochs")
@@ -90,26 +95,17 @@ def real_images_score(args: argparse.Namespace) -> float:
                             *feature_stats(classifier, test.x, device))
 
 
-def summarise(runs: dict[str, list[dict]]) -> list[dict]:
-    rows = []
-    for name, results in runs.items():
-        if results:
-            row = {"config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)", "about": CONFIGS[name][1],
-                   "seeds": [r["seed"] for r in results]}
-            for key, _ in METRICS:
-                values = [r[key] for r in results if r.get(key) is not None]
-                row[key] = mean_std(values) if values else None
-            rows.append(row)
-    return rows
+def summary(runs: dict[str, list[dict]]) -> list[dict]:
+    return summarise(runs, (key for key, _ in METRICS), lambda name, _: {
+        "config": name, "flags": " ".join(CONFIGS[name][0]) or "(defaults)", "about": CONFIGS[name][1]})
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, wall: float, accuracy: float, real: float) -> str:
     lines = ["# Sample quality: prior vs GMM samples (Fashion-MNIST, offline FID)", "",
-             f"`{command_line('samples.py')}`; torch {torch.__version__}, {platform.machine()}, "
-             f"{torch.get_num_threads()} threads; wall time {wall:.0f} s. Mean ± std over seeds, best checkpoint "
-             f"of each run. FID: Frechet distance between classifier features of {args.fid:,} generated images "
-             f"and of the 10,000 test images; the classifier (evaluation/sample_quality.py) reaches test "
-             f"accuracy {accuracy:.4f}. Its scores are {COMPARABILITY}. GMM: {args.gmm_components} full-"
+             f"`{command_line('samples')}`; {machine_line()}; wall time {wall:.0f} s. Mean ± std over seeds, "
+             f"best checkpoint of each run. FID: Frechet distance between classifier features of {args.fid:,} "
+             "generated images and of the 10,000 test images; the classifier (evaluation/sample_quality.py) "
+             f"reaches test accuracy {accuracy:.4f}. Its scores are {COMPARABILITY}. GMM: {args.gmm_components} full-"
              "covariance components fitted on the training fold's posterior means (Ghosh et al. 2020). "
              "gmm/prior: the ratio of the two FIDs per run (target: at most 0.70). recon: the first "
              f"{args.fid:,} test images reconstructed (posterior mean decoded), a floor for what the decoder "
@@ -133,13 +129,12 @@ def main(args: argparse.Namespace) -> list[dict]:
             flags = list(CONFIGS[name][0]) + (["--epochs", str(args.epochs)] if args.epochs else [])
             runs[name].append(run_scored("samples", name, seed, flags, args,
                                          score=lambda ckpt, s: score_samples(ckpt, s, args), score_settings=settings))
-            rows = summarise(runs)
+            rows = summary(runs)
             wall = time.perf_counter() - t0
             accuracy = runs[name][-1]["classifier_test_accuracy"]
-            write_text(args.out + ".md", markdown(rows, args, wall, accuracy, real))
-            write_json(args.out + ".json", {"seeds": seeds, "fid": args.fid, "gmm_components": args.gmm_components,
-                                            "epochs_override": args.epochs, "wall_seconds": wall,
-                                            "real_training_images_fid": real, "rows": rows})
+            write_report(args.out, markdown(rows, args, wall, accuracy, real), {
+                "seeds": seeds, "fid": args.fid, "gmm_components": args.gmm_components, "epochs_override": args.epochs,
+                "wall_seconds": wall, "real_training_images_fid": real, "rows": rows}, command_line("samples"))
     print(open(args.out + ".md").read())
     return rows
 

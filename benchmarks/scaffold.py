@@ -1,9 +1,15 @@
-"""The training sweep: train.py command lines, scored. ablation.py, quality.py, samples.py and
-folder_vs_fmnist.py run their configurations through it; unet_skips.py, shapes.py,
-reproduce_2018.py and iwae_subset.py use its helpers (report cells, seeds, a run's data splits).
+"""What every benchmark shares: running configurations, summarising seeds, writing the reports.
 
-Each run is a train.py command line parsed by train.py's own parser (so presets, flag types
-and cross-flag checks apply), trained through ``train.main`` and scored on its best
+The benchmarks are modules of the ``benchmarks`` package, run from the repository root as
+``python3 -m benchmarks.<name>`` (``--help`` lists each one's flags); they import the product's public
+functions like any caller. A new benchmark is one module here: a ``get_args_parser()``, a ``main(args)``
+that runs its configurations (:func:`run_scored` trains a train.py command line once per seed and scores
+it, cached), :func:`summarise` for mean ± std over the seeds, :func:`cell` / :func:`table` for the
+Markdown and :func:`write_report` for the .md and .json pair (with :func:`command_line` and the CPU it
+ran on), and ``sys.exit(run_cli(main, get_args_parser()))`` under ``__main__``.
+
+Running configurations: each run is a train.py command line parsed by train.py's own parser (so presets,
+flag types and cross-flag checks apply), trained through ``train.main`` and scored on its best
 checkpoint: validation BCE+KL and SSIM (the run's own fold, posterior mean decoded,
 ``evaluation.metrics.evaluate``), KNN test accuracy on the posterior means
 (``evaluation.knn.sampled_test_accuracy``) and, when asked, the IWAE bound on -log p(x).
@@ -17,34 +23,36 @@ import functools
 import hashlib
 import json
 import os
+import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # the benchmarks import the project's modules
-    sys.path.insert(0, ROOT)
+from collections.abc import Callable, Iterable
 
 import torch
 
 import train
 from config.flag_types import positive_int
+from config.resolve import build_config, given_settings
 from config.run_config import RunConfig, data_options
+from core.environment import cpu_name
 from core.errors import VaeLabError
 from datasets import TEST_FRACTION, Split, kfold_indices, load_split
 from evaluation.knn import sampled_test_accuracy
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import evaluate, posterior_means
-from fileio.atomic import write_json
+from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_checkpoint, load_model
 from runtime.device import select_device
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNN_K = 10
 KNN_DRAWS = 5
 # What decides a score: the product's code and the scoring code here (not the reports).
 SOURCE_DIRS = ("config", "models", "losses", "runtime", "evaluation", "fileio", "dataio")
-SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "requirements.txt", "benchmarks/sweep.py")
+SOURCE_FILES = ("train.py", "engine.py", "datasets.py", "requirements.txt", "benchmarks/scaffold.py")
 
 
 @functools.lru_cache(maxsize=4)
@@ -207,8 +215,102 @@ def shown_path(path: str) -> str:
     return path if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
-def command_line(script: str) -> str:
-    """How this sweep was started, for the report: the script's own flags as typed, a path inside
+def command_line(name: str) -> str:
+    """How benchmark ``name`` was started, for its report: ``python3 -m benchmarks.<name>`` and its flags as
+    typed (none when this process is not that benchmark, e.g. a test calling its ``main``), a path inside
     the repository shown relative to it (:func:`shown_path`)."""
-    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(script) else []
-    return " ".join(["python3", f"benchmarks/{script}", *map(shown_path, argv)])
+    argv = sys.argv[1:] if sys.argv and os.path.basename(sys.argv[0]) == f"{name}.py" else []
+    return shlex.join(["python3", "-m", f"benchmarks.{name}", *map(shown_path, argv)])
+
+
+def run_module(name: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``python3 -m benchmarks.<name> ARGV`` as a fresh process from this one's folder (the repository
+    on its PYTHONPATH, as running from the repository root gives), its output captured as text."""
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *argv], capture_output=True, text=True,
+                          env=child_env(), **kwargs)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH: a child started from another
+    folder (``python3 -c``, ``-m benchmarks.<name>``, a script) imports the project as the benchmarks do."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def train_config(argv: Iterable[str] = ()) -> RunConfig:
+    """The run config train.py builds from these flags (its defaults, the 2018 best command, unless
+    ``argv`` says otherwise): what its engine is handed."""
+    return build_config(given_settings(train.get_args_parser().parse_args(list(argv))))
+
+
+# ---------------------------------------------------------------- summarising seeds
+
+
+def seed_stats(results: list[dict], keys: Iterable[str]) -> dict[str, dict | None]:
+    """Per key, :func:`mean_std` over the runs (seeds) that have it, None where none has."""
+    out: dict[str, dict | None] = {}
+    for key in keys:
+        values = [r[key] for r in results if r.get(key) is not None]
+        out[key] = mean_std(values) if values else None
+    return out
+
+
+def summarise(runs: dict[str, list[dict]], keys: Iterable[str],
+              describe: Callable[[str, list[dict]], dict]) -> list[dict]:
+    """One row per configuration that has runs: ``describe(name, runs)`` (its name, flags...), the seeds
+    and :func:`seed_stats` of ``keys``."""
+    keys = tuple(keys)
+    return [{**describe(name, results), "seeds": [r["seed"] for r in results], **seed_stats(results, keys)}
+            for name, results in runs.items() if results]
+
+
+# ---------------------------------------------------------------- reports
+
+
+def machine() -> dict:
+    """Where a benchmark ran, as its report's JSON records it."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def machine_line() -> str:
+    """:func:`machine` as a report's header says it: "torch 2.5.1, <CPU name>, 2 threads, 2 CPUs"."""
+    m = machine()
+    return f"torch {m['torch']}, {m['cpu']}, {m['threads']} threads, {m['cores']} CPUs"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average, as the reports print it ("n/a" where the OS has none)."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def hardware() -> dict:
+    """The speed reports' table of where they ran (the load average at the start included)."""
+    m = machine()
+    return {"cpu": m["cpu"], "cores": m["cores"], "torch threads": m["threads"], "torch": m["torch"],
+            "python": platform.python_version(), "os": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            "load average at start (1/5/15 min)": load_average()}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; a float cell is shown with thousands separators from 100 up, else 2 decimals."""
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: str, markdown: str, results: dict, command: str | None = None) -> str:
+    """A benchmark's Markdown report and its results as JSON beside it, each written atomically: ``out``
+    with or without ``.md``; the JSON also holds ``command`` when given and the :func:`machine` (a key of
+    ``results`` wins). Returns the Markdown's path."""
+    base = out[:-3] if out.endswith(".md") else out
+    os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
+    write_text(base + ".md", markdown if markdown.endswith("\n") else markdown + "\n")
+    write_json(base + ".json", {**({"command": command} if command else {}), **machine(), **results}, indent=1,
+               default=str)
+    return base + ".md"

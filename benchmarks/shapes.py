@@ -7,32 +7,26 @@ dimension under the discretised logistic, and SSIM. Seconds per epoch: train.mai
 epochs; peak memory: the process's maximum resident set size (on CUDA also the peak allocated).
 Writes ``--out``.md / .json.
 
-    python3 benchmarks/shapes.py --epochs 2
+    python3 -m benchmarks.shapes --epochs 2
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import ROOT, command_line
-
 import train
+from benchmarks.scaffold import ROOT, command_line, machine_line, run_module, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
 from datasets import train_val_split
 from evaluation.metrics import evaluate
-from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
 from runtime.device import select_device
 
@@ -41,7 +35,7 @@ MODELS = ("fc", "resconv")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="shapes.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.shapes", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=42)
@@ -81,10 +75,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             "val_bits_per_dim": ev["bits_per_dim"], "val_ssim": ev["ssim"], "val_nll_kl": ev["nll_kl"]}
 
 
-def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace, wall: float) -> None:
     lines = [f"# Image size and colour: Fashion-MNIST resized and coloured ({args.epochs} epochs)", "",
-             f"`{command_line('shapes.py')}`; torch {torch.__version__}, {platform.machine()}, device "
-             f"{select_device(args.device).type}, {os.environ.get('OMP_NUM_THREADS', 'all')} threads; wall time "
+             f"`{command_line('shapes')}`; {machine_line()}, device {select_device(args.device).type}; wall time "
              f"{wall:.0f} s; seed {args.seed}, one run per row. "
              "`--image_size S --channels C --image_loss_type logistic`; "
              "colour = the grey image in three channels. Validation fold 0 (12,000 images): the negative ELBO in "
@@ -96,8 +89,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, wall: float) -> Non
         lines.append(f"| {r['model']} | {r['image_size']} | {r['channels']} | {r['params']:,} | "
                      f"{r['seconds_per_epoch']:.1f} | {r['peak_rss_mib']:.0f} | {r['val_bits_per_dim']:.3f} | "
                      f"{r['val_ssim']:.4f} |")
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"epochs": args.epochs, "seed": args.seed, "rows": rows, "wall_seconds": wall})
+    write_report(args.out, "\n".join(lines), {"epochs": args.epochs, "seed": args.seed, "rows": rows,
+                                              "wall_seconds": wall}, command_line("shapes"))
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -111,16 +104,16 @@ def main(args: argparse.Namespace) -> list[dict]:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     rows, t0 = [], time.perf_counter()
     for name in names:
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--epochs", str(args.epochs), "--seed",
-               str(args.seed), "--data_root", args.data_root, "--device", args.device, "--work_dir", args.work_dir]
+        argv = ["--one", name, "--epochs", str(args.epochs), "--seed", str(args.seed), "--data_root", args.data_root,
+                "--device", args.device, "--work_dir", args.work_dir]
         print(f"[shapes] {name}", flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = run_module("shapes", argv)
         found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
         if done.returncode != 0 or not found:
             sys.stderr.write(done.stdout[-2000:] + done.stderr[-2000:])
             raise SystemExit(f"shapes.py: row {name} failed (exit {done.returncode})")
         rows.append(json.loads(found[-1][4:]))
-        write_report(rows, args, time.perf_counter() - t0)
+        save_report(rows, args, time.perf_counter() - t0)
     print(open(args.out + ".md").read())
     return rows
 

@@ -6,37 +6,34 @@ With --full-run it also times ``python3 train.py`` (30 epochs) as a subprocess: 
 with process start, peak RSS, and the validation BCE+KL and SSIM from its checkpoint.
 Writes benchmarks/train_speed.md.
 
-    python3 benchmarks/train_speed.py              # 3 epochs each, ~1 min on 2 CPU cores
-    python3 benchmarks/train_speed.py --full-run   # plus the 30-epoch train.py, ~+40 s
+    python3 -m benchmarks.train_speed              # 3 epochs each, ~1 min on 2 CPU cores
+    python3 -m benchmarks.train_speed --full-run   # plus the 30-epoch train.py, ~+40 s
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 import time
 
 import torch
 
-import baselines as B  # puts the project root on sys.path
-
-from fileio.atomic import write_text
+from benchmarks import baselines as B
+from benchmarks.scaffold import ROOT, command_line, hardware, table, train_config, write_report
 from runtime import accelerators
 
 TARGET = 8.0  # issue 2: at least 8x the 2018 way on a 2-core CPU
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/train_speed.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.train_speed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=int, default=3, help="epochs of each way")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--full-run", action="store_true", help="also time the 30-epoch python3 train.py")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
-    p.add_argument("--data_root", default=os.path.join(B.ROOT, "data"), help="Fashion-MNIST folder")
+    p.add_argument("--data_root", default=os.path.join(ROOT, "data"), help="Fashion-MNIST folder")
     p.add_argument("--note", default="", help="a line about the conditions (e.g. 'shared machine, under load')")
-    p.add_argument("--out", default=os.path.join(B.ROOT, "benchmarks", "train_speed.md"), help="Markdown report")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "train_speed.md"), help="Markdown report")
     return p
 
 
@@ -47,7 +44,7 @@ def main(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     t_start = time.perf_counter()
     data = B.load_data(args.data_root, device)
-    targs = B.train_args(["--batch-size", "512"])
+    targs = train_config(["--batch-size", "512"])
     ours, old = B.build("fc_conv", device), B.build("fc_conv", device)
     loader = B.loader_2018(data, data.train_idx, 512, shuffle=True)
     n_batches = len(loader)
@@ -66,24 +63,24 @@ def main(args: argparse.Namespace) -> dict:
     ips = {k: n / sum(v) for k, v in times.items()}
     ratio = ips["train.py"] / ips["2018"]
     full = B.full_run(["--device", args.device], args.data_root) if args.full_run else None
-    res = {"hardware": B.hardware(), "times": times, "ips": ips, "ratio": ratio, "full_run": full,
-           "wall_s": time.perf_counter() - t_start}
-    write_report(args, res)
+    res = {"command": command_line("train_speed"), "hardware": hardware(), "times": times, "ips": ips,
+           "ratio": ratio, "full_run": full, "wall_s": time.perf_counter() - t_start}
+    write_report(args.out, markdown(args, res), res)
     print(f"train.py {ips['train.py']:,.0f} img/s, 2018 way {ips['2018']:,.0f} img/s: {ratio:.1f}x "
           f"(target >= {TARGET:.0f}x); wrote {args.out}")
     return res
 
 
-def write_report(args: argparse.Namespace, res: dict) -> None:
+def markdown(args: argparse.Namespace, res: dict) -> str:
     ips, times = res["ips"], res["times"]
-    lines = [f"# Training speed: `{getattr(args, 'command', 'benchmarks/train_speed.py main()')}`\n"]
+    lines = [f"# Training speed: `{res['command']}`\n"]
     if args.note:
         lines.append(f"**Conditions: {args.note}**\n")
     lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {args.device}; {res['wall_s']:.0f} s in all.\n")
-    lines.append(B.table(["", ""], [[k, v] for k, v in res["hardware"].items()]) + "\n")
+    lines.append(table(["", ""], [[k, v] for k, v in res["hardware"].items()]) + "\n")
     lines.append(f"Default configuration (fc_conv, batch 512, 48,000 training images of the 2018 split), "
                  f"{args.epochs} epochs each, alternating epoch by epoch in one process:\n")
-    lines.append(B.table(["way", "images/s", "seconds per epoch"], [
+    lines.append(table(["way", "images/s", "seconds per epoch"], [
         ["train.py's loop (device-resident data, index slices)", ips["train.py"],
          ", ".join(f"{t:.2f}" for t in times["train.py"])],
         ["2018: per-sample DataLoader + PIL ToTensor, shuffle=True", ips["2018"],
@@ -95,7 +92,7 @@ def write_report(args: argparse.Namespace, res: dict) -> None:
     if fr:
         lines.append("The full default run, `python3 train.py` (30 epochs, validation every epoch), as a new "
                      "process:\n")
-        lines.append(B.table(["", ""], [
+        lines.append(table(["", ""], [
             ["wall clock, process start included", f"{fr['wall_s']:.1f} s"],
             ["training loop (train.py's 'done in')", f"{fr['training_s']:.1f} s"],
             ["peak RSS", f"{fr['peak_rss_mb']:.0f} MiB"],
@@ -103,10 +100,8 @@ def write_report(args: argparse.Namespace, res: dict) -> None:
              f"{fr['val_bce_kl']:.2f} (2018 checkpoint: {B.REFERENCE_VAL['bce_kl']})"],
             ["validation SSIM after 30 epochs", f"{fr['val_ssim']:.4f} (2018 checkpoint: {B.REFERENCE_VAL['ssim']})"],
         ]) + "\n")
-    write_text(args.out, "\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    cli = get_args_parser().parse_args()
-    cli.command = shlex.join(["python3", "benchmarks/train_speed.py", *sys.argv[1:]])
-    main(cli)
+    main(get_args_parser().parse_args())

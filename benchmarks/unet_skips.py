@@ -16,8 +16,8 @@ and a picture (``--picture``): for each row (first seed), validation images, the
 their reconstructions from a prior-drawn code, the code decoded without the maps, and prior samples.
 Writes ``--out``.md / .json.
 
-    python3 benchmarks/ablation.py --epochs 5 --only unet_skips_all,unet_skips_coarsest,unet_skips_none
-    python3 benchmarks/unet_skips.py
+    python3 -m benchmarks.ablation --epochs 5 --only unet_skips_all,unet_skips_coarsest,unet_skips_none
+    python3 -m benchmarks.unet_skips
 """
 from __future__ import annotations
 
@@ -25,12 +25,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from sweep import ROOT, cell, command_line, mean_std, parse_seeds, shown_path
-
+from benchmarks.scaffold import ROOT, cell, command_line, parse_seeds, seed_stats, shown_path, write_report
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
 from core.errors import VaeLabError
@@ -38,7 +35,6 @@ from datasets import as_float, train_val_split
 from evaluation.metrics import ACTIVE_UNIT_VARIANCE
 from evaluation.pictures import save_png
 from evaluation.skips import skip_picture_rows, skip_usage
-from fileio.atomic import write_json, write_text
 from runtime.checkpoints import load_model
 from runtime.device import select_device
 
@@ -49,7 +45,7 @@ METRICS = (("bce", ".2f"), ("bce_prior_code", ".2f"), ("bce_zero_code", ".2f"), 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="unet_skips.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python3 -m benchmarks.unet_skips", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--work_dir", default=os.path.join(ROOT, "results", "ablation"),
                    help="where benchmarks/ablation.py left the runs ({row}_s{seed}_best.pth.tar)")
@@ -63,9 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_report(rows: list[dict], args: argparse.Namespace) -> None:
+def save_report(rows: list[dict], args: argparse.Namespace) -> None:
     lines = ["# Where the UNet VAE's reconstructions come from", "",
-             f"`{command_line('unet_skips.py')}` on the checkpoints of `benchmarks/ablation.py` "
+             f"`{command_line('unet_skips')}` on the checkpoints of `python3 -m benchmarks.ablation` "
              "(5 epochs, best checkpoint; mean ± std over seeds). Per validation image (the run's "
              "fold 0, 12,000 images), nats. BCE: the posterior mean decoded with the input's encoder "
              "maps (what the ablation reports); with a prior draw / zeros as the code: the same maps, "
@@ -78,8 +74,8 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         lines.append(f"| {r['row']} | {len(r['seeds'])} | " + " | ".join(cell(r[k], f) for k, f in METRICS) + " |")
     lines += ["", "KL per latent dimension, largest first (first seed):", ""]
     lines += [f"- {r['row']}: " + ", ".join(f"{v:.2f}" for v in r["kl_per_dim_first_seed"]) for r in rows]
-    write_text(args.out + ".md", "\n".join(lines) + "\n")
-    write_json(args.out + ".json", {"seeds": args.seeds, "rows": rows, "picture": shown_path(args.picture)})
+    write_report(args.out, "\n".join(lines), {"seeds": args.seeds, "rows": rows, "picture": shown_path(args.picture)},
+                 command_line("unet_skips"))
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -107,12 +103,12 @@ def main(args: argparse.Namespace) -> list[dict]:
         if runs:
             rows.append({"row": name, "seeds": [r["seed"] for r in runs], "skips": runs[0]["skips"],
                          "kl_per_dim_first_seed": runs[0]["kl_per_dim"],
-                         **{k: mean_std([r[k] for r in runs]) for k, _ in METRICS}})
+                         **seed_stats(runs, (k for k, _ in METRICS))})
     if not rows:
         raise VaeLabError(f"no unet checkpoints in {args.work_dir} for rows {args.rows} and seeds {args.seeds}; "
                           "run benchmarks/ablation.py with those rows first")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_report(rows, args)
+    save_report(rows, args)
     from torchvision.utils import make_grid  # here: importing torchvision takes seconds, --help needs none
 
     os.makedirs(os.path.dirname(os.path.abspath(args.picture)), exist_ok=True)

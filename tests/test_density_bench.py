@@ -1,16 +1,12 @@
 """benchmarks/density.py: the density preset end to end on a few real Fashion-MNIST images, its
 figures beside the codecs, and the table rewritten from its JSON."""
 import json
-import os
-import sys
 
-from helpers import ROOT, run_module_cli
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from helpers import run_module_cli
 
 
 def density_cli(argv):
-    import density
+    from benchmarks import density
 
     return run_module_cli(density, argv)
 
@@ -39,10 +35,10 @@ def test_the_density_preset_is_scored_beside_the_codecs(fmnist_small, workdir):
         before.split("; torch")[1]
     # a rerun of some configurations (--only) keeps the saved rows of the others, each saying what measured it;
     # rows scored with other settings are dropped
-    import density
+    from benchmarks import density
 
     saved = json.load(open("out/d.json"))
-    other = {**saved["rows"][0], "config": "dmol", "command": "python3 benchmarks/density.py --only dmol",
+    other = {**saved["rows"][0], "config": "dmol", "command": "python3 -m benchmarks.density --only dmol",
              "cpu": "another CPU"}
     saved["rows"].append(other)
     with open("out/d.json", "w") as f:
@@ -51,6 +47,6 @@ def test_the_density_preset_is_scored_beside_the_codecs(fmnist_small, workdir):
     kept = density.kept_rows(args, {"density"})
     assert [r["config"] for r in kept] == ["dmol"] and kept[0]["cpu"] == "another CPU"
     table = density.markdown([*kept, saved["rows"][0]], args, 1.0)
-    assert "- **dmol**: `python3 benchmarks/density.py --only dmol` (another CPU)" in table
+    assert "- **dmol**: `python3 -m benchmarks.density --only dmol` (another CPU)" in table
     args.iw_samples = 5
     assert density.kept_rows(args, {"density"}) == []

@@ -171,12 +171,9 @@ def test_heatmap_labels_each_latent_with_the_factor_it_carries(tmp_path):
 
 def test_the_study_writes_its_table_and_reuses_a_finished_run(tmp_path):
     import json
-    import sys
 
-    from helpers import ROOT, run_module_cli
-
-    sys.path.insert(0, f"{ROOT}/benchmarks")
-    import disentanglement as study
+    from benchmarks import disentanglement as study
+    from helpers import run_module_cli
 
     argv = ["--epochs", "1", "--factor_images", "700", "--seeds", "3", "--only", "betatc", "--tiny_metrics",
             "--work_dir", str(tmp_path / "w"), "--out", str(tmp_path / "d"), "--data_root", str(tmp_path)]

@@ -4,15 +4,10 @@ Linux's VmHWM): files of a few KB that decode to tens of millions of pixels, alo
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from helpers import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import explore_limits  # benchmarks/: the hostile files and the measurements the docs quote
+from benchmarks import explore_limits  # benchmarks/: the hostile files and the measurements the docs quote
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,14 @@
 """benchmarks/folder_vs_fmnist.py end to end on a few real Fashion-MNIST images."""
 import json
 import os
-import sys
 
 import torch
 
-from helpers import ROOT, run_module_cli
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from helpers import run_module_cli
 
 
 def test_fmnist_as_pngs_trains_like_fmnist(fmnist_small, workdir):
-    import folder_vs_fmnist
-
+    from benchmarks import folder_vs_fmnist
     from datasets import load_split
 
     argv = ["--epochs", "1", "--seeds", "42", "--data_root", fmnist_small, "--png_root", "png", "--knn_per_class", "20",

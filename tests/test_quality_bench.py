@@ -1,15 +1,11 @@
 """benchmarks/quality.py: one short configuration end to end, on a few real Fashion-MNIST images."""
 import json
-import os
-import sys
 
-from helpers import ROOT, run_module_cli
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from helpers import run_module_cli
 
 
 def quality_cli(argv):
-    import quality
+    from benchmarks import quality
 
     return run_module_cli(quality, argv)
 
@@ -41,8 +37,7 @@ def test_unknown_config_is_one_line(workdir):
 
 
 def test_iwae_subset_compares_the_first_images_with_the_whole_fold(tiny_mnist, workdir):
-    import iwae_subset
-
+    from benchmarks import iwae_subset
     from helpers import run_cli, tiny_args
 
     assert run_cli(tiny_args(tiny_mnist, "--model_type", "fc", "--prior", "vamp", "--vamp_components", "4"))[0] == 0
@@ -62,14 +57,14 @@ def test_iwae_subset_compares_the_first_images_with_the_whole_fold(tiny_mnist, w
 
 
 def test_rows_are_compared_with_the_first_seed_by_seed():
-    import quality
+    from benchmarks import quality
 
     def run(seed, bce_kl, iwae):
         return {"seed": seed, "params": 10, "epochs": 1, "train_seconds": 1.0, "val_bce_kl": bce_kl, "val_bce": 0.0,
                 "val_kl": 0.0, "iwae_nll": iwae, "val_ssim": 0.5, "knn_acc": None}
 
     # seed 2 moves both rows by 10 nats; seed 3 is the second row's only
-    rows = quality.summarise({"best": [run(1, 230.0, 236.0), run(2, 240.0, 246.0)],
+    rows = quality.summary({"best": [run(1, 230.0, 236.0), run(2, 240.0, 246.0)],
                               "best_vamp": [run(1, 229.0, 235.5), run(2, 238.0, 245.5), run(3, 0.0, None)]})
     assert rows[0]["val_bce_kl_vs_first"] is None and rows[0]["iwae_nll_vs_first"] is None
     assert rows[1]["val_bce_kl_vs_first"]["values"] == [-1.0, -2.0]

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 from packaging.markers import default_environment
@@ -203,10 +202,7 @@ def test_a_missing_2018_checkpoint_says_where_to_get_it(workdir):
     code, _, err = run_cli(["--resume", "weights/other.pth.tar", "--evaluate"])
     assert_cli_error(code, err, "does not exist")
     assert "curl" not in err  # the hint is for the 2018 file only
-
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import explore_latency
-    import reproduce_2018
+    from benchmarks import explore_latency, reproduce_2018
 
     for module in (reproduce_2018, explore_latency):
         code, _, err = run_module_cli(module, ["--reference", missing, "--out", "report"])

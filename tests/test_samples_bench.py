@@ -1,15 +1,11 @@
 """benchmarks/samples.py: one short configuration end to end, on a few real Fashion-MNIST images."""
 import json
-import os
-import sys
 
-from helpers import ROOT, run_module_cli
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from helpers import run_module_cli
 
 
 def samples_cli(argv):
-    import samples
+    from benchmarks import samples
 
     return run_module_cli(samples, argv)
 

@@ -1,15 +1,11 @@
 """benchmarks/shapes.py: two rows end to end, each in a process of its own."""
 import json
-import os
-import sys
 
-from helpers import ROOT, run_module_cli
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from helpers import run_module_cli
 
 
 def test_two_rows_are_trained_and_scored(fmnist_small, workdir):
-    import shapes
+    from benchmarks import shapes
 
     argv = ["--epochs", "1", "--data_root", fmnist_small, "--device", "cpu", "--only", "fc_32x1,fc_28x3",
             "--work_dir", "runs", "--out", "out/s"]

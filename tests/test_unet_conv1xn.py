@@ -99,12 +99,9 @@ def test_the_skip_measurement_reads_the_ablation_checkpoints(tiny_mnist, workdir
     """benchmarks/unet_skips.py on two 1-epoch unet runs: the numbers are consistent with the model."""
     import json
     import os
-    import sys
 
-    from helpers import ROOT, run_module_cli
-
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import unet_skips
+    from benchmarks import unet_skips
+    from helpers import run_module_cli
 
     for skips in ("all", "none"):
         code, _, err = run_cli(tiny_args(tiny_mnist, "--model_type", "unet", "--unet_skips", skips,
