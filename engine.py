@@ -1,6 +1,7 @@
-"""The epoch loop: ``train_one_epoch`` and ``validate`` (each returns per-image averages) and the step
-logger they share. The loop knows one interface of the objective (losses/objective.py), nothing of which
-objective it trains, and nothing of evaluation/ (an epoch's pictures: evaluation/epoch_log.py).
+"""The epoch loop: ``train_one_epoch`` and ``validate``, each returning per-image averages of the figures
+runtime/metrics.py declares and of the objective's terms (logged as they go by runtime/step_log.py). The loop
+knows one interface of the objective (losses/objective.py), nothing of which objective it trains, and
+nothing of evaluation/ (an epoch's pictures: evaluation/epoch_log.py).
 
 Data is a :class:`datasets.Split` on the training device; a minibatch is an index slice.
 Under torchrun (``world``) each process handles its rows of every minibatch, and the logged
@@ -9,103 +10,23 @@ metrics are all-reduced (runtime/distributed.py).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
 from config.run_config import RunConfig
-from core.errors import VaeLabError
 from datasets import Split, as_float, augment_batch
-from losses import Batch, Objective, ssim
+from losses import Batch, Objective
 from models import VAE
 from models.base import ModelOutput
 from runtime import accelerators
 from runtime.batch_pass import batch_metrics, batches
 from runtime.distributed import World, is_main_process
-from runtime.nonfinite import grad_norm_and_clip, non_finite_message
+from runtime.metrics import logged_names, training_sample
+from runtime.nonfinite import grad_norm_and_clip
+from runtime.step_log import StepLogger
 from runtime.tensorboard import RunWriter
-
-# train_ssim is measured on the first images of each (shuffled) minibatch, as many as make 32 images of
-# 28x28 grey (32 at 28x28x1, 8 at 32x32x3, 2 at 64x64x3), so its cost stays a small share of a step: 32
-# images of 64x64 colour cost 9 ms, a fifth of resconv's bfloat16 step (docs/speed.md). Validation SSIM
-# always covers every image.
-TRAIN_SSIM_PIXELS = 32 * 28 * 28
-
-
-class StepLogger:
-    """Buffers per-step metrics on the device and flushes them every ``print_freq`` steps.
-
-    One host sync per flush (not per step): TensorBoard scalars, the 2018 console line and
-    the non-finite check all read the same buffer, so a NaN is reported at its exact step.
-    The last flush of an epoch comes before its checkpoint, so a NaN never reaches a file.
-    """
-
-    NAMES = ("loss", "img_loss", "kl_loss", "ssim")
-
-    def __init__(self, prefix: str, writer: RunWriter | None, print_freq: int, n_batches: int, epoch: int,
-                 lr: float | None, bar=None, check_finite: bool = False, names: tuple[str, ...] = NAMES,
-                 reduce=None):
-        self.prefix, self.writer, self.print_freq = prefix, writer, print_freq
-        self.reduce = reduce  # (rows, sizes) -> global (rows, sizes) under torchrun
-        self.n_batches, self.epoch, self.lr, self.bar = n_batches, epoch, lr, bar
-        self.check_finite, self.names = check_finite, names
-        self.buf: list[torch.Tensor] = []
-        self.sizes: list[int] = []
-        self.first_step = 0
-        self.sums = dict.fromkeys(names, 0.0)
-        self.count = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, step: int, batch: int, size: int, terms: dict[str, torch.Tensor]) -> None:
-        if not self.buf:
-            self.first_step, self.first_batch = step, batch
-        self.buf.append(torch.stack([terms[n].detach().float() for n in self.names]))
-        self.sizes.append(size)
-        if (batch + 1) % self.print_freq == 0 or batch + 1 == self.n_batches:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buf:
-            return
-        rows = torch.stack(self.buf)
-        if self.reduce is not None:
-            rows, self.sizes = self.reduce(rows, self.sizes)
-        rows = rows.tolist()
-        for k, (row, size) in enumerate(zip(rows, self.sizes)):
-            step = self.first_step + k
-            if self.check_finite and (msg := non_finite_message(dict(zip(self.names, row)), self.epoch, step)):
-                raise VaeLabError(msg)
-            for name, v in zip(self.names, row):
-                self.sums[name] += v * size
-            self.count += size
-            if self.writer is not None:
-                scalars = {f"{self.prefix}_{name}": v for name, v in zip(self.names, row)}
-                if self.lr is not None:
-                    scalars[f"{self.prefix}_lr"] = self.lr
-                self.writer.add_scalar_row(scalars, step)  # one event, not one per tag
-        last_batch = self.first_batch + len(rows) - 1
-        elapsed = time.perf_counter() - self.t0
-        if self.print_freq and self.prefix == "train":
-            cur = dict(zip(self.names, rows[-1]))
-            avg = self.averages()
-            line = (f"Epoch: [{self.epoch}][{last_batch + 1}/{self.n_batches}]\t"
-                    f"Time {elapsed / (last_batch + 1):.3f}/batch\t"
-                    f"Loss {cur['loss']:.4f} ({avg['loss']:.4f})\t"
-                    f"IMG {cur['img_loss']:.4f} ({avg['img_loss']:.4f})\t"
-                    f"KL {cur['kl_loss']:.4f} ({avg['kl_loss']:.4f})\t"
-                    f"SSIM {cur['ssim']:.4f} ({avg['ssim']:.4f})")
-            if self.bar is not None and not self.bar.disable:
-                self.bar.write(line)
-            else:
-                print(line)
-        if self.bar is not None:
-            self.bar.update(len(rows))
-        self.buf, self.sizes = [], []
-
-    def averages(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
 def _progress(n: int, desc: str):
@@ -134,7 +55,7 @@ def train_one_epoch(model: torch.nn.Module, objective: Objective, optimizer: tor
     plain = plain_model(model)
     log = StepLogger("train", writer, cfg.print_freq, n_batches, epoch, optimizer.param_groups[0]["lr"], bar,
                      check_finite=True, reduce=world.reduce_rows,
-                     names=StepLogger.NAMES + ("grad_norm",) + objective.logged_terms(plain.level_names))
+                     names=logged_names() + ("grad_norm",) + objective.logged_terms(plain.level_names))
     forward = training_forward(model, amp)
     try:
         for i in range(n_batches):
@@ -149,9 +70,8 @@ def train_one_epoch(model: torch.nn.Module, objective: Objective, optimizer: tor
             terms["grad_norm"] = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
             optimizer.step()
             terms.update(objective.after_step(generator))
-            with torch.no_grad():  # a random sample of the batch: full-batch SSIM costs more than the step
-                k = max(1, TRAIN_SSIM_PIXELS // x[0].numel())
-                terms["ssim"] = ssim(plain.image_of(logits[:k].detach()), x[:k], cfg.ssim_window_size).mean()
+            # the declared metrics the objective does not give (SSIM), on a sample: the whole batch costs more
+            terms.update(training_sample(plain, x, logits, cfg, terms))
             log.add(global_step + i, i, x.shape[0], terms)
     finally:
         bar.close()
@@ -195,15 +115,14 @@ def validate(model: VAE, objective: Objective, data: Split, cfg: RunConfig, epoc
     device = next(model.parameters()).device
     world = world or World(device=device)
     levels = model.level_names
-    log = StepLogger("val", writer, cfg.print_freq, n_batches, epoch, None, names=StepLogger.NAMES + levels,
+    log = StepLogger("val", writer, cfg.print_freq, n_batches, epoch, None, names=logged_names() + levels,
                      reduce=world.reduce_rows)
+    measured = tuple(name for name in logged_names() if name != "loss") + levels  # loss: the objective's
     labels = cfg.conditional
     with model.prior_fixed():
         for i, (x, y) in enumerate(batches(data, cfg.batch_size, device, labels, world.shard)):
-            m = batch_metrics(model, x, y, ("img_loss", "kl", "ssim") + levels, cfg.ssim_window_size,
-                              cfg.image_loss_type, cfg.ssim_weight)
-            terms = {"loss": objective.validation_loss(m["img_loss"], m["kl"]), "img_loss": m["img_loss"],
-                     "kl_loss": m["kl"], "ssim": m["ssim"], **{level: m[level] for level in levels}}
+            m = batch_metrics(model, x, y, measured, cfg.ssim_window_size, cfg.image_loss_type, cfg.ssim_weight)
+            terms = {"loss": objective.validation_loss(m["img_loss"], m["kl_loss"]), **m}
             log.add(global_step + i, i, x.shape[0], terms)
     return log.averages()
 

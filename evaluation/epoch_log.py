@@ -13,16 +13,11 @@ from evaluation.metrics import posterior_means
 from evaluation.pictures import fixed_codes, image_grids
 from evaluation.samplers import GaussianMixtureSampler, check_components
 from models import VAE
+from runtime.step_log import write_epoch_scalars
 from runtime.tensorboard import RunWriter, resume_purge_steps
 
 # --sampler gmm in TensorBoard: the mixture of each epoch is fitted on this many training images.
 GMM_FIT_IMAGES = 10_000
-# The per-epoch TensorBoard scalars: tag -> (which pass, metric).
-EPOCH_SCALARS = {"eph_tr_loss": ("train", "loss"), "eph_tr_ssim": ("train", "ssim"),
-                 "eph_val_loss": ("val", "loss"), "eph_val_ssim": ("val", "ssim"),
-                 "eph_tr_img_loss": ("train", "img_loss"), "eph_tr_kl_loss": ("train", "kl_loss"),
-                 "eph_val_img_loss": ("val", "img_loss"), "eph_val_kl_loss": ("val", "kl_loss")}
-
 
 def open_writer(cfg: RunConfig, resumed: bool, start_epoch: int, global_step: int, val_batches: int,
                 n_train: int) -> RunWriter | None:
@@ -51,14 +46,7 @@ def log_epoch(writer: RunWriter, cfg: RunConfig, epoch: int, tr: dict[str, float
     with --sampler gmm also samples of a mixture fitted on ``train_set``'s posterior means),
     flushed to disk before the epoch's checkpoint is written."""
     if cfg.tensorboard:
-        for tag, (split, name) in EPOCH_SCALARS.items():
-            writer.add_scalar(tag, (tr if split == "train" else va)[name], epoch + 1)
-        if "elbo" in tr:  # --iw_train: the ELBO beside the bound being trained (eph_tr_loss)
-            writer.add_scalar("eph_tr_elbo", tr["elbo"], epoch + 1)
-        for level in model.level_names:  # a hierarchical model's KL per level
-            for split, values in (("tr", tr), ("val", va)):
-                if level in values:
-                    writer.add_scalar(f"eph_{split}_{level}", values[level], epoch + 1)
+        write_epoch_scalars(writer, epoch, tr, va, model.level_names)
     if cfg.tensorboard_images:
         if model.prior == "vamp":  # the prior learns: the same draws (seeded) from this epoch's mixture
             pictures = (*pictures[:2], fixed_codes(cfg.seed, model, pictures[2].device))

@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from datasets import Split, as_float
-from losses import bce_loss, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
-from losses.pixel_layout import MIXTURE
 from models import VAE
+from runtime.metrics import Batch, measure
 
 
 def batches(data: Split, batch_size: int, device: torch.device, labels: bool = False,
@@ -38,24 +37,11 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
                   ) -> dict[str, torch.Tensor]:
     """Per-image means (0-d tensors, never read on the host here) of one batch, from one forward.
 
-    ``names`` from: bce, mse, kl, ssim (window ``window_size``), nll (-log p(x|z) under the
-    model's likelihood: the BCE for a Bernoulli one), img_loss (the training reconstruction term
-    ``image_loss_type``), and a hierarchical model's KL levels (``model.level_names``).
+    ``names``: metrics declared with a computation in runtime/metrics.py (bce, mse, kl, ssim with window
+    ``window_size``, nll, img_loss: the training reconstruction term ``image_loss_type``, ...) and a
+    hierarchical model's KL levels (``model.level_names``).
     """
     # the KL per image and level from the model where it has no closed form (VampPrior: one sample of a fixed seed)
     out = model(x, y=y, with_kl=not model.analytic_kl)
-    logits, mu, logvar, kls = out.logits, out.mu, out.logvar, out.kl
-    # the BCE and MSE of the image the output stands for (for one logit per pixel: of the logits)
-    image_logits = logits if model.likelihood != MIXTURE else torch.logit(model.image_of(logits), eps=1e-6)
-    measure: dict[str, Callable[[], torch.Tensor]] = {
-        "bce": lambda: bce_loss(image_logits, x),
-        "mse": lambda: mse_loss(image_logits, x),
-        "kl": lambda: kl_divergence(mu, logvar) if kls is None else kls.sum(1).mean(),
-        "ssim": lambda: ssim(model.image_of(logits), x, window_size).mean(),
-        "nll": lambda: pixel_nll(model.likelihood, logits, x, model.log_scale).sum() / x.shape[0],
-        "img_loss": lambda: reconstruction_loss(image_loss_type, logits, x, window_size, ssim_weight,
-                                                model.log_scale),
-    }
-    if kls is not None:
-        measure.update({level: (lambda j=j: kls[:, j].mean()) for j, level in enumerate(model.level_names)})
-    return {name: measure[name]() for name in names}
+    return measure(Batch(model, x, out.logits, out.mu, out.logvar, out.kl, window_size, image_loss_type,
+                         ssim_weight), names)

@@ -23,7 +23,7 @@ import torch
 
 from config.run_config import RunConfig
 from losses import bce_loss, kl_divergence, mse_loss, pixel_nll, reconstruction_loss, ssim
-from losses.likelihoods import MIXTURE
+from losses.pixel_layout import MIXTURE
 
 # A training step's measured metrics (SSIM) read the first images of each (shuffled) minibatch, as many as
 # make 32 images of 28x28 grey (32 at 28x28x1, 8 at 32x32x3, 2 at 64x64x3), so their cost stays a small
