@@ -14,7 +14,10 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import version
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +29,20 @@ from config.resolve import given_settings
 from config.run_config import RunConfig, data_options
 from core.errors import VaeLabError
 from core.limits import MAX_SEED
-from datasets import load_split
+from datasets import Split, load_split
 from evaluation import embedding_report as report
 from evaluation import knn
-from evaluation.embeddings import METHODS, VaeEncoder, embed, flatten, load_vae, make_method, uses_vae, view_2d
+from evaluation.embeddings import (
+    METHODS,
+    Embedding,
+    VaeEncoder,
+    embed,
+    flatten,
+    load_vae,
+    make_method,
+    uses_vae,
+    view_2d,
+)
 from fileio.atomic import write_json
 from fileio.dirs import ensure_writable_dir
 from runtime.device import select_device
@@ -112,42 +125,47 @@ def out_dir(template: str, args: argparse.Namespace, dataset_type: str) -> str:
     return template.replace("{name}", name)
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Run the comparison; returns the results dict also written to ``results.json``."""
-    t_start = time.perf_counter()
-    # the data flags given; with a VAE, the others are its run's (dataset, folder, image shape)
-    given = {k: v for k, v in given_settings(args).items() if k in DATA_FIELDS}
-    # Cheap checks first: the checkpoint and the output folder, before any data is read.
-    vae, vae_info = None, None
+@dataclass
+class Source:
+    """What is embedded: the data (its config) and, when a method uses one, the VAE."""
+
+    data: RunConfig
+    n_components: int  # the embedding dimension of every method
+    vae: VaeEncoder | None = None
+    vae_info: dict[str, Any] | None = None  # evaluation.embeddings.load_vae's facts for the report
+
+
+def choose_source(args: argparse.Namespace, given: dict[str, Any]) -> Source:
+    """The VAE (when a method uses one: checked before any data is read) and the data: the flags given, the
+    others the VAE's run's (dataset, folder, image shape)."""
     with_vae = [name for name in args.methods if uses_vae(name)]
-    if with_vae:
-        if not os.path.isfile(args.resume):
-            raise VaeLabError(f"checkpoint {args.resume!r} does not exist: train one with `python3 train.py`, "
-                              f"pass --resume PATH, or leave {', '.join(with_vae)} out of --methods")
-        model, run, vae_info = load_vae(args.resume, given.get("dataset_type"), args.n_components)
-        shape = model.image_shape
-        vae = VaeEncoder(model, select_device(args.device), shape)
-        n_components = model.latent_size
-        # the images as the VAE saw them (a no-op for data already of that shape)
-        data = run.replace(**{"image_size": shape[1], "channels": shape[0], **given})
-    else:
-        n_components = args.n_components or 10
-        data = RunConfig(**given)
-    out = out_dir(args.out, args, data.dataset_type)
-    ensure_writable_dir(out, "output")
+    if not with_vae:
+        return Source(RunConfig(**given), args.n_components or 10)
+    if not os.path.isfile(args.resume):
+        raise VaeLabError(f"checkpoint {args.resume!r} does not exist: train one with `python3 train.py`, "
+                          f"pass --resume PATH, or leave {', '.join(with_vae)} out of --methods")
+    model, run, vae_info = load_vae(args.resume, given.get("dataset_type"), args.n_components)
+    shape = model.image_shape
+    vae = VaeEncoder(model, select_device(args.device), shape)
+    # the images as the VAE saw them (a no-op for data already of that shape)
+    data = run.replace(**{"image_size": shape[1], "channels": shape[0], **given})
+    return Source(data, model.latent_size, vae, vae_info)
 
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t_start:6.1f} s  {msg}", flush=True)
 
-    if vae_info is not None:
-        log(f"VAE: {vae_info['family']}; embedding the {vae_info['code']}")
+def load_images(data: RunConfig, log: Callable[[str], None]) -> tuple[Split, Split]:
+    """The training and test splits; refused unless they hold at least two classes (KNN recovers them)."""
     log(f"loading {data.dataset_type} from {data.data_root!r}")
     train = load_split(data.dataset_type, data.data_root, True, **data_options(data))
     test = load_split(data.dataset_type, data.data_root, False, **data_options(data))
     if len(train.classes or []) < 2:
         raise VaeLabError(f"the embeddings are scored by how well KNN recovers the classes, and {data.data_root!r} "
                           f"has {'no class sub-folders' if train.classes is None else 'one class'}")
-    y_train, y_test = train.y.numpy(), test.y.numpy()
+    return train, test
+
+
+def knn_protocol(args: argparse.Namespace, y_train: np.ndarray, log: Callable[[str], None]
+                 ) -> tuple[list[int], list[int], int, list[str]]:
+    """The CV grid's sizes and k, the test's images per class, and how the defaults were cut to the data."""
     try:  # the default sizes cut to what the classes hold; sizes the user gave are checked as given
         sizes, ks, n, cut = knn.fit_sizes(y_train, args.samples_per_class, args.n_neighbours,
                                           args.test_samples_per_class, set_by_user(args))
@@ -156,47 +174,53 @@ def main(args: argparse.Namespace) -> dict:
         raise VaeLabError(str(e)) from None
     if cut:
         log(f"the smallest class has {knn.class_sizes(y_train)[0]} training images: {'; '.join(cut)}")
-    x_train, x_test = flatten(train), flatten(test)
-    pixels = x_train.shape[1]
+    return sizes, ks, n, cut
+
+
+def check_dimensions(args: argparse.Namespace, n_components: int, pixels: int) -> None:
+    """PCA and UMAP reduce: their dimensions must lie below the pixels'."""
     if {"pca", "umap"} & set(args.methods) and n_components >= pixels:
         raise VaeLabError(f"--n_components {n_components} must be below the {pixels} pixels")
     if "umap" in args.methods and args.umap_pca and not n_components < args.umap_pca < pixels:
         raise VaeLabError(f"--umap_pca {args.umap_pca} must be between --n_components ({n_components}) and the "
                           f"{pixels} pixels, or 0 to turn it off")
 
-    embeddings = {}
-    for name in args.methods:
-        method = make_method(name, n_components, args.seed, args.umap_pca, vae)
-        embeddings[name] = embed(name, method, x_train, x_test, log)
 
-    methods: dict[str, dict] = {}
-    cv_rows: list[dict] = []
-    for name, e in embeddings.items():
-        t0 = time.perf_counter()
-        log(f"[knn] {name}: CV grid, {len(sizes)} sizes x {len(ks)} k ...")
-        cv_rows += [{"method": name, **row} for row in
-                    knn.cv_grid(e.train, y_train, sizes, ks, args.seed)]
-        t1 = time.perf_counter()
-        sampled = knn.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
-        full = knn.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
-        t2 = time.perf_counter()
-        methods[name] = {
-            **{f"test_acc_{n}_k{k}": sampled[k] for k in TEST_KS},
-            **{f"test_acc_full_k{k}": full[k] for k in TEST_KS},
-            "fit_seconds": round(e.fit_seconds, 2), "transform_seconds": round(e.transform_seconds, 2),
-            "cv_seconds": round(t1 - t0, 2), "test_knn_seconds": round(t2 - t1, 2),
-            "dimensions": int(e.train.shape[1]),
-            **({"umap_pca": args.umap_pca} if name == "umap" else {}),
-            **({"vae": vae_info} if uses_vae(name) else {}),
-        }
-        log(f"[knn] {name}: CV grid {t1 - t0:.1f} s, test {t2 - t1:.1f} s; test acc {n}/class k={TEST_KS[-1]} "
-            f"{sampled[TEST_KS[-1]]['mean']:.4f} ± {sampled[TEST_KS[-1]]['std']:.4f}, "
-            f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
+def score_embedding(name: str, e: Embedding, y_train: np.ndarray, y_test: np.ndarray, grid: tuple,
+                    args: argparse.Namespace, vae_info: dict[str, Any] | None, log: Callable[[str], None]
+                    ) -> tuple[dict[str, Any], list[dict]]:
+    """One method's row of results.json and its CV grid rows; ``grid``: knn_protocol's (sizes, ks, n)."""
+    sizes, ks, n = grid
+    t0 = time.perf_counter()
+    log(f"[knn] {name}: CV grid, {len(sizes)} sizes x {len(ks)} k ...")
+    cv_rows = [{"method": name, **row} for row in knn.cv_grid(e.train, y_train, sizes, ks, args.seed)]
+    t1 = time.perf_counter()
+    sampled = knn.sampled_test_accuracy(e.train, y_train, e.test, y_test, n, TEST_KS, args.draws, args.seed)
+    full = knn.full_test_accuracy(e.train, y_train, e.test, y_test, TEST_KS)
+    t2 = time.perf_counter()
+    row = {
+        **{f"test_acc_{n}_k{k}": sampled[k] for k in TEST_KS},
+        **{f"test_acc_full_k{k}": full[k] for k in TEST_KS},
+        "fit_seconds": round(e.fit_seconds, 2), "transform_seconds": round(e.transform_seconds, 2),
+        "cv_seconds": round(t1 - t0, 2), "test_knn_seconds": round(t2 - t1, 2),
+        "dimensions": int(e.train.shape[1]),
+        **({"umap_pca": args.umap_pca} if name == "umap" else {}),
+        **({"vae": vae_info} if uses_vae(name) else {}),
+    }
+    log(f"[knn] {name}: CV grid {t1 - t0:.1f} s, test {t2 - t1:.1f} s; test acc {n}/class k={TEST_KS[-1]} "
+        f"{sampled[TEST_KS[-1]]['mean']:.4f} ± {sampled[TEST_KS[-1]]['std']:.4f}, "
+        f"k={TEST_KS[0]} {sampled[TEST_KS[0]]['mean']:.4f}, all k={TEST_KS[-1]} {full[TEST_KS[-1]]:.4f}")
+    return row, cv_rows
 
-    protocol = {
+
+def protocol_of(args: argparse.Namespace, source: Source, train: Split, y_test: np.ndarray, sizes: list[int],
+                ks: list[int], n: int, cut: list[str]) -> dict[str, Any]:
+    """How the embeddings were fitted and scored, for results.json."""
+    data = source.data
+    return {
         "dataset": data.dataset_type, **({"factor": data.factor or "shape"} if train.factors is not None else {}),
         "dataset_name": DATASET_NAMES.get(data.dataset_type, data.dataset_type),
-        "n_train": len(y_train), "n_test": len(y_test), "n_components": n_components,
+        "n_train": len(train.y), "n_test": len(y_test), "n_components": source.n_components,
         "fit_on": "the training images only; test images embedded by transform (VAE: posterior mean; "
                   "vae+umap: UMAP fitted on the training images' posterior means)",
         "samples_per_class": sizes, "n_neighbours": ks, **({"sizes_cut_to_the_data": cut} if cut else {}),
@@ -206,17 +230,58 @@ def main(args: argparse.Namespace) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "versions": {p: version(p) for p in ("torch", "scikit-learn", "umap-learn", "numpy")},
     }
+
+
+def write_outputs(results: dict[str, Any], out: str, embeddings: dict[str, Embedding], train: Split,
+                  dataset_type: str, seed: int) -> dict[str, str]:
+    """results.json, results.csv, table.md and the two figures; returns report.write_all's paths (the caller
+    writes results.json again, with the total time)."""
+    paths = report.write_all(results, out)
+    report.plot_knn_accuracy(results, os.path.join(out, "knn_accuracy.png"))
+    y_train = train.y.numpy()
+    show = np.sort(np.random.default_rng(seed).choice(len(y_train), min(PLOT_POINTS, len(y_train)), replace=False))
+    views = {name: view_2d(e.train, seed)[show] for name, e in embeddings.items()}
+    report.plot_embeddings_2d(views, y_train[show], train.classes,
+                              os.path.join(out, "embeddings_2d.png"),
+                              f"{DATASET_NAMES.get(dataset_type, dataset_type)} training set: first two "
+                              f"principal axes of each embedding ({len(show):,} points)")
+    return paths
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the comparison; returns the results dict also written to ``results.json``."""
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"{time.perf_counter() - t_start:6.1f} s  {msg}", flush=True)
+
+    # the data flags given; with a VAE, the others are its run's (dataset, folder, image shape)
+    given = {k: v for k, v in given_settings(args).items() if k in DATA_FIELDS}
+    source = choose_source(args, given)  # cheap checks first: the checkpoint and the output folder
+    out = out_dir(args.out, args, source.data.dataset_type)
+    ensure_writable_dir(out, "output")
+    if source.vae_info is not None:
+        log(f"VAE: {source.vae_info['family']}; embedding the {source.vae_info['code']}")
+    train, test = load_images(source.data, log)
+    y_train, y_test = train.y.numpy(), test.y.numpy()
+    sizes, ks, n, cut = knn_protocol(args, y_train, log)
+    x_train, x_test = flatten(train), flatten(test)
+    check_dimensions(args, source.n_components, x_train.shape[1])
+
+    embeddings = {}
+    for name in args.methods:
+        method = make_method(name, source.n_components, args.seed, args.umap_pca, source.vae)
+        embeddings[name] = embed(name, method, x_train, x_test, log)
+    methods: dict[str, dict] = {}
+    cv_rows: list[dict] = []
+    for name, e in embeddings.items():
+        methods[name], rows = score_embedding(name, e, y_train, y_test, (sizes, ks, n), args, source.vae_info, log)
+        cv_rows += rows
+    protocol = protocol_of(args, source, train, y_test, sizes, ks, n, cut)
     results = {"methods": methods, "cv": cv_rows, "protocol": protocol}
 
     log("writing tables and figures")
-    paths = report.write_all(results, out)
-    report.plot_knn_accuracy(results, os.path.join(out, "knn_accuracy.png"))
-    show = np.sort(np.random.default_rng(args.seed).choice(len(y_train), min(PLOT_POINTS, len(y_train)), replace=False))
-    views = {name: view_2d(e.train, args.seed)[show] for name, e in embeddings.items()}
-    report.plot_embeddings_2d(views, y_train[show], train.classes,
-                              os.path.join(out, "embeddings_2d.png"),
-                              f"{DATASET_NAMES.get(data.dataset_type, data.dataset_type)} training set: first two "
-                              f"principal axes of each embedding ({len(show):,} points)")
+    paths = write_outputs(results, out, embeddings, train, source.data.dataset_type, args.seed)
     protocol["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(paths["json"], results)  # again, now with the total time
     print(open(paths["table"]).read())
