@@ -80,3 +80,32 @@ def test_the_top_level_keeps_the_products_shape():
     assert set(top) - clis - {"datasets.py"} == {"engine.py"}, top
     assert sum(1 for _ in open(os.path.join(ROOT, "train.py"))) <= 300
     assert sum(1 for _ in open(os.path.join(ROOT, "explore.py"))) <= 80  # only the CLI: the page is serving/
+
+
+MAX_FUNCTION_LINES = 60  # a function longer than a screen is split into named steps
+
+
+def test_no_product_function_is_longer_than_a_screen():
+    long = []
+    for path in sorted(product_modules().values()):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_training_loop_imports_nothing_from_evaluation():
+    # the loop knows the objective's interface and the declared metrics (runtime/), never a report of evaluation/,
+    # through any module it imports
+    modules = product_modules()
+    seen, todo = set(), ["engine"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += sorted(imports_of(modules[m], modules))
+    assert "evaluation" in {m.split(".")[0] for m in modules}  # the check below can fail
+    reached = sorted(m for m in seen if m.split(".")[0] == "evaluation")
+    assert not reached, f"engine.py imports (directly or through other modules) {reached}"
