@@ -20,6 +20,7 @@ from config.flags import train_parser
 from config.parsers import run_cli
 from config.resolve import build_config, given_settings
 from config.run_config import RunConfig, data_options, model_config
+from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 from datasets import as_float, ensure_raw_files, pixel_mean_std, place_images, train_val_split
 from engine import log_epoch, make_loss, open_writer, train_one_epoch, validate
@@ -84,13 +85,13 @@ def main(args: argparse.Namespace) -> dict:
             distributed.cleanup()
 
 
-def fit(cfg: RunConfig, ckpt: dict | None, world: distributed.World, path: accelerators.FastPath,
+def fit(cfg: RunConfig, ckpt: Checkpoint | None, world: distributed.World, path: accelerators.FastPath,
         threads: CpuThreads) -> dict:
     """The training run: set up, resume, train epoch by epoch (checkpoint each), report. ``path``: the
     memory layout and precision it trains in; ``threads``: its CPU threads, counted again every epoch."""
     device = world.device
     ckpt_path, best_path = checkpoint_paths(cfg.weights_dir, cfg.lognumber)
-    continuing = ckpt is not None and resumes_own_run(cfg.resume, (ckpt.get("args") or {}).get("lognumber"),
+    continuing = ckpt is not None and resumes_own_run(cfg.resume, ckpt.trained_with("lognumber"),
                                                       cfg.weights_dir, cfg.lognumber)
     if not (continuing or cfg.overwrite):
         check_name_free(cfg.weights_dir, cfg.lognumber, describe_checkpoint)
@@ -191,8 +192,7 @@ def describe_checkpoint(path: str) -> str:
         ckpt = load_checkpoint(path)
     except VaeLabError:
         return "unreadable"
-    model = (ckpt.get("model_config") or {}).get("model_type", "fc_conv (2018)")
-    return f"{model}, epoch {ckpt['epoch']}, best val loss {float(ckpt['best_loss']):.2f}"
+    return f"{ckpt.model_setting('model_type')}, epoch {ckpt.epoch}, best val loss {ckpt.best_loss:.2f}"
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> tuple[dict, bool]:
     test = load_split("dsprites", args.data_root, False, **data_options(run))
     ev = evaluate(model, test, device)
     result = {"key": key, "row": row, "seed": seed, "train_seconds": summary["seconds"],
-              "steps": int(load_checkpoint(summary["checkpoint"])["global_step"]),
+              "steps": load_checkpoint(summary["checkpoint"]).global_step,
               "test_bce": ev["bce"], "test_kl": ev["kl"],
               "active_units": active_units(torch.as_tensor(posterior_means(model, test, device))),
               **{k: scores[k] for k in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement",

@@ -93,7 +93,7 @@ def trained_model(name: str, seed: int, args: argparse.Namespace) -> tuple[str, 
             [*CONFIGS[name], "--seed", str(seed), "--lognumber", run, "--weights_dir", args.work_dir,
              "--data_root", args.data_root, "--tensorboard", "False", "--tensorboard_images", "False",
              "--print-freq", str(10 ** 6)]))
-    history = load_checkpoint(os.path.join(args.work_dir, f"{run}_checkpoint.pth.tar"))["history"]
+    history = load_checkpoint(os.path.join(args.work_dir, f"{run}_checkpoint.pth.tar")).history
     return best, float(sum(h["seconds"] for h in history))
 
 

@@ -9,6 +9,7 @@ from config.checks import check_config
 from config.files import read_config
 from config.flags import parse_settings
 from config.run_config import FIELDS, FIXED_BY_CHECKPOINT, INVOCATION, PRESETS, RunConfig, run_name
+from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 
 # image_size and channels: None (the data's own) is what a checkpoint stores when they were not given;
@@ -16,12 +17,12 @@ from core.errors import VaeLabError
 SHAPE_KEYS = {"image_size": "image_size", "channels": "image_channels"}
 
 
-def stored_settings(ckpt: dict, path: str) -> dict[str, Any] | None:
+def stored_settings(ckpt: Checkpoint, path: str) -> dict[str, Any] | None:
     """The settings a checkpoint of ours was trained with, checked as flags are (keys of older or newer
     versions skipped); None for a 2018 checkpoint, which stores none."""
-    if "model_config" not in ckpt:
+    if ckpt.legacy:
         return None
-    return parse_settings({k: v for k, v in (ckpt.get("args") or {}).items() if k in FIELDS},
+    return parse_settings({k: v for k, v in ckpt.args.items() if k in FIELDS},
                           f"the settings stored in {path!r}", ignore_unknown=True)
 
 
@@ -33,7 +34,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return values if given is None else {k: v for k, v in values.items() if k in given}
 
 
-def build_config(cli: dict[str, Any], ckpt: dict | None = None) -> RunConfig:
+def build_config(cli: dict[str, Any], ckpt: Checkpoint | None = None) -> RunConfig:
     """The run's config: the defaults, then the preset, then ``ckpt``'s settings (the checkpoint of
     ``--resume``; not what an invocation asks for: mode, device, output folders), then the file of
     ``--config``, then ``cli``, the flags given (given_settings). A file or flag that contradicts what
@@ -55,15 +56,15 @@ def build_config(cli: dict[str, Any], ckpt: dict | None = None) -> RunConfig:
     return cfg
 
 
-def _check_contradictions(ckpt: dict, saved: dict[str, Any], asked: dict[str, Any], path: str) -> None:
+def _check_contradictions(ckpt: Checkpoint, saved: dict[str, Any], asked: dict[str, Any], path: str) -> None:
     """Refuse a setting that contradicts what the checkpoint's model and data are."""
-    built = ckpt["model_config"]
+    built = ckpt.model_config
     for key in FIXED_BY_CHECKPOINT:
         if key not in asked:
             continue
         value = asked[key]
         if key in SHAPE_KEYS:
-            built_for = built.get(SHAPE_KEYS[key], 28 if key == "image_size" else 1)
+            built_for = ckpt.model_setting(SHAPE_KEYS[key])
             if value is not None and value != built_for:
                 raise VaeLabError(f"{path!r} was trained on images of --{key} {built_for} but the flags say "
                                   f"{value}; leave --{key} out")

@@ -28,7 +28,7 @@ from core.errors import VaeLabError
 from datasets import Split, as_float
 from evaluation.metrics import posterior_means
 from models import VAE
-from runtime.checkpoints import is_legacy, load_checkpoint, load_model
+from runtime.checkpoints import load_checkpoint, load_model
 
 METHODS = ("pca", "umap", "vae", "vae+umap", "pixels")
 
@@ -123,7 +123,7 @@ def load_vae(path: str, dataset_type: str | None = None, latent_size: int | None
     """
     ckpt = load_checkpoint(path)
     model, run = load_model(path, ckpt)
-    legacy = is_legacy(ckpt)
+    legacy = ckpt.legacy
     if dataset_type is not None and run.dataset_type != dataset_type:
         what = "a 2018 checkpoint, taken to be" if legacy else "was"
         raise VaeLabError(f"{path!r} ({what} trained on {run.dataset_type}) does not match --dataset_type "
@@ -135,14 +135,14 @@ def load_vae(path: str, dataset_type: str | None = None, latent_size: int | None
     if model.conditional:
         raise VaeLabError(f"{path!r} is a conditional VAE: its encoder needs each image's class, so embedding "
                           "the test images would use their labels; compare an unconditional checkpoint")
-    history = ckpt.get("history") or []
+    history = ckpt.history
     info = {"checkpoint": os.path.abspath(path), "legacy_2018": legacy, "dataset_type": run.dataset_type,
             "model_type": run.model_type, "latent_space_size": model.latent_size, "family": model.family,
             # what is embedded: q(z|x)'s mean; a hierarchical model's top code, not its lower latent map
             "code": (f"posterior mean of the {model.latent_size}-d top code (the lower latent map is not "
                      "embedded)" if model.level_names else
                      f"posterior mean of the {model.latent_size}-d code"),
-            "epoch": int(ckpt.get("epoch", 0)),
+            "epoch": ckpt.epoch,
             "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None}
     return model, run, info
 

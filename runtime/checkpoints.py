@@ -1,10 +1,10 @@
-"""Checkpoint files: atomic writes, safe loading, rebuilding the model (``load_model``), and
-matching a checkpoint to the data.
+"""Checkpoint files: atomic writes, safe loading into the typed view (``load_checkpoint``),
+rebuilding the model (``load_model``), and matching a checkpoint to the data.
 
 A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
-``torch.load(weights_only=True)``: loading never runs code from the file. The 2018 keys
-(``epoch``, ``optimizer``, ``state_dict``, ``best_loss``) are kept; ours add ``args``,
-``scheduler``, ``rng_state``, ``loss_state``, ``model_config``, ``history``, ``global_step``.
+``torch.load(weights_only=True)``: loading never runs code from the file. What it holds (the 2018
+keys ``epoch``, ``optimizer``, ``state_dict``, ``best_loss``, and ours) is defined once, in
+core/checkpoint.py; runtime/checkpoint_validation.py checks it once, here, as it is loaded.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 
 from config.resolve import build_config
 from config.run_config import RunConfig, model_config
+from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 from fileio.atomic import atomic_write
 from losses import likelihood_of
@@ -87,28 +88,29 @@ def load_checkpoint_file(path: str, what: str = "checkpoint"):
     return state
 
 
-def load_checkpoint(path: str) -> dict:
-    """A checkpoint (ours or 2018's), loaded safely and checked key by key; one line if unusable."""
-    ckpt = load_checkpoint_file(path)
-    check_checkpoint(ckpt, path)
-    return ckpt
+def load_checkpoint(path: str) -> Checkpoint:
+    """A checkpoint (ours or 2018's), loaded safely and checked key by key, as a typed view
+    (core/checkpoint.py); one line if unusable."""
+    state = load_checkpoint_file(path)
+    check_checkpoint(state, path)
+    return Checkpoint.from_dict(state)
 
 
-def sync_best(ckpt: dict, ckpt_path: str, best_path: str) -> bool:
+def sync_best(ckpt: Checkpoint, ckpt_path: str, best_path: str) -> bool:
     """Redo the copy to ``best_path`` if a kill came between writing the checkpoint and it.
 
     ``ckpt`` is the content of ``ckpt_path``. When its last epoch was a new best (strictly
     below every earlier epoch, as the training loop decides) but the best file holds another
     epoch, or is missing or broken, the copy is made now. True if it copied.
     """
-    history = ckpt.get("history") or []
-    if is_legacy(ckpt) or not history or "val_loss" not in history[-1]:
+    history = ckpt.history
+    if ckpt.legacy or not history or "val_loss" not in history[-1]:
         return False
     last, earlier = history[-1]["val_loss"], [h.get("val_loss", math.inf) for h in history[:-1]]
-    if not (last == ckpt["best_loss"] and all(v > last for v in earlier)):
+    if not (last == ckpt.best_loss and all(v > last for v in earlier)):
         return False
     try:
-        if load_checkpoint(best_path)["epoch"] == ckpt["epoch"]:
+        if load_checkpoint(best_path).epoch == ckpt.epoch:
             return False
     except VaeLabError:
         pass  # missing or unreadable: replace it
@@ -116,32 +118,26 @@ def sync_best(ckpt: dict, ckpt_path: str, best_path: str) -> bool:
     return True
 
 
-def is_legacy(ckpt: dict) -> bool:
-    """True for a 2018 checkpoint: only the four 2018 keys, no model config."""
-    return "model_config" not in ckpt
-
-
-def check_fits_checkpoint(ckpt: dict, shape: tuple[int, ...], image_loss_type: str, path: str) -> None:
+def check_fits_checkpoint(ckpt: Checkpoint, shape: tuple[int, ...], image_loss_type: str, path: str) -> None:
     """Refuse to resume with data whose (C, H, W), or a loss whose likelihood, is not what the
     checkpoint's model was built for."""
-    cfg = ckpt.get("model_config") or {}  # a 2018 checkpoint: 28x28 grey, Bernoulli
-    want = (cfg.get("image_channels", 1), cfg.get("image_size", 28), cfg.get("image_size", 28))
+    want = ckpt.image_shape  # a 2018 checkpoint: 28x28 grey, Bernoulli
     if tuple(shape) != want:
         raise VaeLabError(f"{path!r} was trained on {'x'.join(map(str, want))} images but the data are "
                           f"{'x'.join(map(str, shape))}; pass --image_size {want[1]} --channels {want[0]}")
-    saved, asked = cfg.get("likelihood", "bernoulli"), likelihood_of(image_loss_type)
+    saved, asked = ckpt.model_setting("likelihood"), likelihood_of(image_loss_type)
     if saved != asked:
         raise VaeLabError(f"{path!r} has a {saved} likelihood; --image_loss_type {image_loss_type} trains a "
                           f"{asked} one")
 
 
-def model_config_of(ckpt: dict, run: RunConfig) -> ModelConfig:
+def model_config_of(ckpt: Checkpoint, run: RunConfig) -> ModelConfig:
     """The model a checkpoint holds: its stored config, or for a 2018 checkpoint (which stores none)
     the one ``run`` describes for 28x28 grey images of 10 classes (by default the published model)."""
-    return model_config(run) if is_legacy(ckpt) else ModelConfig(**ckpt["model_config"])
+    return model_config(run) if ckpt.model_config is None else ModelConfig(**ckpt.model_config)
 
 
-def model_from_checkpoint(ckpt: dict, run: RunConfig, path: str = "checkpoint") -> VAE:
+def model_from_checkpoint(ckpt: Checkpoint, run: RunConfig, path: str = "checkpoint") -> VAE:
     """The checkpoint's model with its weights: built from the model config it stores (ours), or for a
     2018 checkpoint, which stores none, from ``run`` (the flags; by default the published model).
 
@@ -149,7 +145,7 @@ def model_from_checkpoint(ckpt: dict, run: RunConfig, path: str = "checkpoint") 
     """
     model_cfg = model_config_of(ckpt, run)
     model = build_model(model_cfg)
-    state = ckpt["state_dict"]
+    state = ckpt.state_dict
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -164,7 +160,7 @@ def model_from_checkpoint(ckpt: dict, run: RunConfig, path: str = "checkpoint") 
     return model
 
 
-def load_model(path: str, ckpt: dict | None = None) -> tuple[VAE, RunConfig]:
+def load_model(path: str, ckpt: Checkpoint | None = None) -> tuple[VAE, RunConfig]:
     """Any checkpoint's model (ours of every family, or the 2018 one) and the config of the run that
     trained it, with no flags: what every tool that reads a checkpoint calls. A 2018 checkpoint
     stores no config: it is taken to be the published one (train.py's defaults). ``ckpt``: the file's

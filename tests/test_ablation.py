@@ -88,9 +88,10 @@ def test_normalize_standardises_the_encoder_input_and_travels_in_the_checkpoint(
     assert ck["model_config"]["input_std"] == pytest.approx(std) and 0.2 < std < 0.5
 
     from config.run_config import RunConfig
-    from runtime.checkpoints import model_from_checkpoint
+    from runtime.checkpoints import load_checkpoint, model_from_checkpoint
 
-    model = model_from_checkpoint(ck, RunConfig()).eval()  # no --normalize flag: the checkpoint decides
+    # no --normalize flag: the checkpoint decides
+    model = model_from_checkpoint(load_checkpoint("weights/n_best.pth.tar"), RunConfig()).eval()
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(model.encode(x)[0], model._encode((x - mean) / std, None)[0])
     # --evaluate without --normalize reports pixel-space metrics of the normalised model.

@@ -240,8 +240,8 @@ def _run_harness(kills: int, launcher: str, workdir: str | None, seed: int, max_
         k.mid_write = bool(_temp_files(weights))
         if os.path.exists(ckpt_path):
             try:
-                k.epoch = int(load_checkpoint(ckpt_path)["epoch"])
-                k.best_epoch = int(load_checkpoint(best_path)["epoch"]) if os.path.exists(best_path) else None
+                k.epoch = load_checkpoint(ckpt_path).epoch
+                k.best_epoch = load_checkpoint(best_path).epoch if os.path.exists(best_path) else None
                 k.loads = True
             except VaeLabError as e:
                 k.problem = f"checkpoint does not load after the kill: {e}"
@@ -290,7 +290,7 @@ def _final_checks(report: Report, work: str, data: str, weights: str, launcher: 
     n = report.final_epoch
     ckpt = load_checkpoint(os.path.join(weights, f"{NAME}_checkpoint.pth.tar"))
     report.checks["no temp files left"] = not _temp_files(weights)
-    report.checks["history has every epoch once"] = [h["epoch"] for h in ckpt["history"]] == list(range(1, n + 1))
+    report.checks["history has every epoch once"] = [h["epoch"] for h in ckpt.history] == list(range(1, n + 1))
     expected = {"train_loss": range(n * TRAIN_BATCHES), "val_loss": range(n * VAL_BATCHES),
                 "eph_val_loss": range(1, n + 1), "panno": range(1, n + 1)}
     shown = {}
@@ -306,16 +306,16 @@ def _final_checks(report: Report, work: str, data: str, weights: str, launcher: 
         return
     straight = load_checkpoint(os.path.join(weights, "straight_checkpoint.pth.tar"))
     report.checks["weights equal the uninterrupted run's (bit for bit)"] = all(
-        torch.equal(v, straight["state_dict"][k]) for k, v in ckpt["state_dict"].items())
+        torch.equal(v, straight.state_dict[k]) for k, v in ckpt.state_dict.items())
 
     def strip(h):
         return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
 
-    report.checks["history equals the uninterrupted run's"] = strip(ckpt["history"]) == strip(straight["history"])
+    report.checks["history equals the uninterrupted run's"] = strip(ckpt.history) == strip(straight.history)
     best = load_checkpoint(os.path.join(weights, f"{NAME}_best.pth.tar"))
     straight_best = load_checkpoint(os.path.join(weights, "straight_best.pth.tar"))
-    report.checks["best file equals the uninterrupted run's"] = best["epoch"] == straight_best["epoch"] and all(
-        torch.equal(v, straight_best["state_dict"][k]) for k, v in best["state_dict"].items())
+    report.checks["best file equals the uninterrupted run's"] = best.epoch == straight_best.epoch and all(
+        torch.equal(v, straight_best.state_dict[k]) for k, v in best.state_dict.items())
     straight_tb = read_logdir(os.path.join(work, "tb_logs", "straight"))
     report.checks["TensorBoard values equal the uninterrupted run's"] = all(
         shown["accumulator"].get(tag) == series for tag, series in straight_tb.items())
