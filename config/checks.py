@@ -11,7 +11,7 @@ from core.environment import launched_processes
 from core.errors import VaeLabError
 from core.limits import MAX_SSIM_WINDOW, MAX_THREADS
 from datasets import FACTOR_DATASETS, Split, check_factor_flags
-from models import ANY_SHAPE, PLAIN_ONLY, shape_problem
+from models import MODELS, any_shape_families, shape_problem
 
 # --iw_train K > 1 is a likelihood bound: these image losses are likelihoods
 IW_LOSSES = ("bce", "logistic", "gaussian", "dmol")
@@ -45,21 +45,22 @@ def check_config(cfg: RunConfig) -> None:
 
 
 def _check_model(cfg: RunConfig) -> None:
-    if cfg.model_type == "fcn" and cfg.split_filter > 3:
-        raise VaeLabError(f"--split_filter must be in [0, 3] for fcn, got {cfg.split_filter}")
-    if cfg.model_type == "fcn" and cfg.conditional and cfg.split_filter == 0:
-        raise VaeLabError("--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)")
-    if cfg.model_type in PLAIN_ONLY and (cfg.conditional or cfg.normalize or cfg.model_multiplier > 1
-                                        or cfg.prior != "gaussian"):
+    """What the model family (as its models/<family>.py declares it) and the prior cannot do."""
+    model = MODELS[cfg.model_type]
+    problem = model.check(cfg) if model.check else None
+    if problem:
+        raise VaeLabError(problem)
+    if model.plain_only and (cfg.conditional or cfg.normalize or cfg.model_multiplier > 1 or cfg.prior != "gaussian"):
         raise VaeLabError(f"--model_type {cfg.model_type} supports neither --conditional, --normalize, --prior "
                           f"vamp nor --model_multiplier above 1")
-    if cfg.image_loss_type == "dmol" and cfg.model_type not in ANY_SHAPE:
+    if cfg.image_loss_type == "dmol" and not model.any_shape:
         raise VaeLabError(f"--image_loss_type dmol needs a decoder that predicts its pixels' mixtures: "
-                          f"--model_type {', '.join(ANY_SHAPE)}, not {cfg.model_type}")
+                          f"--model_type {', '.join(any_shape_families())}, not {cfg.model_type}")
     if cfg.prior == "vamp" and cfg.conditional:
         raise VaeLabError("--prior vamp does not combine with --conditional True: the VampPrior's pseudo-inputs "
                           "have no class")
-    family = "--prior vamp" if cfg.prior == "vamp" else "--model_type hvae" if cfg.model_type == "hvae" else None
+    family = ("--prior vamp" if cfg.prior == "vamp" else f"--model_type {cfg.model_type}" if model.hierarchical
+              else None)
     if family is None:
         return
     bad = [flag for flag, on in (
@@ -89,12 +90,13 @@ def _check_modes(cfg: RunConfig) -> None:
 def _check_objective(cfg: RunConfig) -> None:
     if cfg.objective == "elbo":
         return
-    family = cfg.prior == "vamp" or cfg.model_type == "hvae"
+    family = cfg.prior == "vamp" or MODELS[cfg.model_type].hierarchical
+    hierarchical = " / ".join(name for name, model in MODELS.items() if model.hierarchical)
     bad = [flag for flag, on in (
         ("--iw_train", cfg.iw_train > 1), ("--free_bits", cfg.free_bits > 0),
         ("--do_running_mean", cfg.do_running_mean), ("--compile", cfg.compile),
         ("torchrun", launched_processes() > 1),
-        ("--prior vamp or --model_type hvae (the terms need one Gaussian code per image)", family)) if on]
+        (f"--prior vamp or --model_type {hierarchical} (the terms need one Gaussian code per image)", family)) if on]
     if bad:
         raise VaeLabError(f"--objective {cfg.objective} does not combine with {bad[0]}")
 
@@ -108,7 +110,8 @@ def _check_iw_train(cfg: RunConfig) -> None:
         ("--kl_warmup_epochs", cfg.kl_warmup_epochs > 0),
         ("--img_loss_weight / --kl_loss_weight", cfg.img_loss_weight != 1 or cfg.kl_loss_weight != 1),
         (f"--image_loss_type {cfg.image_loss_type}", cfg.image_loss_type not in IW_LOSSES),
-        ("--model_type unet (its decoder needs the input's maps)", cfg.model_type == "unet")) if on]
+        (f"--model_type {cfg.model_type} ({MODELS[cfg.model_type].no_iw_train})", MODELS[cfg.model_type].no_iw_train))
+        if on]
     if bad:
         raise VaeLabError(f"--iw_train {cfg.iw_train} does not combine with {bad[0]}: the IWAE bound is a "
                           "likelihood bound, trained by one eager process")

@@ -4,6 +4,10 @@ config/checks.py."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from config.flag_types import (
@@ -17,39 +21,38 @@ from config.flag_types import (
     str2bool,
 )
 from config.parsers import PresetParser
-from config.run_config import PRESETS, RunConfig
+from config.run_config import PRESETS, RunConfig, family_settings, run_config_type
 from core.errors import VaeLabError
 from core.limits import (
     MAX_DISC_UNITS,
     MAX_FACTOR_IMAGES,
     MAX_FID_SAMPLES,
-    MAX_HVAE_CHANNELS,
     MAX_IMAGE_SIZE,
     MAX_IW_SAMPLES,
     MAX_IW_TRAIN,
     MAX_LATENT,
     MAX_MIXTURE,
     MAX_MULTIPLIER,
-    MAX_PIXEL_CHANNELS,
-    MAX_PIXEL_LAYERS,
     MAX_SEED,
     MAX_VAMP_COMPONENTS,
 )
 from datasets import DATASET_TYPES, parse_background
 from losses import IMAGE_LOSSES, OBJECTIVES
 from models import MODELS, PRIORS
-from models.conv1xn import KERNELS
-from models.unet import skips_flag
 
 # --sampler: where samples come from besides the prior (evaluation/samplers.py)
 SAMPLERS = ("prior", "gmm")
-_DEFAULTS = RunConfig()
+
+
+@functools.cache
+def _defaults(config_type: type[RunConfig]) -> RunConfig:
+    return config_type()
 
 
 def _add(g: Any, *names: str, **kwargs: Any) -> None:
     """``g.add_argument`` with the default of the RunConfig field it sets."""
     action = g.add_argument(*names, **kwargs)
-    action.default = getattr(_DEFAULTS, action.dest)
+    action.default = getattr(_defaults(run_config_type()), action.dest)
 
 
 def _switch(g: Any, name: str, help: str) -> None:
@@ -63,7 +66,35 @@ def train_parser() -> argparse.ArgumentParser:
                      description="Train a VAE on Fashion-MNIST, another torchvision dataset or a folder of your "
                                  "images; evaluate it or draw its pictures. Defaults reproduce the 2018 best command.",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("training")
+    add_training_args(p.add_argument_group("training"))
+    add_model_args(p.add_argument_group("model"))
+    g = p.add_argument_group("data")
+    add_data_args(g)
+    _add(g, "--fold", type=non_negative_int, help="validation fold of the training images")
+    _add(g, "--num_folds", type=positive_int,
+         help="StratifiedKFold splits (shuffled, random_state=--seed); 5 gives 48k train / 12k val")
+
+    g = p.add_argument_group("loss")
+    add_loss_args(g)
+    add_objective_args(g)
+    _add(g, "--ssim_window_size", type=positive_int,
+         help="odd side of the Gaussian SSIM window (sigma 1.5), at most the image size; used by the metric and "
+              "the ssim loss")
+
+    add_optimisation_args(p.add_argument_group("optimisation"))
+    add_logging_args(p.add_argument_group("logging"))
+    g = p.add_argument_group("checkpoints and modes")
+    _add(g, "--resume", metavar="PATH",
+         help="checkpoint to continue from (ours or the 2018 one): training goes on at its next epoch, with the "
+              "settings it was trained with (flags given still win, except those that fix its model and data)")
+    add_mode_args(g)
+
+    add_device_args(p)
+    return p
+
+
+def add_training_args(g: Any) -> None:
+    """The training group: the preset, the config file, epochs, batches, seed, augmentations."""
     _add(g, "--preset", choices=sorted(PRESETS),
          help="named configuration whose values replace the defaults (a config file and explicit flags still "
               "win): " + "; ".join(f"{name}: " + (" ".join(f"--{k} {v}" for k, v in cfg.items()) or
@@ -80,15 +111,10 @@ def train_parser() -> argparse.ArgumentParser:
     _add(g, "--do_augs", type=str2bool,
          help="2018 augmentations on whole batches: horizontal flip p=0.25, rotation up to 30 degrees")
 
-    add_model_args(p.add_argument_group("model"))
 
-    g = p.add_argument_group("data")
-    add_data_args(g)
-    _add(g, "--fold", type=non_negative_int, help="validation fold of the training images")
-    _add(g, "--num_folds", type=positive_int,
-         help="StratifiedKFold splits (shuffled, random_state=--seed); 5 gives 48k train / 12k val")
 
-    g = p.add_argument_group("loss")
+def add_loss_args(g: Any) -> None:
+    """The loss terms: the reconstruction term, the weights, the KL controls, the IWAE bound."""
     _add(g, "--image_loss_type", choices=IMAGE_LOSSES,
          help="reconstruction term, summed over pixels: bce (from logits), mse (of sigmoid output), ssim = sum "
               "over pixels of (1 - SSIM map), i.e. pixels x (1 - mean SSIM) per image, scaled like a summed BCE so "
@@ -122,6 +148,10 @@ def train_parser() -> argparse.ArgumentParser:
     _add(g, "--mixture_components", type=int_in(1, MAX_MIXTURE), metavar="K",
          help="--image_loss_type dmol: discretised logistics in each pixel's mixture (PixelCNN++); 1 = one "
               "logistic with its own location and scale per pixel and channel")
+
+
+def add_objective_args(g: Any) -> None:
+    """--objective and its settings."""
     _add(g, "--objective", choices=OBJECTIVES,
          help="elbo: reconstruction + --kl_loss_weight x KL (beta-VAE when that is above 1); capacity: "
               "reconstruction + --capacity_weight x |KL - C|, C raised linearly from 0 to --capacity_max nats over "
@@ -144,11 +174,10 @@ def train_parser() -> argparse.ArgumentParser:
          help="--objective factorvae: units of each of the discriminator's 5 hidden layers (Kim & Mnih: 1000)")
     _add(g, "--disc_lr", type=positive_float,
          help="--objective factorvae: the discriminator's learning rate (Adam, betas 0.5, 0.9)")
-    _add(g, "--ssim_window_size", type=positive_int,
-         help="odd side of the Gaussian SSIM window (sigma 1.5), at most the image size; used by the metric and "
-              "the ssim loss")
 
-    g = p.add_argument_group("optimisation")
+
+def add_optimisation_args(g: Any) -> None:
+    """The optimiser, the learning rate and its schedule, gradient clipping."""
     _add(g, "--optimizer", choices=["adam", "rmsprop", "sgd"], help="optimizer")
     _add(g, "--lr", type=positive_float, help="initial learning rate")
     _add(g, "--m1", type=positive_int, help="first MultiStepLR milestone (epoch, lr x 0.1)")
@@ -158,7 +187,10 @@ def train_parser() -> argparse.ArgumentParser:
     _add(g, "--grad_clip", type=non_negative_float,
          help="clip the global L2 norm of the gradients to this value; 0 turns clipping off")
 
-    g = p.add_argument_group("logging")
+
+
+def add_logging_args(g: Any) -> None:
+    """The run's name, its console lines, TensorBoard and output folders."""
     _add(g, "--print-freq", type=positive_int, help="console line every N minibatches")
     _add(g, "--lognumber",
          help="run name: weights/{lognumber}_*.pth.tar and _config.yaml, tb_logs/{lognumber}/, "
@@ -176,15 +208,14 @@ def train_parser() -> argparse.ArgumentParser:
     _add(g, "--tb_dir", help="TensorBoard folder")
     _add(g, "--results_dir", help="--predict output folder")
 
-    g = p.add_argument_group("checkpoints and modes")
-    _add(g, "--resume", metavar="PATH",
-         help="checkpoint to continue from (ours or the 2018 one): training goes on at its next epoch, with the "
-              "settings it was trained with (flags given still win, except those that fix its model and data)")
-    add_mode_args(g)
 
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """The device group and the speed and scale group."""
     g = p.add_argument_group("device")
     _add(g, "--device", choices=["auto", "cpu", "cuda", "mps"], help="auto picks CUDA, then Apple MPS, then CPU")
     _switch(g, "--no_cuda", "force the CPU")
+
 
     g = p.add_argument_group("speed and scale (several processes: torchrun --nproc_per_node=N train.py ...)")
     _add(g, "--amp", type=auto_on_off, nargs="?", const="on", choices=("auto", "on", "off"),
@@ -201,35 +232,18 @@ def train_parser() -> argparse.ArgumentParser:
          help="CPU compute threads (default: the cores shared among the vae-lab runs on this machine, counted "
               "every epoch; OMP_NUM_THREADS if set). Runs side by side then finish sooner than one after the "
               "other (docs/speed.md); fix N where runs must agree bit for bit (it changes float rounding)")
-    return p
 
 
 def add_model_args(g: Any) -> None:
-    """The model group (also what a checkpoint's model was built with)."""
+    """The model group (also what a checkpoint's model was built with): the shared settings, and each
+    family's own as its models/<family>.py declares them."""
     _add(g, "--model_type", choices=sorted(MODELS),
-         help="fc: 784-400-z-400-784 MLP; fc_conv: the 2018 best model (FC layers stored as convs); fcn: "
-              "configurable conv encoder/decoder; resconv: residual conv encoder/decoder with batch normalisation, "
-              "the quality model (benchmarks/quality.md; --model_multiplier scales its 16/32 channels); hvae: "
-              "resconv made hierarchical, a top code of --latent_space_size (the code embeddings use) over a 7x7 "
-              "latent map of --hvae_channels, inferred top-down, its KL per level; pixelvae: resconv whose decoder "
-              "sees its neighbours (a gated PixelCNN over the code's feature map: each pixel predicted from the code "
-              "and the pixels before it; drawn pixel by pixel); unet: fcn with skips across the bottleneck; "
-              "conv1xn: fcn of 1xN/Nx1 pairs")
+         help="; ".join(f"{name}: {family.help}" for name, family in MODELS.items()))
     _add(g, "--latent_space_size", type=int_in(1, MAX_LATENT),
          help="dimension z of the latent code (hvae: of its top code)")
     _add(g, "--model_multiplier", type=int_in(1, MAX_MULTIPLIER), help="fcn, resconv, hvae: channel width multiplier")
-    _add(g, "--split_filter", type=non_negative_int,
-         help="fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split")
-    _add(g, "--unet_skips", type=skips_flag,
-         help="unet: the resolutions (7, 14, 28 pixels) whose encoder maps the decoder also gets: none, coarsest "
-              "(7), all, or a list such as 7,14")
-    _add(g, "--conv_n", type=int, choices=KERNELS, help="conv1xn: N of the 1xN / Nx1 pairs")
-    _add(g, "--hvae_channels", type=int_in(1, MAX_HVAE_CHANNELS),
-         help="hvae: channels of the lower latent map (7x7 for 28x28 images)")
-    _add(g, "--pixel_layers", type=int_in(0, MAX_PIXEL_LAYERS),
-         help="pixelvae: gated layers of the autoregressive decoder after its 7x7-window first one; a pixel sees "
-              "4 + this many rows above and pixels to its left: the less it sees, the more the code must carry")
-    _add(g, "--pixel_channels", type=int_in(1, MAX_PIXEL_CHANNELS), help="pixelvae: width of those layers")
+    for name, f in family_settings().items():
+        _add(g, f"--{name}", help=f.metadata["help"], **setting_flag(f))
     _add(g, "--prior", choices=PRIORS,
          help="p(z) of the (top) code: gaussian N(0, I), or vamp, the VampPrior (Tomczak & Welling 2018): the "
               "mixture of the encoder's posteriors at --vamp_components learnt pseudo-inputs; its KL term has no "
@@ -240,6 +254,38 @@ def add_model_args(g: Any) -> None:
     _add(g, "--conditional", type=str2bool,
          help="conditional VAE (CVAE): the class, one-hot, goes into the encoder (added to its first hidden layer) "
               "and the decoder (concatenated to z); TensorBoard and --predict draw a grid of samples per class")
+
+
+# the Python types of family settings (annotations are text under `from __future__ import annotations`)
+_KINDS: dict[Any, Callable[[str], Any]] = {"int": int, "str": str, "float": float, int: int, str: str, float: float}
+
+
+def setting_flag(f: dataclasses.Field) -> dict[str, Any]:
+    """``add_argument``'s type (and choices) for a family's setting, from what it declares (models.setting)."""
+    meta = f.metadata
+    if meta.get("parse") is not None:
+        return {"type": _argparse_type(meta["parse"])}
+    kind = _KINDS[f.type]
+    if meta.get("choices") is not None:
+        return {"type": kind, "choices": meta["choices"]}
+    low, high = meta.get("low"), meta.get("high")
+    if kind is int and low is not None:
+        bounded = {0: non_negative_int, 1: positive_int}.get(low) if high is None else None
+        return {"type": bounded or int_in(low, sys.maxsize if high is None else high)}
+    return {"type": kind}
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: its ValueError's message becomes the flag's error."""
+
+    def flag_type(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    flag_type.__name__ = parse.__name__
+    return flag_type
 
 
 def background_flag(text: str) -> str:

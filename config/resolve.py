@@ -8,7 +8,7 @@ from typing import Any
 from config.checks import check_config
 from config.files import read_config
 from config.flags import parse_settings
-from config.run_config import FIELDS, FIXED_BY_CHECKPOINT, INVOCATION, PRESETS, RunConfig, run_name
+from config.run_config import INVOCATION, PRESETS, RunConfig, fixed_by_checkpoint, run_fields, run_name
 from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 
@@ -22,7 +22,8 @@ def stored_settings(ckpt: Checkpoint, path: str) -> dict[str, Any] | None:
     versions skipped); None for a 2018 checkpoint, which stores none."""
     if ckpt.legacy:
         return None
-    return parse_settings({k: v for k, v in ckpt.args.items() if k in FIELDS},
+    names = set(run_fields())
+    return parse_settings({k: v for k, v in ckpt.args.items() if k in names},
                           f"the settings stored in {path!r}", ignore_unknown=True)
 
 
@@ -30,7 +31,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given on the command line (config.parsers.OneLineParser records which); a Namespace made by
     hand counts as given in full."""
     given = getattr(args, "given_flags", None)
-    values = {k: v for k, v in vars(args).items() if k in FIELDS}
+    names = set(run_fields())
+    values = {k: v for k, v in vars(args).items() if k in names}
     return values if given is None else {k: v for k, v in values.items() if k in given}
 
 
@@ -59,7 +61,7 @@ def build_config(cli: dict[str, Any], ckpt: Checkpoint | None = None) -> RunConf
 def _check_contradictions(ckpt: Checkpoint, saved: dict[str, Any], asked: dict[str, Any], path: str) -> None:
     """Refuse a setting that contradicts what the checkpoint's model and data are."""
     built = ckpt.model_config
-    for key in FIXED_BY_CHECKPOINT:
+    for key in fixed_by_checkpoint():
         if key not in asked:
             continue
         value = asked[key]

@@ -1,17 +1,20 @@
 """The run's configuration: one frozen dataclass, each default stated once, built once by the CLI
 (config/resolve.py) and handed down to the engine, the optimiser, the training state, the
 evaluation and the checkpoints. Its field names are train.py's flag names (``--batch-size`` is
-``batch_size``); the model's config (models.ModelConfig) takes the fields of the same name."""
+``batch_size``); the model's config (models.ModelConfig) takes the fields of the same name. The model
+families' own settings (--hvae_channels, --pixel_layers, ...) are declared in their models/<family>.py,
+and every RunConfig has them too (run_config_type)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from datasets import TEST_FRACTION
 from losses import likelihood_of
-from models import ModelConfig
+from models import MODELS, ModelConfig
 
 DEFAULT_LOGNUMBER = "fmnist_fc_conv_l10_rebalance_no_norm"
 
@@ -45,16 +48,10 @@ class RunConfig:
     batch_size: int = 512  # images per minibatch (global, under torchrun)
     seed: int = 42  # torch, numpy, random, data order and the validation split
     do_augs: bool = False  # the 2018 batch augmentations
-    # ---- model (models.ModelConfig takes these by name)
+    # ---- model (models.ModelConfig takes these by name, and the family's own settings: run_config_type)
     model_type: str = "fc_conv"
     latent_space_size: int = 10  # z (hvae: its top code)
     model_multiplier: int = 1  # channel width multiplier (fcn, resconv, hvae)
-    split_filter: int = 2  # fcn: encoder blocks shared by the mu and logvar heads
-    unet_skips: str = "all"  # unet: the resolutions whose encoder maps the decoder gets
-    conv_n: int = 3  # conv1xn: N of the 1xN / Nx1 pairs
-    hvae_channels: int = 2  # hvae: channels of the lower latent map
-    pixel_layers: int = 3  # pixelvae: gated layers of the autoregressive decoder (its receptive field)
-    pixel_channels: int = 32  # pixelvae: their width
     prior: str = "gaussian"  # p(z): gaussian or vamp
     vamp_components: int = 500  # VampPrior pseudo-inputs
     conditional: bool = False  # CVAE
@@ -124,6 +121,14 @@ class RunConfig:
     compile: bool = False
     threads: int | None = None  # CPU compute threads; None: a share of the cores among the runs (runtime/threads.py)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RunConfig:
+        # RunConfig(...) is made with the registered families' settings as fields (run_config_type)
+        return super().__new__(run_config_type() if cls is RunConfig else cls)
+
+    def __reduce__(self) -> tuple:
+        # pickled as its settings: the class with the families' fields is made at run time
+        return _from_dict, (self.to_dict(),)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -132,7 +137,35 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-FIELDS = tuple(f.name for f in fields(RunConfig))
+def _from_dict(values: dict[str, Any]) -> RunConfig:
+    return RunConfig(**values)
+
+
+def family_settings() -> dict[str, dataclasses.Field]:
+    """Every registered family's own settings (models/<family>.py), by name, in the registry's order."""
+    out: dict[str, dataclasses.Field] = {}
+    for family in MODELS.values():
+        out.update({f.name: f for f in family.settings if f.name not in out})
+    return out
+
+
+def run_config_type() -> type[RunConfig]:
+    """RunConfig with a field per family setting (its default the family's): what ``RunConfig(...)`` makes,
+    so a family registered at any time has its settings in the run's config, YAML file and checkpoint."""
+    return _with_settings(tuple((f.name, f.type, f.default) for f in family_settings().values()))
+
+
+@functools.cache
+def _with_settings(settings: tuple[tuple[str, Any, Any], ...]) -> type[RunConfig]:
+    return dataclasses.make_dataclass("RunConfig", [(name, kind, dataclasses.field(default=default))
+                                                    for name, kind, default in settings],
+                                      bases=(RunConfig,), frozen=True, namespace={"__module__": __name__})
+
+
+def run_fields() -> tuple[str, ...]:
+    """The names of every setting of a run (RunConfig's fields and the families' settings)."""
+    return tuple(f.name for f in fields(run_config_type()))
+
 
 # What only the command line asks for (the modes, --resume, --config, --overwrite): a config file that
 # sets one is refused.
@@ -143,10 +176,16 @@ COMMAND_LINE_ONLY = frozenset({"config", "resume", "evaluate", "iw_samples", "fi
 INVOCATION = COMMAND_LINE_ONLY | {"device", "no_cuda", "threads", "weights_dir", "tb_dir", "results_dir"}
 # What a checkpoint's model and data were made for: a flag or file that contradicts the checkpoint is
 # refused. (--image_loss_type may change on resume within the same likelihood: checked against the data.)
-FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "split_filter", "unet_skips", "conv_n",
-                       "hvae_channels", "prior", "vamp_components", "conditional", "normalize", "dataset_type",
-                       "image_size", "channels", "background", "mixture_components", "pixel_layers",
-                       "pixel_channels")
+# With the settings each family says a checkpoint fixes: fixed_by_checkpoint.
+FIXED_BY_CHECKPOINT = ("model_type", "latent_space_size", "model_multiplier", "prior", "vamp_components",
+                       "conditional", "normalize", "dataset_type", "image_size", "channels", "background",
+                       "mixture_components")
+
+
+def fixed_by_checkpoint() -> tuple[str, ...]:
+    """What a resumed checkpoint fixes: FIXED_BY_CHECKPOINT and what each family says of its own settings."""
+    own = dict.fromkeys(name for family in MODELS.values() for name in family.fixed)
+    return FIXED_BY_CHECKPOINT + tuple(own)
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -164,9 +203,11 @@ def run_name(cfg: RunConfig) -> str:
 def model_config(cfg: RunConfig, image_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  input_mean: float = 0.0, input_std: float = 1.0) -> ModelConfig:
     """The model ``cfg`` describes, for images of this shape and classes (and with --normalize, the
-    training fold's pixel statistics): the fields of ModelConfig taken from ``cfg`` by name."""
-    shared = {f.name: getattr(cfg, f.name) for f in fields(ModelConfig) if f.name in FIELDS and f.name != "image_size"}
-    return ModelConfig(**shared, image_channels=image_channels, image_size=image_size, num_classes=num_classes,
+    training fold's pixel statistics): the fields of its family's config taken from ``cfg`` by name."""
+    config = MODELS[cfg.model_type].config
+    names = set(run_fields()) - {"image_size"}
+    shared = {f.name: getattr(cfg, f.name) for f in fields(config) if f.name in names}
+    return config(**shared, image_channels=image_channels, image_size=image_size, num_classes=num_classes,
                        input_mean=input_mean, input_std=input_std, likelihood=likelihood_of(cfg.image_loss_type))
 
 

@@ -1,76 +1,71 @@
-"""Model registry: ``--model_type`` name -> builder taking a :class:`ModelConfig`."""
+"""The model families and their registry (models/family.py): ``--model_type`` name -> the family each
+models/<family>.py declares and registers when imported; building a model from its config, or from the
+config a checkpoint stored."""
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import dataclasses
+import importlib
+from typing import Any
 
-import torch
-from torch import nn
-
-from models.base import VAE, ModelConfig
-from models.conv1xn import build_conv1xn
-from models.fc import build_fc, build_fc_conv
-from models.fcn import build_fcn
-from models.hvae import build_hvae
-from models.pixelvae import build_pixelvae
+from models.base import VAE
+from models.family import MODELS, Family, ModelConfig, register, setting
 from models.priors import PRIORS
-from models.resconv import build_resconv, stages
-from models.unet import build_unet
 
-MODELS: dict[str, Callable[[ModelConfig], VAE]] = {
-    "fc": build_fc,
-    "fc_conv": build_fc_conv,
-    "fcn": build_fcn,
-    "resconv": build_resconv,
-    "unet": build_unet,
-    "conv1xn": build_conv1xn,
-    "hvae": build_hvae,
-    "pixelvae": build_pixelvae,
-}
-
-# The 2018 failures rebuilt for study: unconditional, un-normalised, at multiplier 1 only.
-PLAIN_ONLY = ("unet", "conv1xn")
+# The modules of the families here, each registering its own when imported; in this order --help lists them
+# and their settings (and the run's YAML config its settings).
+FAMILY_MODULES = ("fc", "fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae")
+for _module in FAMILY_MODULES:
+    importlib.import_module(f"models.{_module}")
 
 
-# Built for any (C, H, W) and any likelihood; the others are the 2018 models of 28x28 grey images, one
-# logit per pixel.
-ANY_SHAPE = ("fc", "resconv", "hvae", "pixelvae")
+def build_model(cfg: ModelConfig) -> VAE:
+    """The model ``cfg`` describes (of the family named by ``cfg.model_type``), complete."""
+    if cfg.model_type not in MODELS:
+        raise KeyError(f"unknown model type {cfg.model_type!r}; choose from {sorted(MODELS)}")
+    return MODELS[cfg.model_type].model(cfg)
+
+
+def any_shape_families() -> tuple[str, ...]:
+    """The families built for any image shape and likelihood."""
+    return tuple(name for name, family in MODELS.items() if family.any_shape)
 
 
 def shape_problem(model_type: str, channels: int, size: int) -> str | None:
     """Why ``model_type`` cannot be built for (channels, size, size) images, or None if it can."""
-    if model_type not in ANY_SHAPE and (channels, size) != (1, 28):
+    family = MODELS[model_type]
+    if not family.any_shape and (channels, size) != (1, 28):
         return (f"--model_type {model_type} is a 2018 model of 28x28 grey images, not {channels}x{size}x{size}; "
-                f"{', '.join(ANY_SHAPE)} build for any size and channel count")
-    if model_type in ("resconv", "hvae", "pixelvae") and (size < 8 or stages(size) is None):
-        return (f"--model_type {model_type} cannot be built for {size}x{size} images (their stride-2 stages need "
-                "a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, 64, 96, 128); pass --image_size")
+                f"{', '.join(any_shape_families())} build for any size and channel count")
+    reason = family.size_problem(size) if family.size_problem else None
+    if reason:
+        return f"--model_type {model_type} cannot be built for {size}x{size} images ({reason}); pass --image_size"
     return None
 
 
-def build_model(cfg: ModelConfig) -> VAE:
-    """Build the model named by ``cfg.model_type``."""
-    if cfg.model_type not in MODELS:
-        raise KeyError(f"unknown model type {cfg.model_type!r}; choose from {sorted(MODELS)}")
-    model = MODELS[cfg.model_type](cfg)
-    model.input_mean, model.input_std = float(cfg.input_mean), float(cfg.input_std)
-    model.model_type = cfg.model_type
-    model.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)  # what it encodes and decodes
-    model.likelihood = cfg.likelihood
-    if cfg.likelihood in ("logistic", "gaussian"):
-        # one learnt log-scale per channel, starting at 0.1 of the [0, 1] range
-        model.log_scale = nn.Parameter(torch.full((cfg.image_channels,), math.log(0.1)))
-    if cfg.prior not in PRIORS:
-        raise KeyError(f"unknown prior {cfg.prior!r}; choose from {PRIORS}")
-    if cfg.prior == "vamp":
-        if cfg.conditional:
-            raise ValueError("the VampPrior is unconditional: its pseudo-inputs have no class")
-        model.prior = "vamp"
-        # pixel logits of the pseudo-inputs: small noise around grey 0.5 images (the encoder, not the
-        # initialisation, decides where their posteriors sit)
-        shape = (cfg.vamp_components, cfg.image_channels, cfg.image_size, cfg.image_size)
-        model.pseudo_inputs = nn.Parameter(0.1 * torch.randn(shape))
-    return model
+def config_keys() -> frozenset[str]:
+    """Every key a stored model config may hold: the shared fields and every registered family's own."""
+    return frozenset(f.name for family in MODELS.values() for f in dataclasses.fields(family.config))
 
 
-__all__ = ["ANY_SHAPE", "MODELS", "PLAIN_ONLY", "PRIORS", "ModelConfig", "VAE", "build_model", "shape_problem"]
+def config_from_dict(stored: dict[str, Any]) -> ModelConfig:
+    """The config of the family a checkpoint's stored 'model_config' names: written by this version (the
+    family's fields only) or by one before issue 35 (every family's fields in one flat dict: the other
+    families' are dropped). ValueError, in one line, for an unknown family or a key no family declares (the
+    values are checked as flags: config.flags.parse_settings)."""
+    family = MODELS.get(stored.get("model_type", ModelConfig.model_type))
+    if family is None:
+        raise ValueError(f"unknown model type {stored.get('model_type')!r:.40}; choose from {sorted(MODELS)}")
+    unknown = set(stored) - config_keys()
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)[:3]}")
+    own = {f.name for f in dataclasses.fields(family.config)}
+    return family.config(**{k: v for k, v in stored.items() if k in own})
+
+
+def rebuild_model(stored: dict[str, Any]) -> VAE:
+    """The model (weights as initialised) of a checkpoint's stored 'model_config' (config_from_dict)."""
+    return build_model(config_from_dict(stored))
+
+
+__all__ = ["MODELS", "PRIORS", "VAE", "Family", "ModelConfig", "any_shape_families", "build_model", "config_from_dict",
+           "config_keys", "rebuild_model", "register", "setting", "shape_problem"]

@@ -3,65 +3,47 @@ prior p(z) (N(0, I) or the VampPrior, models/priors.py) and the terms the ELBO a
 bound are made of (``kl_terms``, ``importance_terms``), which a hierarchical model overrides."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.pixels import mean_image, output_channels
-from models.priors import batchnorm_frozen, gaussian_log_prob, mixture_log_prob
+from models.family import ModelConfig
+from models.pixels import mean_image
+from models.priors import PRIORS, batchnorm_frozen, gaussian_log_prob, mixture_log_prob
 
 
 @dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; stored in checkpoints as a plain dict."""
+class ModelOutput:
+    """What ``forward`` returns for every family: the decoder's output ``logits`` (pixel logits, or a pixel
+    mixture's parameters), the posterior ``mu`` and ``logvar`` (B, z) (of the top code for a hierarchical
+    model), ``z`` the code decoded (sampled in training mode, the mean in eval mode), and ``kl`` the KL
+    terms per image and level (B, len(kl_levels)) when asked for (``with_kl``), else None."""
 
-    model_type: str = "fc_conv"
-    latent_space_size: int = 10
-    model_multiplier: int = 1  # channel width multiplier of `fcn`, `resconv` and `hvae`
-    split_filter: int = 2  # `fcn`: encoder blocks shared by the mu and logvar heads
-    image_channels: int = 1
-    image_size: int = 28
-    # --normalize: the training split's pixel mean/std; the encoder sees (x - mean) / std.
-    input_mean: float = 0.0
-    input_std: float = 1.0
-    # --conditional: a CVAE whose encoder and decoder both see the class as a one-hot vector.
-    conditional: bool = False
-    num_classes: int = 10
-    # `unet`: the resolutions whose encoder maps the decoder also gets ("none", "all", "7,14", ...)
-    unet_skips: str = "all"
-    # `conv1xn`: N of the 1xN / Nx1 convolution pairs
-    conv_n: int = 3
-    # p(x|z): bernoulli (the 2018 BCE), or logistic / gaussian with a learnt scale per channel
-    # (losses/likelihoods.py), held by the model as ``log_scale``
-    likelihood: str = "bernoulli"
-    # p(z): "gaussian" N(0, I), or "vamp", the VampPrior with `vamp_components` learnt pseudo-inputs
-    prior: str = "gaussian"
-    vamp_components: int = 500
-    # `hvae`: channels of its 7x7 (at 28x28) lower latent map
-    hvae_channels: int = 2
-    # likelihood "dmol": logistics in the mixture of each pixel (models/pixels.py)
-    mixture_components: int = 5
-    # `pixelvae`: gated layers of its autoregressive decoder (each sees one more row above and pixel
-    # to the left) and their width
-    pixel_layers: int = 3
-    pixel_channels: int = 32
+    logits: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+    kl: torch.Tensor | None = None
 
-    @property
-    def output_channels(self) -> int:
-        """What the decoder's last layer outputs per pixel: a logit per channel, or the mixture's parameters."""
-        return output_channels(self.likelihood, self.image_channels, self.mixture_components)
+    def float32(self) -> ModelOutput:
+        """The same output in float32 (after a bfloat16 autocast forward: the losses run in float32)."""
+        return ModelOutput(*float32(self.logits, self.mu, self.logvar, self.z),
+                           None if self.kl is None else self.kl.float())
 
-    @property
-    def decoder_input_size(self) -> int:
-        """What the decoder's first layer takes: z, plus the one-hot class of a CVAE."""
-        return self.latent_space_size + (self.num_classes if self.conditional else 0)
+    def code_at(self, eps: torch.Tensor) -> torch.Tensor:
+        """The code mu + eps * sigma of this posterior, in its precision: what training mode decodes for
+        the noise ``eps`` (objectives whose terms read the codes take them from here)."""
+        return sample_codes(self.mu, self.logvar, eps)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def sample_codes(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The reparameterisation z = mu + eps * exp(logvar / 2) (Kingma & Welling 2014)."""
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 def repeat_rows(y: torch.Tensor | None, k: int) -> torch.Tensor | None:
@@ -87,32 +69,31 @@ def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 class VAE(nn.Module):
-    """Base class: subclasses implement ``_encode`` (standardised input) and ``_decode``.
+    """Base class: subclasses implement ``build`` (their layers), ``_encode`` (standardised input) and
+    ``_decode``; the model is complete when its constructor returns.
 
-    ``forward`` returns ``(logits, mu, logvar)``: pixel logits (BCE is computed from them,
-    which is numerically safe), and the diagonal Gaussian posterior with mu of shape (B, z)
-    and logvar clamped to [LOGVAR_MIN, LOGVAR_MAX]. In training mode z is sampled; in eval
-    mode the posterior mean is decoded.
+    ``forward`` returns a :class:`ModelOutput`: pixel logits (BCE is computed from them,
+    which is numerically safe), the diagonal Gaussian posterior with mu of shape (B, z)
+    and logvar clamped to [LOGVAR_MIN, LOGVAR_MAX], and the code decoded: in training mode z
+    is sampled; in eval mode the posterior mean is decoded.
 
     A conditional model (``conditional``) takes class labels ``y`` (B,) everywhere: the
     decoder gets ``cat(z, one_hot(y))``, and the encoder adds a learnt per-class vector to
     its first hidden layer (``label_bias``), which equals feeding it the one-hot as input.
     """
 
+    # set by the constructor from the ModelConfig: the registry's name, the code's size, (C, H, W) of the
+    # images it encodes and decodes, p(x|z) and p(z) (see ModelConfig), the encoder's input statistics
+    model_type: str
     latent_size: int
-    likelihood: str = "bernoulli"  # see ModelConfig.likelihood; set by models.build_model
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W); set by models.build_model
-    input_mean: float = 0.0
-    input_std: float = 1.0
+    image_shape: tuple[int, int, int]
+    likelihood: str
+    prior: str
+    input_mean: float
+    input_std: float
     conditional: bool = False
     num_classes: int = 10
-    # `unet`: the resolutions whose encoder maps the decoder also gets ("none", "all", "7,14", ...)
-    unet_skips: str = "all"
-    # `conv1xn`: N of the 1xN / Nx1 convolution pairs
-    conv_n: int = 3
 
-    model_type: str = ""  # the registry's name; set by models.build_model
-    prior: str = "gaussian"  # see ModelConfig.prior; set by models.build_model
     # The KL terms the loss sums, one per latent level (a hierarchical model has several).
     kl_levels: tuple[str, ...] = ("kl",)
     # Whether the decoder's output for a pixel depends on the pixels before it (models/pixelvae.py):
@@ -122,14 +103,38 @@ class VAE(nn.Module):
     # and model; use_memory_format sets it): the images are put in it on the way in.
     memory_format: torch.memory_format = torch.contiguous_format
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
+        """The whole model ``cfg`` describes: the shared settings, the family's layers (``build``), then the
+        likelihood's scales and the prior's pseudo-inputs (drawn after the layers' initial weights: the
+        random numbers go to the layers first)."""
+        if cfg.prior not in PRIORS:
+            raise KeyError(f"unknown prior {cfg.prior!r}; choose from {PRIORS}")
+        if cfg.prior == "vamp" and cfg.conditional:
+            raise ValueError("the VampPrior is unconditional: its pseudo-inputs have no class")
         super().__init__()
-        # the learnt log-scale per channel of a logistic or Gaussian likelihood (models.build_model
-        # sets it); None for the Bernoulli one, and then not in the state dict
+        self.model_type, self.latent_size, self.prior = cfg.model_type, cfg.latent_space_size, cfg.prior
+        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
+        self.likelihood = cfg.likelihood
+        self.input_mean, self.input_std = float(cfg.input_mean), float(cfg.input_std)
+        # the learnt log-scale per channel of a logistic or Gaussian likelihood; None for the Bernoulli
+        # one, and then not in the state dict
         self.register_parameter("log_scale", None)
-        # --prior vamp: the pseudo-inputs' pixel logits (K, C, H, W) (models.build_model sets them)
+        # --prior vamp: the pseudo-inputs' pixel logits (K, C, H, W)
         self.register_parameter("pseudo_inputs", None)
         self._fixed_prior: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.build(cfg)
+        if cfg.likelihood in ("logistic", "gaussian"):
+            # one learnt log-scale per channel, starting at 0.1 of the [0, 1] range
+            self.log_scale = nn.Parameter(torch.full((cfg.image_channels,), math.log(0.1)))
+        if cfg.prior == "vamp":
+            # pixel logits of the pseudo-inputs: small noise around grey 0.5 images (the encoder, not the
+            # initialisation, decides where their posteriors sit)
+            shape = (cfg.vamp_components, cfg.image_channels, cfg.image_size, cfg.image_size)
+            self.pseudo_inputs = nn.Parameter(0.1 * torch.randn(shape))
+
+    def build(self, cfg: ModelConfig) -> None:
+        """The family's layers, made in the order their initial weights draw random numbers."""
+        raise NotImplementedError
 
     def use_memory_format(self, memory_format: torch.memory_format) -> VAE:
         """Put the weights in ``memory_format`` (channels-last: NHWC), and every image on the way in."""
@@ -213,7 +218,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] decoded from the posterior means of ``x`` (in eval mode)."""
-        return self.image_of(self(x, y=y)[0])
+        return self.image_of(self(x, y=y).logits)
 
     def image_of(self, logits: torch.Tensor) -> torch.Tensor:
         """The image in [0, 1] (B, C, H, W) that the decoder's output stands for: sigmoid of its logits,
@@ -227,22 +232,23 @@ class VAE(nn.Module):
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None,
-                with_kl: bool = False) -> tuple[torch.Tensor, ...]:
+                with_kl: bool = False) -> ModelOutput:
         """``eps``: the reparameterisation noise, drawn here when not given (torchrun ranks pass
         their rows of the whole minibatch's noise, see runtime/distributed.py).
 
-        ``with_kl``: also return the KL terms per image and level (B, len(kl_levels)), estimated
+        ``with_kl``: also the KL terms per image and level (B, len(kl_levels)), estimated
         at the sampled code where there is no closed form (in eval mode at a code drawn with a
         fixed seed, so validation is deterministic)."""
         mu, logvar = self.posterior(x, y)
         if self.training and eps is None:
             eps = torch.randn_like(mu)
-        logits = self.decode_given(self.reparameterize(mu, logvar, eps), y, x)
+        z = self.reparameterize(mu, logvar, eps)
+        logits = self.decode_given(z, y, x)
         if not with_kl:
-            return logits, mu, logvar
+            return ModelOutput(logits, mu, logvar, z)
         with float32_region(mu):
             kls = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if eps is None else eps))
-        return logits, mu, logvar, kls
+        return ModelOutput(logits, mu, logvar, z, kls)
 
     def _eval_noise(self, like: torch.Tensor) -> torch.Tensor:
         """Noise of a fixed seed: eval-mode estimates that need a sample stay deterministic."""
@@ -317,4 +323,4 @@ class VAE(nn.Module):
         """z = mu + eps * sigma in training mode (eps drawn when not given), the mean in eval mode."""
         if not self.training:
             return mu
-        return mu + (torch.randn_like(mu) if eps is None else eps) * torch.exp(0.5 * logvar)
+        return sample_codes(mu, logvar, torch.randn_like(mu) if eps is None else eps)

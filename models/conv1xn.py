@@ -8,11 +8,20 @@ of N^2 weights per channel pair. N is odd (3, 5 or 7) so that "same" padding exi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from models.base import VAE, ModelConfig
+from models.base import VAE
+from models.family import Family, ModelConfig, register, setting
 
 KERNELS = (3, 5, 7)
+
+
+@dataclass
+class Conv1xNConfig(ModelConfig):
+    model_type: str = "conv1xn"
+    conv_n: int = setting(3, "conv1xn: N of the 1xN / Nx1 pairs", choices=KERNELS)
 
 
 def _pair(cin: int, cout: int, n: int, stride: int = 1) -> nn.Sequential:
@@ -30,15 +39,13 @@ def _pair_up(cin: int, cout: int, n: int) -> nn.Sequential:
 
 
 class Conv1xNVAE(VAE):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
+    def build(self, cfg: Conv1xNConfig) -> None:
         n = cfg.conv_n
         if n not in KERNELS:
             raise ValueError(f"conv_n must be one of {KERNELS}, got {n}")
         if cfg.image_size != 28 or cfg.conditional or cfg.model_multiplier != 1:
             raise ValueError("conv1xn is built for 28x28 images, unconditional, multiplier 1")
-        self.latent_size = z = cfg.latent_space_size
-        c = cfg.image_channels
+        z, c = self.latent_size, cfg.image_channels
         self.encoder = nn.Sequential(
             _pair(c, 16, n), nn.ReLU(),  # 28x28
             _pair(16, 32, n, stride=2), nn.ReLU(),  # 14x14
@@ -64,5 +71,5 @@ class Conv1xNVAE(VAE):
         return self.decoder(z[:, :, None, None])
 
 
-def build_conv1xn(cfg: ModelConfig) -> VAE:
-    return Conv1xNVAE(cfg)
+register(Family("conv1xn", Conv1xNVAE, "fcn of 1xN/Nx1 pairs", config=Conv1xNConfig, plain_only=True,
+                channels_last_faster=True, bf16_faster=True))

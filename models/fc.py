@@ -5,16 +5,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import VAE, ModelConfig
+from models.base import VAE
+from models.family import Family, ModelConfig, register
 
 
 class FCVAE(VAE):
     """784-400-z-400-784 MLP VAE (Kingma & Welling 2014, as in pytorch/examples)."""
 
-    def __init__(self, cfg: ModelConfig, hidden: int = 400):
-        super().__init__()
-        self.latent_size = cfg.latent_space_size
-        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
+    HIDDEN = 400
+
+    def build(self, cfg: ModelConfig) -> None:
+        hidden = self.HIDDEN
         n_pix = cfg.image_channels * cfg.image_size * cfg.image_size
         self.fc1 = nn.Linear(n_pix, hidden)
         self.fc21 = nn.Linear(hidden, self.latent_size)
@@ -42,11 +43,11 @@ class FCConvVAE(VAE):
     the overhead of a 28x28 convolution.
     """
 
-    def __init__(self, cfg: ModelConfig, enc_hidden: int = 32, dec_hidden: int = 118):
-        super().__init__()
-        self.latent_size = z = cfg.latent_space_size
-        c, s = cfg.image_channels, cfg.image_size
-        self.image_shape = (c, s, s)
+    ENC_HIDDEN, DEC_HIDDEN = 32, 118
+
+    def build(self, cfg: ModelConfig) -> None:
+        enc_hidden, dec_hidden = self.ENC_HIDDEN, self.DEC_HIDDEN
+        z, c, s = self.latent_size, cfg.image_channels, cfg.image_size
         self.fc1 = nn.Conv2d(c, enc_hidden, kernel_size=s)
         self.fc21 = nn.Conv2d(enc_hidden, z, kernel_size=1)
         self.fc22 = nn.Conv2d(enc_hidden, z, kernel_size=1)
@@ -87,9 +88,5 @@ class FCConvVAE(VAE):
         return logits, mu.flatten(1), logvar.flatten(1)
 
 
-def build_fc(cfg: ModelConfig) -> VAE:
-    return FCVAE(cfg)
-
-
-def build_fc_conv(cfg: ModelConfig) -> VAE:
-    return FCConvVAE(cfg)
+register(Family("fc", FCVAE, "784-400-z-400-784 MLP", any_shape=True))
+register(Family("fc_conv", FCConvVAE, "the 2018 best model (FC layers stored as convs)"))

@@ -9,9 +9,20 @@ near zero, so early KL terms do not explode.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import nn
 
-from models.base import VAE, ModelConfig
+from models.base import VAE
+from models.family import Family, ModelConfig, register, setting
+
+
+@dataclass
+class FCNConfig(ModelConfig):
+    model_type: str = "fcn"
+    split_filter: int = setting(2, "fcn: encoder blocks (0-3) shared by the mu and logvar heads before they split",
+                                low=0)
 
 
 def _encoder_blocks(in_ch: int, m: int) -> list[nn.Module]:
@@ -26,13 +37,12 @@ def _encoder_blocks(in_ch: int, m: int) -> list[nn.Module]:
 class FCNVAE(VAE):
     N_BLOCKS = 3
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
+    def build(self, cfg: FCNConfig) -> None:
         if not 0 <= cfg.split_filter <= self.N_BLOCKS:
             raise ValueError(f"split_filter must be in [0, {self.N_BLOCKS}]")
         if cfg.image_size != 28:
             raise ValueError("fcn is built for 28x28 images")
-        self.latent_size = z = cfg.latent_space_size
+        z = self.latent_size
         m, c = cfg.model_multiplier, cfg.image_channels
         k = cfg.split_filter
         if cfg.conditional and k == 0:
@@ -62,5 +72,14 @@ class FCNVAE(VAE):
         return self.decoder(z[:, :, None, None])
 
 
-def build_fcn(cfg: ModelConfig) -> VAE:
-    return FCNVAE(cfg)
+def _check(run: Any) -> str | None:
+    """The run's settings (config.RunConfig) that fcn cannot build."""
+    if run.split_filter > FCNVAE.N_BLOCKS:
+        return f"--split_filter must be in [0, {FCNVAE.N_BLOCKS}] for fcn, got {run.split_filter}"
+    if run.conditional and run.split_filter == 0:
+        return "--conditional True with fcn needs --split_filter >= 1 (the class joins the shared block)"
+    return None
+
+
+register(Family("fcn", FCNVAE, "configurable conv encoder/decoder", config=FCNConfig, check=_check,
+                channels_last_faster=True, bf16_faster=True))

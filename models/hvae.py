@@ -17,12 +17,32 @@ the prior's mean of z1 given it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig, float32, float32_region, repeat_rows
+from core.limits import MAX_HVAE_CHANNELS
+from models.base import (
+    LOGVAR_MAX,
+    LOGVAR_MIN,
+    VAE,
+    ModelConfig,
+    ModelOutput,
+    float32,
+    float32_region,
+    repeat_rows,
+)
+from models.family import Family, register, setting
 from models.priors import gaussian_log_prob
-from models.resconv import ResidualBlock, down_block, stages, up_block
+from models.resconv import ResidualBlock, down_block, size_problem, stages, up_block
+
+
+@dataclass
+class HVAEConfig(ModelConfig):
+    model_type: str = "hvae"
+    hvae_channels: int = setting(2, "hvae: channels of the lower latent map (7x7 for 28x28 images)", low=1,
+                                 high=MAX_HVAE_CHANNELS)
 
 
 def _gaussian_params(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,12 +53,14 @@ def _gaussian_params(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class HierarchicalVAE(VAE):
     kl_levels = ("kl_top", "kl_map")
 
-    def __init__(self, cfg: ModelConfig, hidden: int = 512):
-        super().__init__()
+    HIDDEN = 512
+
+    def build(self, cfg: HVAEConfig) -> None:
+        hidden = self.HIDDEN
         k = stages(cfg.image_size)
         if k is None or cfg.image_size < 8:
             raise ValueError(f"hvae cannot be built for {cfg.image_size}x{cfg.image_size} images")
-        self.latent_size = z = cfg.latent_space_size
+        z = self.latent_size
         c1, c2, cz = 16 * cfg.model_multiplier, 32 * cfg.model_multiplier, cfg.hvae_channels
         self.c2, self.cz, self.side = c2, cz, cfg.image_size // 2 ** k
         self.enc_conv = nn.Conv2d(cfg.image_channels, c1, 4, stride=2, padding=1, bias=False)
@@ -103,26 +125,28 @@ class HierarchicalVAE(VAE):
     def _split(self, eps: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return (None, None) if eps is None else (eps[..., :self.latent_size], eps[..., self.latent_size:])
 
-    def forward(self, x, eps=None, y=None, with_kl=False):
+    def forward(self, x, eps=None, y=None, with_kl=False) -> ModelOutput:
         """As ``VAE.forward``; ``eps`` (B, noise_size) holds both levels' noise, and the KL terms
-        are (B, 2): top and map. In eval mode both levels decode their posterior means."""
+        are (B, 2): top and map; ``z`` is the top code. In eval mode both levels decode their posterior
+        means."""
         h = self._bottom_up(self.standardise(x), y)
         mu, logvar = self._heads(h)
         if self.training and eps is None:
             eps = torch.randn(mu.shape[0], self.noise_size, device=mu.device, dtype=mu.dtype)
         e_top, e_map = self._split(eps if self.training else None)
-        d = self._top(self.reparameterize(mu, logvar, e_top), y)
+        z = self.reparameterize(mu, logvar, e_top)
+        d = self._top(z, y)
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h, e_map)
         logits = self._pixels(d, z1)
         if not with_kl:
-            return logits, mu, logvar
+            return ModelOutput(logits, mu, logvar, z)
         with float32_region(mu):
             kl_top = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if e_top is None else e_top))[:, 0]
             # KL of two diagonal Gaussians, closed form, summed over the map
             p_mean, p_logvar, q_mean, q_logvar = float32(p_mean, p_logvar, q_mean, q_logvar)
             kl_map = 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
                             - 1).flatten(1).sum(1)
-        return logits, mu, logvar, torch.stack([kl_top, kl_map], dim=1)
+        return ModelOutput(logits, mu, logvar, z, torch.stack([kl_top, kl_map], dim=1))
 
     def importance_terms(self, x, mu, logvar, eps, y=None):
         """Both levels sampled top-down: log p(z) p(z1|z) - log q(z|x) q(z1|x,z) per code. The
@@ -153,5 +177,7 @@ class HierarchicalVAE(VAE):
         return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
 
 
-def build_hvae(cfg: ModelConfig) -> VAE:
-    return HierarchicalVAE(cfg)
+register(Family("hvae", HierarchicalVAE, "resconv made hierarchical, a top code of --latent_space_size (the code "
+                "embeddings use) over a 7x7 latent map of --hvae_channels, inferred top-down, its KL per level",
+                config=HVAEConfig, any_shape=True, size_problem=size_problem, hierarchical=True,
+                channels_last_faster=True, bf16_faster=True))

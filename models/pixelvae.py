@@ -26,13 +26,16 @@ and per pixel only the horizontal stack on the few pixels to its left that it ca
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelConfig
+from core.limits import MAX_PIXEL_CHANNELS, MAX_PIXEL_LAYERS
+from models.family import Family, ModelConfig, register, setting
 from models.pixels import sample_pixels
-from models.resconv import ResConvVAE
+from models.resconv import ResConvVAE, size_problem
 
 FIRST_KERNEL = 7  # layer 0's window on the raw pixels: 3 rows above and 3 pixels to the left (and right above)
 NOISE_SEED = 0  # decode's pixel noise: one code always gives one image (and nearby codes share their noise)
@@ -109,13 +112,22 @@ class CausalStack(nn.Module):
         return self.horizontal(x, above, ch)
 
 
+@dataclass
+class PixelVAEConfig(ModelConfig):
+    model_type: str = "pixelvae"
+    pixel_layers: int = setting(3, "pixelvae: gated layers of the autoregressive decoder after its 7x7-window first "
+                                   "one; a pixel sees 4 + this many rows above and pixels to its left: the less it "
+                                   "sees, the more the code must carry", low=0, high=MAX_PIXEL_LAYERS)
+    pixel_channels: int = setting(32, "pixelvae: width of those layers", low=1, high=MAX_PIXEL_CHANNELS)
+
+
 class PixelVAE(ResConvVAE):
     """resconv's encoder and decoder trunk; the trunk's last layer gives the causal stack its map."""
 
     autoregressive = True
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+    def build(self, cfg: PixelVAEConfig) -> None:
+        super().build(cfg)
         trunk = self.dec_conv[-1]  # resconv's 3x3 conv to the pixels' parameters: now to the map
         self.dec_conv[-1] = nn.Conv2d(trunk.in_channels, cfg.pixel_channels, 3, padding=1)
         self.stack = CausalStack(cfg.image_channels, cfg.pixel_channels, cfg.pixel_layers, cfg.pixel_channels,
@@ -167,5 +179,7 @@ class PixelVAE(ResConvVAE):
         return self.decode(self.posterior(x, y)[0], y)
 
 
-def build_pixelvae(cfg: ModelConfig) -> PixelVAE:
-    return PixelVAE(cfg)
+register(Family("pixelvae", PixelVAE, "resconv whose decoder sees its neighbours (a gated PixelCNN over the "
+                "code's feature map: each pixel predicted from the code and the pixels before it; drawn pixel by "
+                "pixel)", config=PixelVAEConfig, any_shape=True, size_problem=size_problem,
+                channels_last_faster=True, bf16_faster=True))

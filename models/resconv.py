@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import VAE, ModelConfig
+from models.base import VAE
+from models.family import Family, ModelConfig, register
 
 
 class ResidualBlock(nn.Module):
@@ -55,15 +56,26 @@ def stages(image_size: int) -> int | None:
     return k if image_size % 2 ** k == 0 else None
 
 
+def size_problem(image_size: int) -> str | None:
+    """Why resconv's stages (and those of the families built on them) cannot take ``image_size`` pixels a
+    side, or None."""
+    if image_size < 8 or stages(image_size) is None:
+        return ("their stride-2 stages need a size that halves evenly down to 8 pixels or fewer, e.g. 28, 32, 48, "
+                "64, 96, 128")
+    return None
+
+
 class ResConvVAE(VAE):
-    def __init__(self, cfg: ModelConfig, hidden: int = 512):
-        super().__init__()
+    HIDDEN = 512
+
+    def build(self, cfg: ModelConfig) -> None:
+        hidden = self.HIDDEN
         k = stages(cfg.image_size)
         if k is None or cfg.image_size < 8:
             raise ValueError(f"resconv cannot be built for {cfg.image_size}x{cfg.image_size} images: its stride-2 "
                              "stages need a size that halves evenly down to 8 pixels or fewer "
                              "(e.g. 28, 32, 48, 64, 128)")
-        self.latent_size = z = cfg.latent_space_size
+        z = self.latent_size
         c1, c2 = 16 * cfg.model_multiplier, 32 * cfg.model_multiplier
         self.c2, self.side = c2, cfg.image_size // 2 ** k
         self.enc_conv = nn.Sequential(
@@ -103,5 +115,6 @@ class ResConvVAE(VAE):
         return self.dec_conv(self.dec_fc(z).view(-1, self.c2, self.side, self.side))
 
 
-def build_resconv(cfg: ModelConfig) -> VAE:
-    return ResConvVAE(cfg)
+register(Family("resconv", ResConvVAE, "residual conv encoder/decoder with batch normalisation, the quality model "
+                "(benchmarks/quality.md; --model_multiplier scales its 16/32 channels)", any_shape=True,
+                size_problem=size_problem, channels_last_faster=True, bf16_faster=True))

@@ -10,12 +10,13 @@ Decoding a code alone (prior samples, interpolations) has no encoder maps: they 
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig
+from models.base import LOGVAR_MAX, LOGVAR_MIN, VAE, ModelConfig, ModelOutput, float32, float32_region
+from models.family import Family, register, setting
 from models.fcn import _encoder_blocks
 
 RESOLUTIONS = (7, 14, 28)
@@ -36,21 +37,24 @@ def parse_skips(text: str) -> tuple[int, ...]:
     return res
 
 
-def skips_flag(text: str) -> str:
-    """``--unet_skips``: checked by :func:`parse_skips`, kept as the text."""
-    try:
-        parse_skips(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def skips_setting(text: str) -> str:
+    """``--unet_skips``: checked by :func:`parse_skips` (ValueError), kept as the text."""
+    parse_skips(text)
     return text
 
 
+@dataclass
+class UNetConfig(ModelConfig):
+    model_type: str = "unet"
+    unet_skips: str = setting("all", "unet: the resolutions (7, 14, 28 pixels) whose encoder maps the decoder also "
+                                     "gets: none, coarsest (7), all, or a list such as 7,14", parse=skips_setting)
+
+
 class UNetVAE(VAE):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
+    def build(self, cfg: UNetConfig) -> None:
         if cfg.image_size != 28 or cfg.conditional or cfg.model_multiplier != 1:
             raise ValueError("unet is built for 28x28 images, unconditional, multiplier 1")
-        self.latent_size = z = cfg.latent_space_size
+        z = self.latent_size
         self.skips = parse_skips(cfg.unet_skips)
         c = cfg.image_channels
         self.trunk = nn.Sequential(*_encoder_blocks(c, 1))
@@ -95,14 +99,22 @@ class UNetVAE(VAE):
         swapped for a prior draw or zeros, this measures what reaches the output by the skips."""
         return self._decode_from(z, self._features(x))
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                with_kl: bool = False) -> ModelOutput:
         """As ``VAE.forward``, with the decoder also given this input's encoder maps."""
         maps = self._features(x)
         mu, logvar = self.mu_head(maps[7]).flatten(1), self.logvar_head(maps[7]).flatten(1)
         logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
-        return self._decode_from(self.reparameterize(mu, logvar, eps), maps), mu, logvar
+        if self.training and eps is None:
+            eps = torch.randn_like(mu)
+        z = self.reparameterize(mu, logvar, eps)
+        logits = self._decode_from(z, maps)
+        if not with_kl:
+            return ModelOutput(logits, mu, logvar, z)
+        with float32_region(mu):
+            kls = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if eps is None else eps))
+        return ModelOutput(logits, mu, logvar, z, kls)
 
 
-def build_unet(cfg: ModelConfig) -> VAE:
-    return UNetVAE(cfg)
+register(Family("unet", UNetVAE, "fcn with skips across the bottleneck", config=UNetConfig, plain_only=True,
+                no_iw_train="its decoder needs the input's maps", channels_last_faster=True, bf16_faster=True))

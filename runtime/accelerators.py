@@ -20,6 +20,7 @@ import torch
 
 from config.run_config import RunConfig
 from core.errors import VaeLabError
+from models import MODELS
 from runtime.distributed import is_main_process
 
 # glibc mallopt parameters (malloc.h)
@@ -44,13 +45,12 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20)
         return False
 
 
-# The fastest numerically safe path per --model_type, from benchmarks/conv_speed.py (docs/speed.md): the
-# conv models whose training step got faster with their layers channels-last, and those whose step got
-# faster in bfloat16 autocast on a device with native bfloat16 arithmetic. The 2018 models stay float32 and
-# contiguous, so the 2018 commands keep their numbers: fc_conv measured no faster in bfloat16; fc measured
-# faster, and is left to --amp on.
-CHANNELS_LAST_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})
-BF16_FASTER = frozenset({"fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae"})
+# The fastest numerically safe path per --model_type is what its family declares (models/<family>.py:
+# channels_last_faster, bf16_faster), from benchmarks/conv_speed.py (docs/speed.md): the conv models whose
+# training step got faster with their layers channels-last, and those whose step got faster in bfloat16
+# autocast on a device with native bfloat16 arithmetic. The 2018 models stay float32 and contiguous, so the
+# 2018 commands keep their numbers: fc_conv measured no faster in bfloat16; fc measured faster, and is left
+# to --amp on.
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,9 @@ def choose_path(device: torch.device, cfg: RunConfig) -> FastPath:
     as the benchmark found (bfloat16 only where the device has native bfloat16 arithmetic, and never
     for the IWAE bound, which is trained in float32)."""
     conv_device = device.type in ("cpu", "cuda")
-    channels_last = _resolve(cfg.channels_last, conv_device and cfg.model_type in CHANNELS_LAST_FASTER)
-    amp = _resolve(cfg.amp, cfg.model_type in BF16_FASTER and cfg.iw_train == 1 and native_bf16(device))
+    family = MODELS[cfg.model_type]
+    channels_last = _resolve(cfg.channels_last, conv_device and family.channels_last_faster)
+    amp = _resolve(cfg.amp, family.bf16_faster and cfg.iw_train == 1 and native_bf16(device))
     return FastPath(channels_last, amp)
 
 

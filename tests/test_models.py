@@ -18,7 +18,8 @@ def test_shapes_and_range(model_type, z):
     torch.manual_seed(0)
     model = build_model(ModelConfig(model_type=model_type, latent_space_size=z))
     x = torch.rand(5, 1, 28, 28)
-    logits, mu, logvar = model(x)
+    out = model(x)
+    logits, mu, logvar = out.logits, out.mu, out.logvar
     assert logits.shape == (5, 1, 28, 28)
     assert mu.shape == (5, z) and logvar.shape == (5, z)
     img = model.decode(torch.randn(3, z))
@@ -28,9 +29,10 @@ def test_shapes_and_range(model_type, z):
 @pytest.mark.parametrize("model_type", sorted(MODELS))
 def test_eval_mode_decodes_the_mean(model_type):
     # (a unet with skips also decodes the input's encoder maps: tests/test_unet_conv1xn.py)
-    model = build_model(ModelConfig(model_type=model_type, unet_skips="none")).eval()
+    skips = {"unet_skips": "none"} if model_type == "unet" else {}  # a setting of unet's own config
+    model = build_model(ModelConfig(model_type=model_type, **skips)).eval()
     x = torch.rand(4, 1, 28, 28)
-    a, b = model(x)[0], model(x)[0]
+    a, b = model(x).logits, model(x).logits
     assert torch.equal(a, b)
     mu, _ = model.encode(x)
     assert torch.allclose(a, model.decode_given(mu, None, x))  # x: what an autoregressive decoder reads
@@ -47,7 +49,7 @@ def test_fc_conv_fast_path_equals_the_conv_formulation():
     x = torch.rand(16, 1, 28, 28)
     fast = model(x)
     slow = model.forward_as_conv(x)
-    for a, b in zip(fast, slow):
+    for a, b in zip((fast.logits, fast.mu, fast.logvar), slow, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -55,7 +57,8 @@ def test_fc_conv_fast_path_equals_the_conv_formulation():
 def test_fcn_split_filter_and_multiplier(split):
     shared = build_model(ModelConfig(model_type="fcn", split_filter=split, model_multiplier=2))
     assert len(shared.trunk) == split and len(shared.mu_head) == 4 - split
-    logits, mu, _ = shared(torch.rand(2, 1, 28, 28))
+    out = shared(torch.rand(2, 1, 28, 28))
+    logits, mu = out.logits, out.mu
     assert logits.shape == (2, 1, 28, 28) and mu.shape == (2, 10)
     n1 = sum(p.numel() for p in build_model(ModelConfig(model_type="fcn", model_multiplier=1)).parameters())
     n2 = sum(p.numel() for p in shared.parameters())

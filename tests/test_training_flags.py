@@ -8,13 +8,13 @@ import torch
 import train
 from helpers import assert_cli_error, load_ckpt, make_objective, read_events, run_cli, small_args
 from losses import bce_loss, kl_divergence, kl_per_dimension, reconstruction_loss, ssim_loss
-from models import MODELS, PLAIN_ONLY, ModelConfig, build_model
+from models import MODELS, ModelConfig, build_model
 from runtime import optim
 
 # ---------------------------------------------------------------- models
 
 
-@pytest.mark.parametrize("model_type", sorted(set(MODELS) - set(PLAIN_ONLY)))
+@pytest.mark.parametrize("model_type", sorted(name for name, family in MODELS.items() if not family.plain_only))
 def test_conditional_models_use_the_class_in_encoder_and_decoder(model_type):
     torch.manual_seed(0)
     model = build_model(ModelConfig(model_type=model_type, conditional=True, latent_space_size=6)).eval()
