@@ -20,6 +20,7 @@ import torch
 
 from config.run_config import RunConfig
 from core.errors import VaeLabError
+from losses import Objective
 from models import MODELS
 from runtime.distributed import is_main_process
 
@@ -161,36 +162,9 @@ def check_compile(device: torch.device) -> None:
         raise VaeLabError(f"--compile is supported on cpu and cuda, not {device.type}; drop --compile")
 
 
-class CompiledLoss:
-    """A VAELoss whose ``__call__`` runs through torch.compile; other attributes pass through.
-
-    Compiling the loss is what fuses BCE-from-logits (several passes over the batch in
-    eager mode) into one loop; the model is compiled separately.
-    """
-
-    _OWN = ("inner", "_call")
-
-    def __init__(self, loss_fn):
-        object.__setattr__(self, "inner", loss_fn)
-        object.__setattr__(self, "_call", torch.compile(loss_fn.__call__))
-
-    def __call__(self, *args, **kwargs):
-        return self._call(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        # The training loop sets the KL warm-up factor (``kl_scale``) every step: it must reach
-        # the loss the compiled call reads, not stay on this wrapper.
-        if name in self._OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self.inner, name, value)
-
-
-def compile_for_training(model: torch.nn.Module, loss_fn) -> tuple[Callable, CompiledLoss]:
-    """torch.compile the (possibly DDP-wrapped) model and the loss.
+def compile_for_training(model: torch.nn.Module, objective: Objective) -> tuple[Callable, Objective]:
+    """torch.compile the (possibly DDP-wrapped) model and the objective's per-step arithmetic
+    (``objective.compile()``); returns the compiled model and the objective.
 
     The first steps compile (seconds with a warm cache under /tmp/torchinductor_*, up to
     a minute cold); the last, smaller batch of an epoch compiles once more.
@@ -200,4 +174,5 @@ def compile_for_training(model: torch.nn.Module, loss_fn) -> tuple[Callable, Com
     # The reparameterisation noise comes from PyTorch's own generator, as in eager mode, so
     # a compiled run draws the same numbers (seeds, resume and torchrun behave the same).
     inductor_config.fallback_random = True
-    return torch.compile(model), CompiledLoss(loss_fn)
+    objective.compile()
+    return torch.compile(model), objective

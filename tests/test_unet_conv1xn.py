@@ -10,7 +10,8 @@ from models.unet import parse_skips
 @pytest.mark.parametrize("skips", ["none", "coarsest", "all", "7,14", "28"])
 def test_unet_shapes_for_every_skip_choice(skips):
     model = build_model(ModelConfig(model_type="unet", unet_skips=skips, latent_space_size=6))
-    logits, mu, logvar = model(torch.rand(5, 1, 28, 28))
+    out = model(torch.rand(5, 1, 28, 28))
+    logits, mu, logvar = out.logits, out.mu, out.logvar
     assert logits.shape == (5, 1, 28, 28) and mu.shape == logvar.shape == (5, 6)
     assert model.decode(torch.randn(3, 6)).shape == (3, 1, 28, 28)  # a code alone decodes too
     assert model.skips == parse_skips(skips)
@@ -29,8 +30,9 @@ def test_unet_without_skips_is_the_plain_conv_vae_layer_for_layer():
     for mode in (fcn.train, fcn.eval):
         mode()
         unet.train(fcn.training)
-        for out_f, out_u in zip(fcn(x, eps), unet(x, eps)):
-            torch.testing.assert_close(out_u, out_f, rtol=0, atol=1e-6)
+        out_f, out_u = fcn(x, eps), unet(x, eps)
+        for field in ("logits", "mu", "logvar", "z"):
+            torch.testing.assert_close(getattr(out_u, field), getattr(out_f, field), rtol=0, atol=1e-6)
 
 
 def test_skips_carry_the_input_past_the_code():
@@ -39,11 +41,11 @@ def test_skips_carry_the_input_past_the_code():
     skip = build_model(ModelConfig(model_type="unet", unet_skips="all")).eval()
     with torch.no_grad():
         # without skips the reconstruction is the decoded code; with them it is not
-        torch.testing.assert_close(plain(x)[0], plain.decode_logits(plain(x)[1]))
-        assert not torch.allclose(skip(x)[0], skip.decode_logits(skip(x)[1]))
+        torch.testing.assert_close(plain(x).logits, plain.decode_logits(plain(x).z))
+        assert not torch.allclose(skip(x).logits, skip.decode_logits(skip(x).z))
         # the same code with another input's maps gives another picture: the skips carry the input
-        mu = skip(x)[1]
-        torch.testing.assert_close(skip.decode_with_skips(x, mu), skip(x)[0])
+        mu = skip(x).mu
+        torch.testing.assert_close(skip.decode_with_skips(x, mu), skip(x).logits)
         assert not torch.allclose(skip.decode_with_skips(x, mu), skip.decode_with_skips(torch.rand(4, 1, 28, 28), mu))
         # and without skips the maps change nothing
         torch.testing.assert_close(plain.decode_with_skips(x, mu), plain.decode_logits(mu))
@@ -62,7 +64,8 @@ def test_conv1xn_is_built_of_1xn_and_nx1_pairs(n):
     convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert convs and all(1 in m.kernel_size for m in convs)
     assert {max(m.kernel_size) for m in convs} == {n, 7}  # N, and the 7x7 step to and from the code
-    logits, mu, _ = model(torch.rand(2, 1, 28, 28))
+    out = model(torch.rand(2, 1, 28, 28))
+    logits, mu = out.logits, out.mu
     assert logits.shape == (2, 1, 28, 28) and mu.shape == (2, 10)
 
 
