@@ -22,8 +22,7 @@ import time
 
 import torch
 
-import train
-from benchmarks.scaffold import ROOT, code_version, command_line, machine_line, parse_seeds, write_report
+from benchmarks.scaffold import ROOT, command_line, machine_line, parse_seeds, run_scored, write_report
 from config.flag_types import positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
@@ -32,7 +31,6 @@ from datasets import FACTOR_SETS, factor_sizes, load_split
 from evaluation.disentanglement import Settings, disentanglement_scores
 from evaluation.metrics import active_units, evaluate, posterior_means
 from evaluation.modes import factor_encoder
-from fileio.atomic import write_json
 from runtime.checkpoints import load_checkpoint, load_model
 from runtime.device import select_device
 
@@ -84,31 +82,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def train_argv(row: str, seed: int, args: argparse.Namespace) -> list[str]:
-    return ["--dataset_type", "dsprites", "--factor_images", str(args.factor_images), "--data_root", args.data_root,
-            "--model_type", "fc", "--latent_space_size", "10", "--batch-size", "64", "--epochs", str(args.epochs),
-            "--seed", str(seed), "--lognumber", f"{row}_s{seed}", "--weights_dir", args.work_dir, "--tensorboard",
-            "False", "--tensorboard_images", "False", "--print-freq", str(10**6), "--device", args.device,
-            "--overwrite", *CONFIGS[row], *(["--capacity_epochs", str(args.epochs)] if row == "capacity" else [])]
+def train_flags(row: str, args: argparse.Namespace) -> list[str]:
+    """A row's train.py flags (scaffold.run_scored adds the seed, the folders and the quiet output)."""
+    return ["--dataset_type", "dsprites", "--factor_images", str(args.factor_images), "--model_type", "fc",
+            "--latent_space_size", "10", "--batch-size", "64", "--epochs", str(args.epochs), *CONFIGS[row],
+            *(["--capacity_epochs", str(args.epochs)] if row == "capacity" else [])]
 
 
-def run_one(row: str, seed: int, args: argparse.Namespace) -> tuple[dict, bool]:
-    """Train one row with one seed and score its last checkpoint (cached in --work_dir); whether it was
-    read back from the cache."""
-    argv = train_argv(row, seed, args)
-    metrics = "tiny" if args.tiny_metrics else args.metrics
-    key = {"argv": argv, "metrics": metrics, "code": code_version()}
-    cache = os.path.join(args.work_dir, f"{row}_s{seed}_scores.json")
-    if os.path.isfile(cache):
-        import json
-
-        with open(cache) as f:
-            cached = json.load(f)
-        if cached.get("key") == key:
-            return cached, True
-    summary = train.main(train.get_args_parser().parse_args(argv))
+def score(checkpoint: str, seed: int, args: argparse.Namespace, metrics: str) -> dict:
+    """The disentanglement metrics of a run's last checkpoint, its test BCE / KL and active units."""
     device = select_device(args.device)
-    model, run = load_model(summary["checkpoint"])
+    model, run = load_model(checkpoint)
     model = model.to(device)
     settings = Settings(seed=seed, **METRICS[metrics])
     names = list(FACTOR_SETS["dsprites"])
@@ -117,15 +101,18 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> tuple[dict, bool]:
     metric_seconds = time.perf_counter() - t0
     test = load_split("dsprites", args.data_root, False, **data_options(run))
     ev = evaluate(model, test, device)
-    result = {"key": key, "row": row, "seed": seed, "train_seconds": summary["seconds"],
-              "steps": load_checkpoint(summary["checkpoint"]).global_step,
-              "test_bce": ev["bce"], "test_kl": ev["kl"],
-              "active_units": active_units(torch.as_tensor(posterior_means(model, test, device))),
-              **{k: scores[k] for k in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement",
-                                        "dci_completeness", "dci_informativeness", "sap", "mig_per_factor")},
-              "metric_seconds": metric_seconds, "settings": scores["settings"]}
-    write_json(cache, result)
-    return result, False
+    return {"steps": int(load_checkpoint(checkpoint)["global_step"]), "test_bce": ev["bce"], "test_kl": ev["kl"],
+            "active_units": active_units(torch.as_tensor(posterior_means(model, test, device))),
+            **{k: scores[k] for k in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement",
+                                      "dci_completeness", "dci_informativeness", "sap", "mig_per_factor")},
+            "metric_seconds": metric_seconds, "metric_settings": scores["settings"]}
+
+
+def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
+    """One row with one seed trained and its last checkpoint scored (cached in --work_dir: scaffold.run_scored)."""
+    metrics = "tiny" if args.tiny_metrics else args.metrics
+    return run_scored("disentanglement", row, seed, train_flags(row, args), args, checkpoint="checkpoint",
+                      score=lambda path, s: score(path, s, args, metrics), score_settings={"metrics": metrics})
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -197,10 +184,9 @@ def main(args: argparse.Namespace) -> dict:
     t0, reused = time.perf_counter(), 0
     for seed in seeds:  # seed by seed: a study stopped early still has every row
         for row in rows:
-            print(f"[disentanglement] {row} seed {seed}", flush=True)
-            result, cached = run_one(row, seed, args)
+            result = run_one(row, seed, args)
             runs[row].append(result)
-            reused += cached
+            reused += result["reused"]
             save_report(runs, args, seeds, time.perf_counter() - t0, reused)
     print(open(args.out + ".md").read())
     return runs

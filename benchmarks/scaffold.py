@@ -105,7 +105,7 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
     ev = evaluate(model, val, device, window_size=5, batch_size=512)
     out = {"val_bce_kl": ev["bce_kl"], "val_bce": ev["bce"], "val_kl": ev["kl"], "val_ssim": ev["ssim"],
-           "best_epoch": ckpt.epoch, "params": sum(p.numel() for p in model.parameters()),
+           "best_epoch": int(ckpt["epoch"]), "params": sum(p.numel() for p in model.parameters()),
            "knn_acc": None}
     if not model.conditional:
         knn = sampled_test_accuracy(posterior_means(model, full_train, device), full_train.y.numpy(),
@@ -121,13 +121,14 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
 
 def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argparse.Namespace,
                iw_samples: int = 0, score: Callable[[str, int], dict] | None = None,
-               score_settings: dict | None = None, iw_images: int = 0) -> dict:
-    """Train ``flags`` (a train.py command line) with ``seed`` and score its best checkpoint:
-    by :func:`score_checkpoint`, or by ``score(best checkpoint, seed)`` when given (whose
-    settings ``score_settings`` then go into the cache key).
+               score_settings: dict | None = None, iw_images: int = 0, checkpoint: str = "best") -> dict:
+    """Train ``flags`` (a train.py command line) with ``seed`` and score its best checkpoint (its last
+    with ``checkpoint="checkpoint"``): by :func:`score_checkpoint`, or by ``score(checkpoint path, seed)``
+    when given (whose settings ``score_settings`` then go into the cache key).
 
     The scores are cached in ``--work_dir/{name}_s{seed}.json`` and reused while the full
-    command line, the scoring settings and :func:`code_version` are the same.
+    command line, the scoring settings and :func:`code_version` are the same; the result's
+    ``reused`` says which.
     """
     argv = [*flags, "--seed", str(seed), "--data_root", args.data_root, "--weights_dir", args.work_dir,
             "--lognumber", f"{name}_s{seed}", "--tensorboard", "False", "--tensorboard_images", "False",
@@ -142,18 +143,18 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
             done = json.load(f)
         if done.get("settings") == settings:
             print(f"[{sweep}] {name} seed {seed}: reusing {cache}")
-            return done
+            return {**done, "reused": True}
     print(f"[{sweep}] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
     # --overwrite: a run trained again (other code or settings) replaces the one the cache was made from
     summary = train.main(train.get_args_parser().parse_args([*argv, "--overwrite"]))
     t0 = time.perf_counter()
-    scores = (score(summary["best"], seed) if score is not None else
-              score_checkpoint(summary["best"], args.data_root, seed, args.device, args.knn_per_class, iw_samples,
-                               iw_images))
+    scores = (score(summary[checkpoint], seed) if score is not None else
+              score_checkpoint(summary[checkpoint], args.data_root, seed, args.device, args.knn_per_class,
+                               iw_samples, iw_images))
     result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
               "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
     write_json(cache, result)
-    return result
+    return {**result, "reused": False}
 
 
 def mean_std(values: list[float]) -> dict:
