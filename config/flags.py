@@ -157,7 +157,7 @@ def add_objective_args(g: Any) -> None:
               "reconstruction + --capacity_weight x |KL - C|, C raised linearly from 0 to --capacity_max nats over "
               "--capacity_epochs, step by step (Burgess et al. 2018); betatc: the KL split into index-code MI, "
               "total correlation and dimension-wise KL (Chen et al. 2018), each estimated on the minibatch by "
-              "stratified sampling with the training set's size (losses/disentangling.py), the TC weighted by "
+              "stratified sampling with the training set's size (losses/betatc.py), the TC weighted by "
               "--tc_weight and the others by --kl_loss_weight; factorvae: the ELBO + --tc_weight x the TC "
               "estimated by a discriminator (MLP, 6 layers of --disc_units, leaky ReLU) between the codes and the "
               "codes permuted per dimension, trained by its "
