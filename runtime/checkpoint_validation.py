@@ -29,7 +29,7 @@ from core.limits import (
     MAX_VAMP_COMPONENTS,
 )
 from losses import LIKELIHOODS
-from models import MODELS, PRIORS, ModelConfig
+from models import MODELS, PRIORS, config_from_dict, config_keys
 from models.unet import parse_skips
 
 REQUIRED = ("epoch", "optimizer", "state_dict", "best_loss")  # the 2018 keys
@@ -82,7 +82,7 @@ def _check_optimizer(opt: Any) -> None:
 
 def _check_model_config(cfg: Any) -> None:
     _dict(cfg, "'model_config'")
-    unknown = set(cfg) - set(ModelConfig().to_dict())
+    unknown = set(cfg) - config_keys()  # every family's fields: a base-commit checkpoint stores them all
     if unknown:
         raise _Bad(f"'model_config' has unknown keys {sorted(unknown)[:3]}")
     if cfg.get("model_type") not in MODELS:
@@ -109,6 +109,11 @@ def _check_model_config(cfg: Any) -> None:
         parse_skips(cfg.get("unet_skips", "all"))
     except (ValueError, TypeError, AttributeError):
         raise _Bad(f"'model_config' unet_skips is not a list of resolutions: {cfg.get('unet_skips')!r:.40}") from None
+    try:  # what runtime.checkpoints.model_config_of builds: the family's own config (one from outside the tree too)
+        config_from_dict(cfg)
+    except (ValueError, TypeError) as e:
+        first = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise _Bad(f"'model_config' does not make a {cfg['model_type']} config ({first})") from None
 
 
 def _check_scheduler(sched: Any) -> None:

@@ -22,7 +22,7 @@ from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 from fileio.atomic import atomic_write
 from losses import likelihood_of
-from models import VAE, ModelConfig, build_model
+from models import VAE, ModelConfig, build_model, config_from_dict
 from runtime.checkpoint_validation import check_checkpoint
 from runtime.published_2018 import missing_hint
 
@@ -134,7 +134,7 @@ def check_fits_checkpoint(ckpt: Checkpoint, shape: tuple[int, ...], image_loss_t
 def model_config_of(ckpt: Checkpoint, run: RunConfig) -> ModelConfig:
     """The model a checkpoint holds: its stored config, or for a 2018 checkpoint (which stores none)
     the one ``run`` describes for 28x28 grey images of 10 classes (by default the published model)."""
-    return model_config(run) if ckpt.model_config is None else ModelConfig(**ckpt.model_config)
+    return model_config(run) if ckpt.model_config is None else config_from_dict(ckpt.model_config)
 
 
 def model_from_checkpoint(ckpt: Checkpoint, run: RunConfig, path: str = "checkpoint") -> VAE:
