@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.checkpoint import Checkpoint
 from core.errors import VaeLabError
 from losses.betatc import sampled_noise
 from losses.objective import Batch, Forward, Objective, RunSettings, register
@@ -100,14 +101,17 @@ class FactorVAE(Objective):
         return {"discriminator": {k: v.detach().cpu() for k, v in self.discriminator.state_dict().items()},
                 "disc_optimizer": self.disc_optimizer.state_dict()}
 
-    def restore_entries(self, ckpt: dict, source: str) -> None:
-        if "discriminator" not in ckpt or "disc_optimizer" not in ckpt:
-            trained = (ckpt.get("args") or {}).get("objective", "elbo")
+    def restore_entries(self, ckpt: Checkpoint | dict, source: str) -> None:
+        if isinstance(ckpt, dict):  # a checkpoint as written on disk
+            ckpt = Checkpoint.from_dict(ckpt)
+        saved = ckpt.entries
+        if "discriminator" not in saved or "disc_optimizer" not in saved:
+            trained = ckpt.trained_with("objective", "elbo")
             raise VaeLabError(f"{source!r} has no FactorVAE discriminator (it was trained with --objective "
                               f"{trained}); resume it with --objective {trained}, or start a new run")
         try:
-            self.discriminator.load_state_dict(ckpt["discriminator"])
-            self.disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
+            self.discriminator.load_state_dict(saved["discriminator"])
+            self.disc_optimizer.load_state_dict(saved["disc_optimizer"])
         except (ValueError, KeyError, RuntimeError, TypeError) as e:
             raise VaeLabError(f"the FactorVAE discriminator in {source!r} does not fit this model "
                               f"({str(e).splitlines()[0][:100]})") from None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from core.checkpoint import Checkpoint
 from losses.terms import IMAGE_LOSSES, reconstruction_loss
 
 if TYPE_CHECKING:  # the model's types, for the hints only: models import losses.pixel_layout
@@ -117,9 +118,9 @@ class Objective:
         """Top-level checkpoint keys of this objective's own modules (FactorVAE's discriminator); none here."""
         return {}
 
-    def restore_entries(self, ckpt: dict, source: str) -> None:
-        """Load what :meth:`checkpoint_entries` saved from ``ckpt`` (read from ``source``); VaeLabError when
-        it is missing or does not fit."""
+    def restore_entries(self, ckpt: Checkpoint | dict, source: str) -> None:
+        """Load what :meth:`checkpoint_entries` saved from ``ckpt`` (read from ``source``; its ``entries``);
+        VaeLabError when it is missing or does not fit."""
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}  # --objective name -> objective
