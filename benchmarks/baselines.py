@@ -35,7 +35,7 @@ from benchmarks.scaffold import ROOT, child_env
 from config.run_config import RunConfig, model_config
 from datasets import Split, as_float, ensure_raw_files, kfold_indices, load_split
 from evaluation.metrics import batch_metrics
-from losses import VAELoss
+from losses import build_objective
 from models import build_model
 from models.base import float32
 from runtime import accelerators
@@ -73,7 +73,7 @@ def build(model_type: str, device: torch.device, seed: int = 0):
     torch.manual_seed(seed)
     cfg = RunConfig(model_type=model_type)
     model = build_model(model_config(cfg)).to(device)
-    return model, make_optimizer(cfg.optimizer, model.parameters(), cfg.lr), VAELoss(cfg.image_loss_type)
+    return model, make_optimizer(cfg.optimizer, model.parameters(), cfg.lr), build_objective(cfg, model)
 
 
 def sync(device: torch.device) -> None:
@@ -116,10 +116,10 @@ def train_bare(model, optimizer, loss_fn, x: torch.Tensor, batch_size: int, seed
     for i in range(0, len(x), batch_size):
         xb = x[perm[i:i + batch_size]]
         with accelerators.autocast(xb.device, amp):
-            out = model(xb) if model.analytic_kl else model(xb, with_kl=True)
-        logits, mu, logvar = float32(*out[:3])
-        kl = None if model.analytic_kl else out[3].float().sum(1).mean()
-        loss = loss_fn(logits, xb, mu, logvar, kl)["loss"]
+            out = model(xb, with_kl=not model.analytic_kl)
+        logits, mu, logvar = float32(out.logits, out.mu, out.logvar)
+        kl = None if out.kl is None else out.kl.float().sum(1).mean()
+        loss = loss_fn.loss(logits, xb, mu, logvar, kl)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -140,8 +140,8 @@ def train_2018(model, optimizer, loss_fn, loader, device: torch.device, n_batche
         if i == n_batches:
             break
         xb = xb.to(device)
-        logits, mu, logvar = model(xb)
-        loss = loss_fn(logits, xb, mu, logvar)["loss"]
+        out = model(xb)
+        loss = loss_fn.loss(out.logits, xb, out.mu, out.logvar)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

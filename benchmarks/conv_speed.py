@@ -35,11 +35,10 @@ from benchmarks.scaffold import ROOT, child_env, command_line, load_average, tra
 from config.run_config import model_config
 from core.environment import cpu_name
 from dataio.folders import CACHE_DIR
-from engine import make_loss
 from fileio.atomic import write_text
+from losses import build_objective
 from models import build_model
 from runtime import accelerators
-from runtime.distributed import World
 from runtime.optim import make_optimizer
 
 PATHS = {"float32": accelerators.FastPath(False, False), "channels-last": accelerators.FastPath(True, False),
@@ -95,7 +94,7 @@ def build(model_type: str, shape: tuple[int, int], path: accelerators.FastPath):
                         "--channels_last", "on" if path.channels_last else "off"])
     torch.manual_seed(0)
     model = build_model(model_config(cfg, channels, size)).use_memory_format(path.memory_format)
-    return model, make_optimizer(cfg.optimizer, model.parameters(), cfg.lr), make_loss(cfg, World(), model), cfg
+    return model, make_optimizer(cfg.optimizer, model.parameters(), cfg.lr), build_objective(cfg, model), cfg
 
 
 def measure_grid(model_type: str, shape: tuple[int, int], data: B.Data | None, seconds: float, repeats: int,

@@ -48,7 +48,8 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
     best = float("inf")
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        out, mu, logvar = model(x)
+        o = model(x)
+        out, mu, logvar = o.logits, o.mu, o.logvar
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
         loss = pixel_nll(model.likelihood, out, x).sum() / x.shape[0] + kl
         opt.zero_grad()
