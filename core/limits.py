@@ -21,3 +21,5 @@ MAX_FACTOR_IMAGES = 6 * 737_280
 MAX_SSIM_WINDOW = 27  # --ssim_window_size
 # --threads: more compute threads than any machine's cores only spawn threads that wait
 MAX_THREADS = 1024
+MAX_DEEP_GROUPS = 16  # --deep_groups: latent groups per resolution
+MAX_DEEP_LATENT_CHANNELS = 64  # --deep_latent_channels

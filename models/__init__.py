@@ -7,13 +7,14 @@ import dataclasses
 import importlib
 from typing import Any
 
+from losses.pixel_layout import MIXTURE
 from models.base import VAE
 from models.family import MODELS, Family, ModelConfig, register, setting
 from models.priors import PRIORS
 
 # The modules of the families here, each registering its own when imported; in this order --help lists them
 # and their settings (and the run's YAML config its settings).
-FAMILY_MODULES = ("fc", "fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae")
+FAMILY_MODULES = ("fc", "fcn", "resconv", "unet", "conv1xn", "hvae", "pixelvae", "deep_hvae")
 for _module in FAMILY_MODULES:
     importlib.import_module(f"models.{_module}")
 
@@ -50,8 +51,9 @@ def config_keys() -> frozenset[str]:
 def config_from_dict(stored: dict[str, Any]) -> ModelConfig:
     """The config of the family a checkpoint's stored 'model_config' names: written by this version (the
     family's fields only) or by one before issue 35 (every family's fields in one flat dict: the other
-    families' are dropped). ValueError, in one line, for an unknown family or a key no family declares (the
-    values are checked as flags: config.flags.parse_settings)."""
+    families' are dropped); a ``dmol`` config stored without ``mixture_location`` (before issue 36) keeps the
+    "sigmoid" mapping its decoder was trained for. ValueError, in one line, for an unknown family or a key no
+    family declares (the values are checked as flags: config.flags.parse_settings)."""
     family = MODELS.get(stored.get("model_type", ModelConfig.model_type))
     if family is None:
         raise ValueError(f"unknown model type {stored.get('model_type')!r:.40}; choose from {sorted(MODELS)}")
@@ -59,7 +61,10 @@ def config_from_dict(stored: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)[:3]}")
     own = {f.name for f in dataclasses.fields(family.config)}
-    return family.config(**{k: v for k, v in stored.items() if k in own})
+    config = {k: v for k, v in stored.items() if k in own}
+    if config.get("likelihood") == MIXTURE and "mixture_location" not in config:
+        config["mixture_location"] = "sigmoid"  # stored before issue 36: its decoder was trained for that mapping
+    return family.config(**config)
 
 
 def rebuild_model(stored: dict[str, Any]) -> VAE:
