@@ -47,15 +47,20 @@ def print_eval_table(results: dict[str, dict]) -> None:
              and (m.column.shown is None or m.column.shown(rows))]
     first = rows[0]
     print(f"model: {first.get('family', '?')}")
-    if first.get("autoregressive"):
-        print("its decoder sees the pixels before each one: BCE, MSE and SSIM score each pixel's prediction from the "
-              "code and the true pixels before it; reconstructions (pictures, FID) are drawn from the code alone")
+    ahead = bool(first.get("autoregressive"))
+    if ahead:
+        print("its decoder sees the pixels before each one: BCE, MSE and SSIM (one step ahead) score each pixel's "
+              "prediction from the code and the true pixels before it; MSE and SSIM (from the code) score the "
+              "pictures --predict draws from the code alone (the posterior mean, pixel by pixel), on each split's "
+              "first " + " / ".join(dict.fromkeys(f"{r['picture_images']:,}" for r in rows if "picture_images" in r))
+              + " images")
     # a label may name a field of the split that has the figure, e.g. "IWAE K={iw_samples}"
-    labels = [m.label.format(**next(r for r in rows if m.name in r)) for m in shown]
-    print(f"{'split':<6} {'images':>7}" + "".join(f" {label:>{m.column.width}}" for m, label in zip(shown, labels)))
+    labels = [metrics.label(m, ahead).format(**next(r for r in rows if m.name in r)) for m in shown]
+    widths = [max(m.column.width, len(label)) for m, label in zip(shown, labels)]
+    print(f"{'split':<6} {'images':>7}" + "".join(f" {label:>{w}}" for w, label in zip(widths, labels)))
     for split, r in results.items():
-        print(f"{split:<6} {r['n']:>7d}" + "".join(f" {r[m.name]:>{m.column.width}{m.fmt}}" if m.name in r
-                                                   else f" {'':>{m.column.width}}" for m in shown))
+        print(f"{split:<6} {r['n']:>7d}" + "".join(f" {r[m.name]:>{w}{m.fmt}}" if m.name in r else f" {'':>{w}}"
+                                                   for m, w in zip(shown, widths)))
     if any("xz_bits_per_dim" in r for r in rows):
         print("b/d: bits per pixel and channel, a lossless code length (PNG and WebP per image, xz over the whole "
               "split); " + ("the model's: its negative ELBO (and IWAE bound) with bits-back coding" if any(

@@ -44,4 +44,4 @@ def batch_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None, names: Se
     # the KL per image and level from the model where it has no closed form (VampPrior: one sample of a fixed seed)
     out = model(x, y=y, with_kl=not model.analytic_kl)
     return measure(Batch(model, x, out.logits, out.mu, out.logvar, out.kl, window_size, image_loss_type,
-                         ssim_weight), names)
+                         ssim_weight, y), names)

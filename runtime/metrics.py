@@ -8,6 +8,11 @@ From these declarations come the step logger's names and the per-step TensorBoar
 (evaluation/metrics.py, evaluation/modes.py). Adding a metric is one :func:`register` call of one
 :class:`Metric`.
 
+Where the decoder reads pixels (``model.autoregressive``: pixelvae), its output for an image is a
+one-step-ahead prediction (each pixel from the code and the true pixels before it), not the picture a user
+gets, which is drawn from the code alone. A metric declared ``pictures_of`` another measures that other
+figure again on those pictures; both are then reported, labelled apart (:func:`label`).
+
 The terms of the training objective (loss, img_loss, kl_loss while training, grad_norm, ...) come from
 the objective; a declared metric with a ``compute`` is measured on the batch where the objective does not
 give it (validation, ``--evaluate``, and every training step on a sample of the batch).
@@ -50,6 +55,7 @@ class Batch:
     window_size: int = 5
     image_loss_type: str = "bce"
     ssim_weight: float = 1.0
+    y: torch.Tensor | None = None  # a CVAE's classes (the pictures are drawn for them)
 
     @cached_property
     def image(self) -> torch.Tensor:
@@ -61,6 +67,12 @@ class Batch:
         """Logits of that image, one per pixel (what the BCE and MSE score): the output itself unless it is
         a pixel mixture."""
         return self.logits if self.model.likelihood != MIXTURE else torch.logit(self.image, eps=1e-6)
+
+    @cached_property
+    def pictures(self) -> torch.Tensor:
+        """The pictures the code alone draws of ``x``: ``model.reconstruct``, what --predict and the explorer
+        show (for a decoder that reads pixels, drawn pixel by pixel from the posterior mean: slow)."""
+        return self.model.reconstruct(self.x, self.y)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,9 @@ class Metric:
     ``step``) and per epoch, the step console line (with ``step``) and the epoch line.
     ``detail``: on the epoch line, in parentheses after the validation loss.
     ``evaluate``: ``--evaluate`` reports it per split (the eval JSON); ``column``: in its table.
+    ``pictures_of``: the name of the figure this one measures again on ``Batch.pictures``; reported only for a
+    decoder that reads pixels (for any other the two are one figure), on the first images of a split
+    (evaluation/metrics.py, PICTURE_IMAGES).
     """
 
     name: str
@@ -98,6 +113,7 @@ class Metric:
     detail: bool = False
     evaluate: bool = False
     column: Column | None = None
+    pictures_of: str | None = None
 
 
 def _kl(b: Batch) -> torch.Tensor:
@@ -110,6 +126,10 @@ def _img_loss(b: Batch) -> torch.Tensor:  # the training reconstruction term, --
 
 def _ssim(b: Batch) -> torch.Tensor:
     return ssim(b.image, b.x, b.window_size).mean()
+
+
+def _picture_mse(b: Batch) -> torch.Tensor:  # mse_loss's sum, of pictures in [0, 1] rather than logits
+    return torch.nn.functional.mse_loss(b.pictures, b.x, reduction="sum") / b.x.shape[0]
 
 
 def _nll(b: Batch) -> torch.Tensor:  # -log p(x|z) under the model's likelihood (the BCE for a Bernoulli one)
@@ -131,9 +151,13 @@ _DECLARED = (
     # --evaluate's, decoding the posterior mean (kl: the loop's kl_loss under the eval JSON's name)
     Metric("bce", "BCE", ".2f", lambda b: bce_loss(b.image_logits, b.x), evaluate=True, column=Column(9)),
     Metric("mse", "MSE", ".2f", lambda b: mse_loss(b.image_logits, b.x), evaluate=True, column=Column(8)),
+    Metric("mse_from_code", "MSE (from the code)", ".2f", _picture_mse, evaluate=True, column=Column(19),
+           pictures_of="mse"),
     Metric("kl", "KL", ".2f", _kl, evaluate=True, column=Column(8)),
     Metric("bce_kl", "BCE+KL", ".2f", derive=lambda r: r["bce"] + r["kl"], evaluate=True, column=Column(9)),
     Metric("ssim", "SSIM", ".4f", _ssim, logged=True, evaluate=True, column=Column(7)),
+    Metric("ssim_from_code", "SSIM (from the code)", ".4f", lambda b: ssim(b.pictures, b.x, b.window_size).mean(),
+           evaluate=True, column=Column(20), pictures_of="ssim"),
     # computed over a whole split in evaluation/ (the IWAE bound, codecs, FID), in the table when there
     Metric("iwae_nll", "IWAE K={iw_samples}", ".2f", column=Column(12)),
     Metric("kl_top", "KL top", ".2f", column=Column()),  # a hierarchical model's KL per level
@@ -163,6 +187,8 @@ def register(metric: Metric) -> Metric:
         raise ValueError(f"metric {metric.name!r}: a logged metric needs a compute (the objective gives only its own)")
     if metric.evaluate and metric.compute is None and metric.derive is None:
         raise ValueError(f"metric {metric.name!r}: --evaluate needs a compute or a derive")
+    if metric.pictures_of is not None and metric.pictures_of not in METRICS:
+        raise ValueError(f"metric {metric.name!r}: pictures_of names no declared metric ({metric.pictures_of!r})")
     METRICS[metric.name] = metric
     return metric
 
@@ -170,6 +196,14 @@ def register(metric: Metric) -> Metric:
 def declared() -> list[Metric]:
     """Every declaration, built-in ones first, then the registered ones in the order of registration."""
     return list(METRICS.values())
+
+
+def label(metric: Metric, reads_pixels: bool) -> str:
+    """``metric``'s label in --evaluate's table and JSON for a model whose decoder reads pixels or not: a
+    figure that is measured again on the pictures is, for such a model, one step ahead."""
+    if reads_pixels and any(m.pictures_of == metric.name for m in declared()):
+        return f"{metric.label} (one step ahead)"
+    return metric.label
 
 
 def logged() -> list[Metric]:
@@ -225,8 +259,11 @@ def training_sample(model: Any, x: torch.Tensor, logits: torch.Tensor, cfg: RunC
 
 
 def evaluation_figures(means: Mapping[str, float]) -> dict[str, float]:
-    """A split's ``--evaluate`` figures in order, from the per-image means of the computed ones."""
+    """A split's ``--evaluate`` figures in order, from the per-image means of the computed ones (the pictures'
+    figures where measured)."""
     out: dict[str, float] = {}
     for m in evaluated():
+        if m.pictures_of is not None and m.name not in means:
+            continue
         out[m.name] = m.derive(out) if m.derive is not None else means[m.name]
     return out

@@ -210,11 +210,14 @@ function showRun() {
     el("tr", {}, el("td", { textContent: k }), el("td", { textContent: JSON.stringify(v) }))));
   const e = i.evaluation;
   if (!e) { $("eval").replaceChildren(el("span", { className: "muted", textContent: "no evaluation file beside the checkpoint (train.py --evaluate --resume CHECKPOINT writes one)" })); return; }
-  const keys = ["n", "bce", "mse", "kl", "bce_kl", "ssim", "iwae_nll", "bits_per_dim", "fid_prior", "fid_gmm", "fid_recon"];
+  const keys = ["n", "bce", "mse", "mse_from_code", "kl", "bce_kl", "ssim", "ssim_from_code", "iwae_nll", "bits_per_dim",
+    "fid_prior", "fid_gmm", "fid_recon"];
   const splits = Object.keys(e.splits), shown = keys.filter((k) => splits.some((s) => e.splits[s][k] !== undefined));
+  // a decoder that reads pixels: its JSON says which figure is one step ahead and which is of the pictures
+  const label = (k) => splits.map((s) => (e.splits[s].labels || {})[k]).find((v) => typeof v === "string") || k;
   const fmt = (v) => v === undefined ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : v);
   $("eval").replaceChildren(el("div", { className: "muted", textContent: e.path }), el("table", {},
-    el("tr", {}, el("th", { textContent: "split" }), ...shown.map((k) => el("th", { textContent: k }))),
+    el("tr", {}, el("th", { textContent: "split" }), ...shown.map((k) => el("th", { textContent: label(k) }))),
     ...splits.map((s) => el("tr", {}, el("td", { textContent: s }),
       ...shown.map((k) => el("td", { textContent: String(fmt(e.splits[s][k])) }))))));
 }
