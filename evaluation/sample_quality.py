@@ -7,6 +7,9 @@ the Fréchet distance between the two. Inception's weights cannot be downloaded 
 not trained on 28x28 grey images, so the features come instead from :class:`Classifier`, a
 small conv net trained once on the training split of the same dataset and cached under
 ``weights/`` (:func:`load_or_train_classifier`); the real images are the official test set.
+A labelled image folder (``--dataset_type folder`` with class sub-folders) gets its own: the
+same net at the run's shape and number of classes, trained on the folder's training images
+and scored on its held-out ones, so colour samples get a distance (and, for a CVAE, an accuracy).
 
 Units: the distance is in squared feature units (the 128 ReLU activations of the
 classifier's penultimate layer); 0 means equal means and covariances; lower is better.
@@ -18,8 +21,10 @@ training images score 0.75 against the test set, 1,000 of them 3.96.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -30,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import VaeLabError
-from datasets import FOLDERS, Split, as_float, load_split
+from datasets import FOLDER, FOLDERS, Split, as_float, load_split
 from fileio.dirs import ensure_writable_dir
 from runtime.checkpoints import load_checkpoint_file, save_checkpoint
 
@@ -50,12 +55,16 @@ CACHE_KEYS = ("format_version", "architecture", "dataset_type", "state_dict", "t
 
 DEFAULT_SEED = 0
 DEFAULT_EPOCHS = 4  # 91.0% test accuracy on Fashion-MNIST (3: 90.6%, 5: 91.4%)
+# an image folder is often a few thousand images: its classifier trains for as many steps as the
+# Fashion-MNIST one (4 epochs of 60,000 in batches of 256), not for as many epochs
+FOLDER_STEPS = DEFAULT_EPOCHS * math.ceil(60_000 / 256)
 BATCH_SIZE = 256  # training minibatch, images
 LR = 2e-3  # Adam's peak learning rate, decayed to 0 along a cosine over the run
 
 
 class Classifier(nn.Module):
-    """A small conv net for (N, 1, 28, 28) images in [0, 1] with 10 classes.
+    """A small conv net for (N, C, H, W) images in [0, 1] (by default the built-in sets' (N, 1, 28, 28)
+    with 10 classes; an image folder's shape and classes otherwise).
 
     conv 5x5 stride 2 (32) - BN - ReLU - conv 3x3 stride 2 (64) - BN - ReLU - FC 128 - ReLU
     (the features) - dropout 0.3 - FC 10 (the logits). Strided convolutions instead of
@@ -66,15 +75,16 @@ class Classifier(nn.Module):
     images (Bernoulli means) are on that scale too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5, stride=2, padding=2, bias=False)  # -> (N, 32, 14, 14)
+        c, h, w = shape
+        self.conv1 = nn.Conv2d(c, 32, 5, stride=2, padding=2, bias=False)  # 28x28 -> (N, 32, 14, 14)
         self.bn1 = nn.BatchNorm2d(32)
         self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False)  # -> (N, 64, 7, 7)
         self.bn2 = nn.BatchNorm2d(64)
-        self.fc1 = nn.Linear(64 * 7 * 7, FEATURE_DIM)
+        self.fc1 = nn.Linear(64 * _quarter(h) * _quarter(w), FEATURE_DIM)
         self.drop = nn.Dropout(0.3)
-        self.fc2 = nn.Linear(FEATURE_DIM, NUM_CLASSES)
+        self.fc2 = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate layer (post-ReLU activations), shape (N, FEATURE_DIM)."""
@@ -83,8 +93,22 @@ class Classifier(nn.Module):
         return F.relu(self.fc1(h.flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits, shape (N, NUM_CLASSES)."""
+        """Class logits, shape (N, classes)."""
         return self.fc2(self.drop(self.features(x)))
+
+
+def _quarter(side: int) -> int:
+    """A side after the two stride-2 convolutions (each rounds up: 28 -> 14 -> 7, 32 -> 16 -> 8)."""
+    return (side + 3) // 4
+
+
+def architecture(shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = NUM_CLASSES) -> str:
+    """The cache's name for the net of this input shape and number of classes (the built-in sets':
+    ARCHITECTURE, as their caches were always written)."""
+    if (tuple(shape), num_classes) == ((1, 28, 28), NUM_CLASSES):
+        return ARCHITECTURE
+    c, h, w = shape
+    return f"{c}x{h}x{w}-conv5s2x32-bn-conv3s2x64-bn-fc{FEATURE_DIM}-fc{num_classes}"
 
 
 def _fork_rng(device: torch.device):
@@ -106,7 +130,7 @@ def _predict(classifier: Classifier, images: torch.Tensor, device: torch.device,
 
 def classifier_accuracy(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
                         device: torch.device, batch_size: int = 1000) -> float:
-    """Fraction in [0, 1] of ``images`` (N, 1, 28, 28) in [0, 1] classified as ``labels`` (N,).
+    """Fraction in [0, 1] of ``images`` (N, C, H, W) in [0, 1] classified as ``labels`` (N,).
 
     For a conditional VAE, images decoded for class c should be classified as c; the real
     test images give the ceiling (the classifier's test accuracy). ``classifier`` must be on
@@ -120,10 +144,10 @@ def classifier_accuracy(classifier: Classifier, images: torch.Tensor, labels: to
 
 
 def train_classifier(train: Split, test: Split, device: torch.device, seed: int = DEFAULT_SEED,
-                     epochs: int = DEFAULT_EPOCHS, batch_size: int = BATCH_SIZE
+                     epochs: int = DEFAULT_EPOCHS, batch_size: int = BATCH_SIZE, num_classes: int = NUM_CLASSES
                      ) -> tuple[Classifier, float]:
-    """Train a :class:`Classifier` on ``train``; return it (eval mode, on ``device``) and its
-    accuracy on ``test`` (a fraction in [0, 1]).
+    """Train a :class:`Classifier` of ``train``'s image shape and ``num_classes`` classes on ``train``;
+    return it (eval mode, on ``device``) and its accuracy on ``test`` (a fraction in [0, 1]).
 
     Adam on cross-entropy, learning rate LR decayed to 0 along a cosine (per step), minibatches
     of ``batch_size`` in a fresh random order each epoch, no augmentation. The same seed, data
@@ -136,7 +160,7 @@ def train_classifier(train: Split, test: Split, device: torch.device, seed: int 
     order = torch.Generator().manual_seed(seed)
     with _fork_rng(device):
         torch.manual_seed(seed)  # the initial weights and the dropout masks
-        model = Classifier().to(device)
+        model = Classifier(tuple(x.shape[1:]), num_classes).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         # a short run ends at its best weights when the learning rate has decayed to 0
         total = epochs * math.ceil(len(x) / batch_size)
@@ -168,8 +192,8 @@ def _save(state: dict, path: str) -> None:
     save_checkpoint(state, path, "FID classifier cache")
 
 
-def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.device
-          ) -> tuple[Classifier, float]:
+def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.device,
+          shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = NUM_CLASSES) -> tuple[Classifier, float]:
     """The cached classifier and its test accuracy; anything unexpected is a VaeLabError."""
     try:
         state = load_checkpoint_file(path, "FID classifier cache")  # weights_only: never runs code from the file
@@ -184,15 +208,16 @@ def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.de
         raise _refuse(path, f"has format version {state['format_version']!r}, not {FORMAT_VERSION}")
     if state["dataset_type"] != dataset_type:
         raise _refuse(path, f"was trained on {state['dataset_type']!r}, not {dataset_type!r}")
-    if state["architecture"] != ARCHITECTURE:
-        raise _refuse(path, f"holds the architecture {state['architecture']!r}, not {ARCHITECTURE!r}")
+    expected = architecture(shape, num_classes)
+    if state["architecture"] != expected:
+        raise _refuse(path, f"holds the architecture {state['architecture']!r}, not {expected!r}")
     if (state["seed"], state["epochs"]) != (seed, epochs):
         raise _refuse(path, f"was trained with seed {state['seed']} for {state['epochs']} epochs, "
                             f"not seed {seed} for {epochs}")
     acc = state["test_accuracy"]
     if not isinstance(acc, float) or not 0.0 <= acc <= 1.0:
         raise _refuse(path, f"holds the test accuracy {acc!r}, not a fraction in [0, 1]")
-    model = Classifier()
+    model = Classifier(shape, num_classes)
     sd = state["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise _refuse(path, "holds a state_dict that is not a dict of tensors")
@@ -207,43 +232,72 @@ def _load(path: str, dataset_type: str, seed: int, epochs: int, device: torch.de
     return model.to(device).eval(), acc
 
 
+def _folder_splits(root: str, data: dict) -> tuple[Split, Split, str]:
+    """An image folder's training and held-out images as the run loads them (``data``: load_split's
+    options), and the name its classifier is cached under: the folder's name and a digest of its path,
+    image shape, classes and options, so another folder or another shape never reads this cache."""
+    train, test = load_split(FOLDER, root, train=True, **data), load_split(FOLDER, root, train=False, **data)
+    if train.classes is None or len(train.classes) < 2:
+        raise VaeLabError(f"--fid on an image folder needs its images in class sub-folders ({root}/<class>/...) "
+                          f"to train its classifier on; {root!r} has "
+                          f"{'none' if train.classes is None else 'one class'}")
+    key = repr((os.path.abspath(root), tuple(train.x.shape[1:]), train.classes, sorted(data.items())))
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.basename(os.path.abspath(root)))[:40]
+    return train, test, f"{FOLDER}_{slug}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def load_or_train_classifier(dataset_type: str, data_root: str, weights_dir: str, device: torch.device,
                              log: Callable[[str], None] = print, seed: int = DEFAULT_SEED,
-                             epochs: int = DEFAULT_EPOCHS) -> tuple[Classifier, float]:
+                             epochs: int | None = None, data: dict | None = None) -> tuple[Classifier, float]:
     """The feature classifier of ``dataset_type`` (eval mode, on ``device``) and its test accuracy.
 
     Loads ``{weights_dir}/{dataset_type}_fid_classifier.pth.tar`` when it exists; otherwise
     trains one on the official training split (60k images, 4 epochs: 356 s on a busy shared
     2-core CPU), scores it on the test split (10k), and writes
-    the cache atomically. A cache that is
-    corrupt or does not match (another dataset, architecture, format, seed or epochs) raises
+    the cache atomically. An image folder (``folder``) with class sub-folders: the net of its image
+    shape and classes, trained on its training images for FOLDER_STEPS steps and scored on its held-out
+    ones; ``data``: load_split's options of the run (config.run_config.data_options), so the classifier
+    sees the images the model was trained on; cached as ``folder_<name>_<digest>_fid_classifier.pth.tar``
+    (_folder_splits). ``epochs``: default DEFAULT_EPOCHS (a folder: as many as make FOLDER_STEPS). A cache
+    that is corrupt or does not match (another dataset, architecture, format, seed or epochs) raises
     a VaeLabError that says to delete it: it is never silently replaced, since scores are
     comparable only with the same classifier. Logs one line either way, with the accuracy.
     """
-    if dataset_type not in FOLDERS:
-        raise VaeLabError(f"unknown dataset {dataset_type!r}; choose from {sorted(FOLDERS)}")
-    path = cache_path(dataset_type, weights_dir)
+    if dataset_type not in FOLDERS and dataset_type != FOLDER:
+        raise VaeLabError(f"unknown dataset {dataset_type!r}; choose from {sorted(FOLDERS) + [FOLDER]}")
+    train = test = None
+    shape, classes, name = (1, 28, 28), NUM_CLASSES, dataset_type
+    if dataset_type == FOLDER:
+        train, test, name = _folder_splits(data_root, data or {})
+        shape, classes = tuple(train.x.shape[1:]), len(train.classes)
+        epochs = epochs or math.ceil(FOLDER_STEPS / math.ceil(len(train) / BATCH_SIZE))
+    epochs = epochs or DEFAULT_EPOCHS
+    path = cache_path(name, weights_dir)
     if os.path.exists(path):
-        model, acc = _load(path, dataset_type, seed, epochs, device)
+        model, acc = _load(path, name, seed, epochs, device, shape, classes)
         log(f"FID classifier: {path}, test accuracy {acc:.4f}")
         return model, acc
     ensure_writable_dir(weights_dir, "weights")  # fail now, not after minutes of training
-    train, test = load_split(dataset_type, data_root, train=True), load_split(dataset_type, data_root, train=False)
-    log(f"FID classifier: training one on the {len(train)} {dataset_type} training images ({epochs} epochs, once; "
-        f"cached as {path})")
+    if train is None:
+        train, test = load_split(dataset_type, data_root, train=True), load_split(dataset_type, data_root, train=False)
+    if dataset_type == FOLDER:
+        what = done = f"{len(train)} training images of {data_root} ({classes} classes)"
+    else:
+        what, done = f"{len(train)} {dataset_type} training images", f"{len(train)} {dataset_type} images"
+    log(f"FID classifier: training one on the {what} ({epochs} epochs, once; cached as {path})")
     start = time.perf_counter()
-    model, acc = train_classifier(train, test, device, seed=seed, epochs=epochs)
+    model, acc = train_classifier(train, test, device, seed=seed, epochs=epochs, num_classes=classes)
     state = {
         "format_version": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
-        "dataset_type": dataset_type,
+        "architecture": architecture(shape, classes),
+        "dataset_type": name,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "test_accuracy": acc,
         "seed": seed,
         "epochs": epochs,
     }
     _save(state, path)
-    log(f"FID classifier: trained on {len(train)} {dataset_type} images ({epochs} epochs, seed {seed}, "
+    log(f"FID classifier: trained on {done} ({epochs} epochs, seed {seed}, "
         f"{time.perf_counter() - start:.0f} s), saved to {path}, test accuracy {acc:.4f}")
     return model, acc
 
@@ -253,8 +307,8 @@ def feature_stats(classifier: Classifier, images: torch.Tensor, device: torch.de
                   batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Mean (F,) and covariance (F, F) of ``classifier.features`` over ``images``, float64.
 
-    ``images``: (N, 1, 28, 28) in [0, 1], N >= 2 (for decoded VAE samples, the Bernoulli
-    means, as the test images are grey levels). The covariance is unbiased (divides by
+    ``images``: (N, C, H, W) of the classifier's shape in [0, 1], N >= 2 (for decoded VAE samples,
+    the Bernoulli means, as the test images are grey levels). The covariance is unbiased (divides by
     N - 1), as in FID. ``classifier`` must be on ``device``; it is put in eval mode.
     Units: those of the features (post-ReLU activations).
     """
