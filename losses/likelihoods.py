@@ -14,7 +14,8 @@ the location of the logistic / Gaussian, so every picture of a model decodes the
   distribution over levels (its NLL can be negative).
 - ``dmol``: a mixture of K discretised logistics per pixel, each with its own location and scale
   per pixel and channel, colour channels coupled as in PixelCNN++ (losses/pixel_layout.py lays out the
-  decoder's output); the decoder outputs the mixture's parameters instead of one logit per channel.
+  decoder's output); the decoder outputs the mixture's parameters instead of one logit per channel, the
+  locations unbounded as PixelCNN++'s means (not a sigmoid: see pixel_layout.MIXTURE_LOCATIONS).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, coupled_locations, split_mixture
+from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, MIXTURE_LOG_SCALE_MIN, coupled_locations, split_mixture
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian", MIXTURE)
 # likelihoods that are distributions over the 256 levels: their NLL is a code length (bits per dimension)
@@ -60,7 +61,7 @@ def mixture_nll(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     logistics ``params`` (..., P, H, W) (losses/pixel_layout.py); shape (..., 1, H, W)."""
     logit_pi, loc, log_s, coeffs = split_mixture(params, x.shape[-3])
     xk = x.unsqueeze(-4)  # (..., 1, C, H, W): one copy for every component
-    log_p = _logistic_bin_log_prob(coupled_locations(loc, coeffs, xk), log_s.clamp_min(LOG_SCALE_MIN), xk)
+    log_p = _logistic_bin_log_prob(coupled_locations(loc, coeffs, xk), log_s.clamp_min(MIXTURE_LOG_SCALE_MIN), xk)
     log_mix = torch.log_softmax(logit_pi, dim=-3) + log_p.sum(-3)  # (..., K, H, W)
     return -torch.logsumexp(log_mix, dim=-3, keepdim=True)
 

@@ -14,8 +14,20 @@ import torch
 
 MIXTURE = "dmol"
 RGB_COUPLINGS = 3  # green on red; blue on red and green
-# smallest log-scale a logistic gets: exp(-7) ~ 1e-3 of the [0, 1] range, a quarter of a grey level
+# smallest log-scale of the per-channel logistic (and of the mixture before issue 36): exp(-7) ~ 1e-3 of the
+# [0, 1] range, a quarter of a grey level
 LOG_SCALE_MIN = -7.0
+# smallest log-scale of the mixture's logistics: exp(-8) = 3.4e-4 of the [0, 1] range, a twelfth of a grey level,
+# so a decoder sure of a pixel puts 0.994 on an interior level (0.008 bits) and 0.997 on 0 or 255 per channel
+# (at -7: 0.791 and 0.896, a floor of 0.28 bits/dim on flat-coloured images). PixelCNN++'s -7 on [-1, 1] data
+# is -7.69 here (0.973); not much lower, because a location's gradient grows as 1 / scale.
+MIXTURE_LOG_SCALE_MIN = -8.0
+# How the decoder's output gives a logistic's location. "unbounded": the output itself, on the [0, 1] scale, as
+# PixelCNN++'s means (the edge bins 0 and 255 take everything beyond, so a decoder sure of white moves the
+# location past 1). "sigmoid": sigmoid(output) and log-scales floored at LOG_SCALE_MIN, the mapping of models
+# trained before issue 36 (inside (0, 1), so at 0 and 255 training widened the scale instead: P -> 1/2);
+# such a model hands its output over in the unbounded form (as_unbounded), so every reader has one form.
+MIXTURE_LOCATIONS = ("unbounded", "sigmoid")
 
 
 def params_per_component(channels: int) -> int:
@@ -30,16 +42,29 @@ def output_channels(likelihood: str, channels: int, components: int) -> int:
 
 def split_mixture(params: torch.Tensor, channels: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(..., P, H, W) -> mixture logits (..., K, H, W), locations in (0, 1) and raw log-scales
-    (..., K, C, H, W), and for colour the couplings in (-1, 1) (..., K, 3, H, W)."""
+    """(..., P, H, W) -> mixture logits (..., K, H, W), locations (unbounded, on the [0, 1] scale) and raw
+    log-scales (..., K, C, H, W), and for colour the couplings in (-1, 1) (..., K, 3, H, W)."""
     *lead, p, h, w = params.shape
     k = p // params_per_component(channels)
     logit_pi = params[..., :k, :, :]
-    loc = torch.sigmoid(params[..., k:k + k * channels, :, :]).reshape(*lead, k, channels, h, w)
+    loc = params[..., k:k + k * channels, :, :].reshape(*lead, k, channels, h, w)
     log_s = params[..., k + k * channels:k + 2 * k * channels, :, :].reshape(*lead, k, channels, h, w)
     coeffs = (torch.tanh(params[..., k + 2 * k * channels:, :, :]).reshape(*lead, k, RGB_COUPLINGS, h, w)
               if channels == 3 else None)
     return logit_pi, loc, log_s, coeffs
+
+
+def as_unbounded(params: torch.Tensor, channels: int) -> torch.Tensor:
+    """A decoder output (..., P, H, W) of the "sigmoid" location mapping in the "unbounded" form: its locations
+    sigmoid(output) and its log-scales floored at LOG_SCALE_MIN, so split_mixture and every reader of the
+    mixture compute what they computed for it before issue 36 (a bfloat16 output in float32, where its losses
+    ran)."""
+    if params.element_size() < 4:
+        params = params.float()
+    k = params.shape[-3] // params_per_component(channels)
+    loc, scale = k + k * channels, k + 2 * k * channels  # where the log-scales and the couplings begin
+    return torch.cat([params[..., :k, :, :], torch.sigmoid(params[..., k:loc, :, :]),
+                      params[..., loc:scale, :, :].clamp_min(LOG_SCALE_MIN), params[..., scale:, :, :]], dim=-3)
 
 
 def coupled_locations(loc: torch.Tensor, coeffs: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losses.pixel_layout import MIXTURE, as_unbounded
 from models.family import ModelConfig
 from models.pixels import mean_image
 from models.priors import PRIORS, batchnorm_frozen, gaussian_log_prob, mixture_log_prob
@@ -88,6 +89,8 @@ class VAE(nn.Module):
     latent_size: int
     image_shape: tuple[int, int, int]
     likelihood: str
+    # "sigmoid" for a dmol model trained before issue 36 (its output is handed over by pixel_params), else "unbounded"
+    mixture_location: str = "unbounded"
     prior: str
     input_mean: float
     input_std: float
@@ -115,6 +118,8 @@ class VAE(nn.Module):
         self.model_type, self.latent_size, self.prior = cfg.model_type, cfg.latent_space_size, cfg.prior
         self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
         self.likelihood = cfg.likelihood
+        if cfg.likelihood == MIXTURE:
+            self.mixture_location = cfg.mixture_location
         self.input_mean, self.input_std = float(cfg.input_mean), float(cfg.input_std)
         # the learnt log-scale per channel of a logistic or Gaussian likelihood; None for the Bernoulli
         # one, and then not in the state dict
@@ -201,10 +206,18 @@ class VAE(nn.Module):
         """Pixel logits (B, C, H, W) of latent codes (B, z) (and classes (B,) for a CVAE)."""
         if self.conditional:
             z = torch.cat([z, self._one_hot(y, z)], dim=1)
-        return self._decode(z)
+        return self.pixel_params(self._decode(z))
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def pixel_params(self, out: torch.Tensor) -> torch.Tensor:
+        """The decoder's last layer's output ``out`` as every reader of it takes it (losses/pixel_layout.py):
+        itself, but a pixel mixture of the "sigmoid" location mapping (a model trained before issue 36) in the
+        unbounded form. Every path that returns the decoder's output passes it through here once."""
+        if self.mixture_location == "sigmoid":
+            return as_unbounded(out, self.image_shape[0])
+        return out
 
     def decode_given(self, z: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """The decoder's output for images ``x`` given their codes: what the likelihood scores. Only an

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from losses.pixel_layout import output_channels
+from losses.pixel_layout import MIXTURE_LOCATIONS, output_channels
 
 
 @dataclass
@@ -40,6 +40,10 @@ class ModelConfig:
     vamp_components: int = 500
     # likelihood "dmol": logistics in the mixture of each pixel (models/pixels.py)
     mixture_components: int = 5
+    # likelihood "dmol": how the decoder's output gives the logistics' locations (losses/pixel_layout.py,
+    # MIXTURE_LOCATIONS): "unbounded", or "sigmoid" for a model trained before issue 36 (a stored config
+    # without this field: models.config_from_dict)
+    mixture_location: str = "unbounded"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
         # the base class stands for the family named by model_type (an unknown name stays a base config:
@@ -53,6 +57,8 @@ class ModelConfig:
         family = MODELS.get(self.model_type)
         if family is not None and type(self) is not family.config:
             raise ValueError(f"{type(self).__name__} is not the config of --model_type {self.model_type}")
+        if self.mixture_location not in MIXTURE_LOCATIONS:
+            raise ValueError(f"mixture_location {self.mixture_location!r:.40} is not one of {MIXTURE_LOCATIONS}")
 
     @property
     def output_channels(self) -> int:

@@ -108,7 +108,7 @@ class HierarchicalVAE(VAE):
     def _pixels(self, d: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
         return self.dec_conv(d + self.z1_in(z1.view(-1, self.cz, self.side, self.side)))
 
-    def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits)
+    def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits: then pixel_params)
         d = self._map(z)
         return self._pixels(d, _gaussian_params(self.prior_map(d))[0])
 
@@ -137,7 +137,7 @@ class HierarchicalVAE(VAE):
         z = self.reparameterize(mu, logvar, e_top)
         d = self._top(z, y)
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h, e_map)
-        logits = self._pixels(d, z1)
+        logits = self.pixel_params(self._pixels(d, z1))
         if not with_kl:
             return ModelOutput(logits, mu, logvar, z)
         with float32_region(mu):
@@ -159,7 +159,7 @@ class HierarchicalVAE(VAE):
         p_mean, p_logvar, q_mean, q_logvar, z1 = self._lower(d, h.repeat(k, 1, 1, 1), e_map.reshape(k * b, -1))
         z1, p_mean, p_logvar, q_mean, q_logvar = (t.flatten(1) for t in (z1, p_mean, p_logvar, q_mean, q_logvar))
         lower = gaussian_log_prob(z1, p_mean, p_logvar) - gaussian_log_prob(z1, q_mean, q_logvar)
-        logits = self._pixels(d, z1)
+        logits = self.pixel_params(self._pixels(d, z1))
         return torch.stack([log_ratio, lower.view(k, b)], dim=-1), logits.view(k, b, *logits.shape[1:])
 
     def top_only_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
@@ -173,7 +173,7 @@ class HierarchicalVAE(VAE):
         d = self._top(z.reshape(k * b, -1), repeat_rows(y, k))
         p_mean, p_logvar = _gaussian_params(self.prior_map(d))
         z1 = p_mean + e_map.reshape(k * b, -1).view_as(p_mean) * torch.exp(0.5 * p_logvar)
-        logits = self._pixels(d, z1)
+        logits = self.pixel_params(self._pixels(d, z1))
         return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, split_mixture
+from losses.pixel_layout import LOG_SCALE_MIN, MIXTURE, MIXTURE_LOG_SCALE_MIN, split_mixture
 
 
 def mean_image(likelihood: str, output: torch.Tensor, channels: int) -> torch.Tensor:
@@ -14,12 +14,13 @@ def mean_image(likelihood: str, output: torch.Tensor, channels: int) -> torch.Te
     if likelihood != MIXTURE:
         return torch.sigmoid(output)
     logit_pi, loc, _, coeffs = split_mixture(output, channels)
+    loc = loc.clamp(0, 1)  # a location past an edge: that edge level (as its draws are)
     if coeffs is not None:  # the components' own means stand in for the channels before
         r, g, b = loc.unbind(-3)
         g = g + coeffs[..., 0, :, :] * r
         loc = torch.stack([r, g, b + coeffs[..., 1, :, :] * r + coeffs[..., 2, :, :] * g], dim=-3)
     weights = torch.softmax(logit_pi, dim=-3).unsqueeze(-3)  # (..., K, 1, H, W)
-    return (weights * loc.clamp(0, 1)).sum(-4)
+    return (weights * loc.clamp(0, 1)).sum(-4)  # the coupled ones may leave [0, 1] again
 
 
 def _quantised(v: torch.Tensor) -> torch.Tensor:
@@ -50,7 +51,7 @@ def sample_pixels(likelihood: str, params: torch.Tensor, log_scale: torch.Tensor
     k = logit_pi.shape[1]
     pick = torch.argmax(logit_pi - torch.log(-torch.log(u[:, :k].clamp(1e-5, 1 - 1e-5))), dim=1)  # (B,)
     rows = torch.arange(params.shape[0], device=params.device)
-    loc, s = loc[rows, pick], torch.exp(log_s[rows, pick].clamp_min(LOG_SCALE_MIN))  # (B, C)
+    loc, s = loc[rows, pick], torch.exp(log_s[rows, pick].clamp_min(MIXTURE_LOG_SCALE_MIN))  # (B, C)
     noise = _logistic(u[:, k:k + channels])
     out = []
     for c in range(channels):

@@ -134,7 +134,7 @@ class PixelVAE(ResConvVAE):
                                  cfg.output_channels)
 
     def decode_given(self, z: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        return self.stack(x.contiguous(memory_format=self.memory_format), self.code_map(z, y))
+        return self.pixel_params(self.stack(x.contiguous(memory_format=self.memory_format), self.code_map(z, y)))
 
     def code_map(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioning map (B, pixel_channels, H, W) of codes (B, z) (and classes)."""
@@ -169,8 +169,8 @@ class PixelVAE(ResConvVAE):
                 lo = max(0, col - cols)
                 out = self.stack.horizontal(x[:, :, r:r + 1, lo:col + 1], [t[..., lo:col + 1] for t in above],
                                             [t[:, :, r:r + 1, lo:col + 1] for t in ch])
-                x[:, :, r, col] = sample_pixels(self.likelihood, out[:, :, 0, -1], self.log_scale,
-                                                noise[:, :, r, col], c_img)
+                params = self.pixel_params(out[:, :, :, -1:])[:, :, 0, 0]
+                x[:, :, r, col] = sample_pixels(self.likelihood, params, self.log_scale, noise[:, :, r, col], c_img)
         return x
 
     @torch.no_grad()

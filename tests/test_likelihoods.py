@@ -98,11 +98,11 @@ def test_the_pixel_mixture_is_a_distribution_over_the_256_levels(components):
 
 def test_one_component_is_the_discretised_logistic_with_a_location_and_scale_per_pixel():
     torch.manual_seed(1)
-    loc_logits, log_s = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4) - 2
+    loc, log_s = torch.rand(2, 1, 4, 4) * 1.4 - 0.2, torch.randn(2, 1, 4, 4) - 2  # locations also past 0 and 1
     x = torch.randint(0, 256, (2, 1, 4, 4)) / 255
-    params = torch.cat([torch.zeros(2, 1, 4, 4), loc_logits, log_s], dim=1)  # K = 1: logit, location, log-scale
+    params = torch.cat([torch.zeros(2, 1, 4, 4), loc, log_s], dim=1)  # K = 1: logit, location, log-scale
     # the bin's mass by its closed form, in float64: the CDF at its edges, the edge bins taking the tails
-    mu, s, xd, half = torch.sigmoid(loc_logits).double(), log_s.double().exp(), x.double(), 0.5 / 255
+    mu, s, xd, half = loc.double(), log_s.double().exp(), x.double(), 0.5 / 255
     upper = torch.where(xd > 1 - half, torch.ones_like(xd), torch.sigmoid((xd + half - mu) / s))
     lower = torch.where(xd < half, torch.zeros_like(xd), torch.sigmoid((xd - half - mu) / s))
     mass = upper - lower
@@ -152,3 +152,55 @@ def test_a_mixture_run_trains_evaluates_in_bits_and_resumes(tiny_mnist, workdir)
     assert_cli_error(code, err, "--mixture_components 2")
     code, _, err = run_cli(tiny_args(tiny_mnist, "--image_loss_type", "dmol", name="x"))  # fc_conv: one logit
     assert_cli_error(code, err, "--image_loss_type dmol", "fc_conv")
+
+
+def _sigmoid_mixture_nll(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log P(x) per image, in float64, of grey images under the mixture as it read a decoder's output before
+    issue 36: locations sigmoid(output), scales exp(output) floored at exp(-7); the edge bins take the tails."""
+    raw, x, half = raw.double(), x.double(), 0.5 / 255
+    k = raw.shape[1] // 3
+    log_pi, mu, s = raw[:, :k].log_softmax(1), raw[:, k:2 * k].sigmoid(), raw[:, 2 * k:].clamp_min(-7).exp()
+    upper = torch.where(x > 1 - half, torch.ones_like(mu), torch.sigmoid((x + half - mu) / s))
+    lower = torch.where(x < half, torch.zeros_like(mu), torch.sigmoid((x - half - mu) / s))
+    return -torch.logsumexp(log_pi + (upper - lower).log(), dim=1).flatten(1).sum(1)
+
+
+def test_a_dmol_checkpoint_stored_before_issue_36_decodes_and_scores_with_its_sigmoid_mapping(tiny_mnist, workdir,
+                                                                                              monkeypatch):
+    import models.pixelvae
+    from runtime.checkpoints import load_model
+
+    flags = ("--model_type", "pixelvae", "--image_loss_type", "dmol", "--pixel_layers", "1", "--pixel_channels", "8",
+             "--mixture_components", "2")
+    code, _, err = run_cli(tiny_args(tiny_mnist, *flags))
+    assert code == 0, err
+    ckpt = load_ckpt("weights/r_checkpoint.pth.tar")
+    assert ckpt["model_config"]["mixture_location"] == "unbounded"  # what a checkpoint of this version says
+    del ckpt["model_config"]["mixture_location"]  # ... and what one written before issue 36 did not
+    torch.save(ckpt, "weights/legacy.pth.tar")
+    legacy, new = load_model("weights/legacy.pth.tar")[0].eval(), load_model("weights/r_checkpoint.pth.tar")[0].eval()
+    assert (legacy.mixture_location, new.mixture_location) == ("sigmoid", "unbounded")
+
+    x = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(0)) / 255
+    with torch.no_grad():
+        mu = new.posterior(x)[0]
+        raw = new.decode_given(mu, None, x)  # the same weights: the decoder's own output, read as it is
+        want = _sigmoid_mixture_nll(raw, x)
+        got = pixel_nll("dmol", legacy(x).logits, x).flatten(1).sum(1).double()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=0)  # scored as it was trained
+        assert ((pixel_nll("dmol", new(x).logits, x).flatten(1).sum(1) - got).abs() > 10).all()  # the mapping matters
+        k = raw.shape[1] // 3  # its mean image: the components' sigmoid locations, weighted
+        mean = (raw[:, :k].softmax(1) * raw[:, k:2 * k].sigmoid()).sum(1, keepdim=True)
+        torch.testing.assert_close(legacy.image_of(legacy(x).logits), mean)
+
+    # its pictures are drawn from the sigmoid locations: the drawing loop is handed, at each pixel, the mapped
+    # output of the decoder for the pixels drawn before it
+    handed = []
+    draw = models.pixelvae.sample_pixels
+    monkeypatch.setattr(models.pixelvae, "sample_pixels", lambda *a: handed.append(a[1]) or draw(*a))
+    pictures = legacy.decode(mu[:2])
+    with torch.no_grad():
+        raw = new.decode_given(mu[:2], None, pictures)
+    handed = torch.stack(handed, -1).view(2, -1, 28, 28)
+    torch.testing.assert_close(handed[:, k:2 * k], raw[:, k:2 * k].sigmoid())
+    torch.testing.assert_close(handed[:, 2 * k:], raw[:, 2 * k:].clamp_min(-7))
