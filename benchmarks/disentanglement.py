@@ -101,7 +101,7 @@ def score(checkpoint: str, seed: int, args: argparse.Namespace, metrics: str) ->
     metric_seconds = time.perf_counter() - t0
     test = load_split("dsprites", args.data_root, False, **data_options(run))
     ev = evaluate(model, test, device)
-    return {"steps": int(load_checkpoint(checkpoint)["global_step"]), "test_bce": ev["bce"], "test_kl": ev["kl"],
+    return {"steps": load_checkpoint(checkpoint).global_step, "test_bce": ev["bce"], "test_kl": ev["kl"],
             "active_units": active_units(torch.as_tensor(posterior_means(model, test, device))),
             **{k: scores[k] for k in ("mig", "mig_without_shape", "factorvae_score", "dci_disentanglement",
                                       "dci_completeness", "dci_informativeness", "sap", "mig_per_factor")},

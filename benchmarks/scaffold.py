@@ -105,7 +105,7 @@ def score_checkpoint(best_ckpt: str, data_root: str, seed: int, device_name: str
     # batch 512: ~2x faster than evaluate's default 1000 on a CPU (SSIM stays in cache)
     ev = evaluate(model, val, device, window_size=5, batch_size=512)
     out = {"val_bce_kl": ev["bce_kl"], "val_bce": ev["bce"], "val_kl": ev["kl"], "val_ssim": ev["ssim"],
-           "best_epoch": int(ckpt["epoch"]), "params": sum(p.numel() for p in model.parameters()),
+           "best_epoch": ckpt.epoch, "params": sum(p.numel() for p in model.parameters()),
            "knn_acc": None}
     if not model.conditional:
         knn = sampled_test_accuracy(posterior_means(model, full_train, device), full_train.y.numpy(),
