@@ -44,6 +44,7 @@ from benchmarks.scaffold import (
 )
 from config.flag_types import non_negative_int, positive_int
 from config.parsers import OneLineParser, run_cli
+from config.run_config import data_options
 from core.environment import cpu_name
 from datasets import Split
 from evaluation.codecs import CODECS, cached_codec_bits
@@ -113,7 +114,8 @@ def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
             model.decode(model.sample_prior(SAMPLING_IMAGES, g).to(device))
             out[key] = time.perf_counter() - t0
     if args.fid_samples:
-        classifier, _ = load_or_train_classifier(run.dataset_type, args.data_root, args.work_dir, device)
+        classifier, _ = load_or_train_classifier(run.dataset_type, args.data_root, args.work_dir, device,
+                                                 data=data_options(run))
         with torch.no_grad():
             samples = torch.cat([model.decode(model.sample_prior(SAMPLING_IMAGES, g).to(device)).cpu()
                                  for _ in range(0, args.fid_samples, SAMPLING_IMAGES)])[:args.fid_samples]

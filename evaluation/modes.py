@@ -175,7 +175,7 @@ def run_eval_modes(model: VAE, cfg: RunConfig, device: torch.device) -> dict:
                   f"in {time.perf_counter() - t0:.1f} s")
         if cfg.fid:
             classifier, accuracy = load_or_train_classifier(cfg.dataset_type, cfg.data_root, cfg.weights_dir,
-                                                            device)
+                                                            device, data=data_options(cfg))
             scores = sample_scores(model, gmm, {"val": val, "test": test}, cfg.fid, cfg.seed, classifier, device)
             for split in results:
                 results[split].update(scores[split], fid_classifier_test_accuracy=accuracy)
