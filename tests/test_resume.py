@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import load_ckpt, make_objective, read_events, run_cli, small_args
+from helpers import TINY_BATCHES, load_ckpt, make_objective, read_events, run_cli, small_args, tiny_args
 
 EPOCHS = 4  # the last cut (epoch 2) is followed by two epochs: a defect that shows only later is caught
 
@@ -120,3 +120,29 @@ def test_resume_continues_cosine_warmup_free_bits_and_cvae_exactly(fmnist_small,
     ev = read_events("tb_logs/split")
     assert [v for _, v in ev["train_kl_weight"]] == pytest.approx([v for _, v in read_events(
         "tb_logs/straight")["train_kl_weight"]])
+
+
+def test_a_dmol_run_stored_before_issue_36_resumes_with_its_sigmoid_mapping(tiny_mnist, workdir, monkeypatch):
+    # Its decoder was trained to give sigmoid locations (losses/pixel_layout.py, MIXTURE_LOCATIONS): resumed, it
+    # goes on with them, and its checkpoints say so from then on; a run of this version goes on unbounded.
+    import models.base
+
+    flags = ("--model_type", "resconv", "--image_loss_type", "dmol", "--mixture_components", "2")
+    assert run_cli(tiny_args(tiny_mnist, *flags))[0] == 0
+    ckpt_path = "weights/r_checkpoint.pth.tar"
+    marked = load_ckpt(ckpt_path)
+    mapped = []
+    to_unbounded = models.base.as_unbounded
+    monkeypatch.setattr(models.base, "as_unbounded", lambda *a: mapped.append(a[0].shape) or to_unbounded(*a))
+
+    assert run_cli(tiny_args(tiny_mnist, "--resume", ckpt_path, epochs=2))[0] == 0
+    unbounded = load_ckpt(ckpt_path)
+    assert unbounded["model_config"]["mixture_location"] == "unbounded" and not mapped
+
+    legacy = {**marked, "model_config": {k: v for k, v in marked["model_config"].items() if k != "mixture_location"}}
+    torch.save(legacy, ckpt_path)  # as a run before issue 36 left it
+    assert run_cli(tiny_args(tiny_mnist, "--resume", ckpt_path, epochs=2))[0] == 0
+    resumed = load_ckpt(ckpt_path)
+    assert resumed["epoch"] == 2 and resumed["model_config"]["mixture_location"] == "sigmoid"
+    assert len(mapped) >= TINY_BATCHES  # every training step read the decoder's output through the sigmoid mapping
+    assert not all(torch.equal(w, unbounded["state_dict"][k]) for k, w in resumed["state_dict"].items())
