@@ -184,7 +184,7 @@ class DeepHierarchicalVAE(VAE):
             d = self.ups[i](d)
         return self.out(d), draws
 
-    def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits)
+    def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits: then pixel_params)
         return self._top_down(self._map(z), None, None)[0]
 
     def _split(self, eps: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -200,7 +200,8 @@ class DeepHierarchicalVAE(VAE):
             eps = torch.randn(mu.shape[0], self.noise_size, device=mu.device, dtype=mu.dtype)
         e_top, e_rest = self._split(eps if self.training else None)
         z = self.reparameterize(mu, logvar, e_top)
-        logits, draws = self._top_down(self._top(z, y), maps, e_rest)
+        out, draws = self._top_down(self._top(z, y), maps, e_rest)
+        logits = self.pixel_params(out)
         if not with_kl:
             return ModelOutput(logits, mu, logvar, z)
         with float32_region(mu):
@@ -214,8 +215,9 @@ class DeepHierarchicalVAE(VAE):
         e_top, e_rest = self._split(eps)
         z, log_ratio = self.code_log_ratio(mu, logvar, e_top)
         maps = [h.repeat(k, 1, 1, 1) for h in self._bottom_up(self.standardise(x), y)]
-        logits, draws = self._top_down(self._top(z.reshape(k * b, -1), repeat_rows(y, k)), maps,
-                                       e_rest.reshape(k * b, -1))
+        out, draws = self._top_down(self._top(z.reshape(k * b, -1), repeat_rows(y, k)), maps,
+                                    e_rest.reshape(k * b, -1))
+        logits = self.pixel_params(out)
         with float32_region(mu):
             levels = [sum(draw.log_ratio() for draw in level).view(k, b) for level in draws]
         return torch.stack([log_ratio, *levels], dim=-1), logits.view(k, b, *logits.shape[1:])
