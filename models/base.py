@@ -64,6 +64,20 @@ def float32_region(like: torch.Tensor) -> torch.autocast:
     return torch.autocast(like.device.type, enabled=False)
 
 
+def gaussian_params(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A latent map's (mean, log-variance) from a layer's output ``t`` (B, 2c, ...): its two halves along the
+    channels, the log-variance clamped to [LOGVAR_MIN, LOGVAR_MAX]."""
+    mean, logvar = t.chunk(2, dim=1)
+    return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+def gaussian_kl(q_mean: torch.Tensor, q_logvar: torch.Tensor, p_mean: torch.Tensor, p_logvar: torch.Tensor
+                ) -> torch.Tensor:
+    """KL(q || p) of two diagonal Gaussians, closed form, summed over all but the batch dimension: (B,)."""
+    return 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
+                  - 1).flatten(1).sum(1)
+
+
 def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The tensors in float32 (a no-op on float32 ones)."""
     return tuple(t.float() for t in tensors)

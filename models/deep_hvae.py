@@ -35,6 +35,8 @@ from models.base import (
     ModelOutput,
     float32,
     float32_region,
+    gaussian_kl,
+    gaussian_params,
     repeat_rows,
 )
 from models.family import Family, register, setting
@@ -49,11 +51,6 @@ class DeepHVAEConfig(ModelConfig):
                                high=MAX_DEEP_GROUPS)
     deep_latent_channels: int = setting(4, "deep_hvae: channels of each latent group's map", low=1,
                                         high=MAX_DEEP_LATENT_CHANNELS)
-
-
-def _gaussian(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, logvar = t.chunk(2, dim=1)
-    return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
 def _zero(layer: nn.Conv2d | nn.Linear) -> None:
@@ -74,8 +71,7 @@ class GroupDraw:
     def kl(self) -> torch.Tensor:
         """KL(q || p) of two diagonal Gaussians, closed form, summed over the map: (B,)."""
         p_mean, p_logvar, q_mean, q_logvar = float32(self.p_mean, self.p_logvar, self.q_mean, self.q_logvar)
-        return 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
-                      - 1).flatten(1).sum(1)
+        return gaussian_kl(q_mean, q_logvar, p_mean, p_logvar)
 
     def log_ratio(self) -> torch.Tensor:
         """log p(z) - log q(z) at the drawn code, summed over the map: (B,)."""
@@ -102,7 +98,7 @@ class TopDownCell(nn.Module):
     def forward(self, d: torch.Tensor, h: torch.Tensor | None, eps: torch.Tensor | None
                 ) -> tuple[torch.Tensor, GroupDraw]:
         """``h`` None: the prior (q = p); ``eps`` None: the mean, else mean + eps * sigma (eps shaped as the map)."""
-        p_mean, p_logvar = _gaussian(self.prior(d))
+        p_mean, p_logvar = gaussian_params(self.prior(d))
         q_mean, q_logvar = p_mean, p_logvar
         if h is not None:
             dm, dlv = self.posterior(torch.cat([h, d], dim=1)).chunk(2, dim=1)

@@ -31,6 +31,8 @@ from models.base import (
     ModelOutput,
     float32,
     float32_region,
+    gaussian_kl,
+    gaussian_params,
     repeat_rows,
 )
 from models.family import Family, register, setting
@@ -43,11 +45,6 @@ class HVAEConfig(ModelConfig):
     model_type: str = "hvae"
     hvae_channels: int = setting(2, "hvae: channels of the lower latent map (7x7 for 28x28 images)", low=1,
                                  high=MAX_HVAE_CHANNELS)
-
-
-def _gaussian_params(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, logvar = t.chunk(2, dim=1)
-    return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
 class HierarchicalVAE(VAE):
@@ -110,13 +107,13 @@ class HierarchicalVAE(VAE):
 
     def _decode(self, z):  # z with the class already concatenated (VAE.decode_logits: then pixel_params)
         d = self._map(z)
-        return self._pixels(d, _gaussian_params(self.prior_map(d))[0])
+        return self._pixels(d, gaussian_params(self.prior_map(d))[0])
 
     def _lower(self, d: torch.Tensor, h: torch.Tensor, eps1: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the top's map ``d`` and the bottom-up ``h``: p's and q's (mean, logvar) of z1 and z1
         itself (q's mean when ``eps1`` is None), each (B, cz, side, side)."""
-        p_mean, p_logvar = _gaussian_params(self.prior_map(d))
+        p_mean, p_logvar = gaussian_params(self.prior_map(d))
         dm, dlv = self.posterior_map(torch.cat([h, d], dim=1)).chunk(2, dim=1)
         q_mean, q_logvar = p_mean + dm, (p_logvar + dlv).clamp(LOGVAR_MIN, LOGVAR_MAX)
         z1 = q_mean if eps1 is None else q_mean + eps1.view_as(q_mean) * torch.exp(0.5 * q_logvar)
@@ -144,8 +141,7 @@ class HierarchicalVAE(VAE):
             kl_top = self.kl_terms(*float32(mu, logvar, self._eval_noise(mu) if e_top is None else e_top))[:, 0]
             # KL of two diagonal Gaussians, closed form, summed over the map
             p_mean, p_logvar, q_mean, q_logvar = float32(p_mean, p_logvar, q_mean, q_logvar)
-            kl_map = 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) * torch.exp(-p_logvar)
-                            - 1).flatten(1).sum(1)
+            kl_map = gaussian_kl(q_mean, q_logvar, p_mean, p_logvar)
         return ModelOutput(logits, mu, logvar, z, torch.stack([kl_top, kl_map], dim=1))
 
     def importance_terms(self, x, mu, logvar, eps, y=None):
@@ -171,7 +167,7 @@ class HierarchicalVAE(VAE):
         e_top, e_map = self._split(eps)
         z, log_ratio = self.code_log_ratio(mu, logvar, e_top)
         d = self._top(z.reshape(k * b, -1), repeat_rows(y, k))
-        p_mean, p_logvar = _gaussian_params(self.prior_map(d))
+        p_mean, p_logvar = gaussian_params(self.prior_map(d))
         z1 = p_mean + e_map.reshape(k * b, -1).view_as(p_mean) * torch.exp(0.5 * p_logvar)
         logits = self.pixel_params(self._pixels(d, z1))
         return log_ratio.unsqueeze(-1), logits.view(k, b, *logits.shape[1:])
