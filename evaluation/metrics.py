@@ -14,7 +14,7 @@ from datasets import Split
 from losses import DISCRETE, bits_per_dim
 from models import VAE
 from runtime.batch_pass import batch_metrics, batches
-from runtime.metrics import METRICS, evaluated, evaluation_figures, label
+from runtime.metrics import evaluated, evaluation_figures, label, metric
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
 # A decoder that reads pixels draws its pictures pixel by pixel: --preset density's layers on 2 AMD EPYC cores
@@ -53,11 +53,11 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
     figures = evaluation_figures(out)
     # the eval JSON's layout: the split's size and likelihood after SSIM (as before metrics were declared; after
     # the pictures' SSIM where there is one)
-    cut = max(i for i, k in enumerate(figures) if "ssim" in (k, METRICS[k].pictures_of)) + 1
+    cut = max(i for i, k in enumerate(figures) if "ssim" in (k, metric(k).pictures_of)) + 1
     result = {**dict(list(figures.items())[:cut]), "n": len(data), "likelihood": model.likelihood,
               **dict(list(figures.items())[cut:]), **{level: out[level] for level in levels}}
     if pictured:  # how many images the pictures' figures cover, and what each pair of figures is
-        pairs = [m for p in pictured for m in (METRICS[p.pictures_of], p)]
+        pairs = [m for p in pictured for m in (metric(p.pictures_of), p)]
         result.update(picture_images=len(first), labels={m.name: label(m, True) for m in pairs})
     if model.likelihood in DISCRETE:
         result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())

@@ -193,6 +193,11 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
+def metric(name: str) -> Metric:
+    """The declaration of ``name`` (looked up at call time, so a registration made later is seen)."""
+    return METRICS[name]
+
+
 def declared() -> list[Metric]:
     """Every declaration, built-in ones first, then the registered ones in the order of registration."""
     return list(METRICS.values())

@@ -15,16 +15,16 @@ def poison_forward(monkeypatch, at_call: int, where: str):
 
     real, calls = VAE.forward, []
 
-    def forward(self, x, eps=None, y=None):
-        logits, mu, logvar = real(self, x, eps, y)
+    def forward(self, x, eps=None, y=None, with_kl=False):
+        out = real(self, x, eps, y, with_kl=with_kl)
         if self.training:
             calls.append(1)
             if len(calls) == at_call:
                 if where == "loss":
-                    logits = logits * float("nan")
+                    out.logits = out.logits * float("nan")
                 else:  # finite forward, infinite backward
-                    logits.register_hook(lambda g: g * float("inf"))
-        return logits, mu, logvar
+                    out.logits.register_hook(lambda g: g * float("inf"))
+        return out
 
     monkeypatch.setattr(VAE, "forward", forward)
 
