@@ -120,12 +120,18 @@ def _fork_rng(device: torch.device):
 
 
 @torch.no_grad()
+def class_probabilities(classifier: Classifier, images: torch.Tensor, device: torch.device,
+                        batch_size: int = 1000) -> torch.Tensor:
+    """The classifier's class probabilities (N, classes) of ``images`` (N, C, H, W) in [0, 1], on the CPU."""
+    classifier.eval()
+    return torch.cat([classifier(as_float(images[i:i + batch_size].to(device))).softmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
 def _predict(classifier: Classifier, images: torch.Tensor, device: torch.device,
              batch_size: int) -> torch.Tensor:
     """Predicted classes (N,) on the CPU."""
-    classifier.eval()
-    return torch.cat([classifier(as_float(images[i:i + batch_size].to(device))).argmax(1).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return class_probabilities(classifier, images, device, batch_size).argmax(1)
 
 
 def classifier_accuracy(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
