@@ -3,7 +3,8 @@
 The pass itself (:func:`batches`, :func:`batch_metrics`) lives in runtime/batch_pass.py, which the training
 loop's validation shares, so every number the project reports about a split is computed one way; the
 figures are declared in runtime/metrics.py. Metrics decode the posterior mean (the model is put in eval mode
-by the caller) and are per image: summed over pixels or latent dimensions, averaged over the batch.
+by the caller) and are per image: summed over pixels or latent dimensions, averaged over the batch; but for
+a discrete likelihood the bits per dimension, a code length, are the negative ELBO at a sampled code.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from datasets import Split
+from evaluation.likelihood import iwae_evaluate
 from losses import DISCRETE, bits_per_dim
 from models import VAE
 from runtime.batch_pass import batch_metrics, batches
@@ -24,6 +26,7 @@ ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016)'s threshold on Cov_x(E[z|x])
 # add 3 to 17 minutes; the pictures' figures cover the first PICTURE_IMAGES of each split instead (the
 # validation fold is a seeded draw of the training set; --predict's reconstructions are its first 16).
 PICTURE_IMAGES = 1000
+ELBO_BATCH = 500
 
 
 def active_units(means: torch.Tensor) -> int:
@@ -60,8 +63,18 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
         pairs = [m for p in pictured for m in (metric(p.pictures_of), p)]
         result.update(picture_images=len(first), labels={m.name: label(m, True) for m in pairs})
     if model.likelihood in DISCRETE:
-        result["bits_per_dim"] = bits_per_dim(result["nll_kl"], data.x[0].numel())
+        # What bits-back coding achieves is the ELBO at a code drawn from q(z|x), not at its mean: for deep_hvae,
+        # every level decoded at its mean flattered Fashion-MNIST by 0.12 bits/dim against even the IWAE bound.
+        # The one-sample estimate (K = 1, a fixed seed) is unbiased and deterministic.
+        result["bits_per_dim"] = bits_per_dim(elbo_nats(model, data, device), data.x[0].numel())
     return result
+
+
+def elbo_nats(model: VAE, data: Split, device: torch.device) -> float:
+    """The negative ELBO per image in nats, at one code per image drawn from q(z|x) (every level of a hierarchical
+    model; noise of seed 0, in batches of ELBO_BATCH whatever the caller's, so the figure is one figure): the IWAE
+    bound with K = 1 (evaluation/likelihood.py)."""
+    return iwae_evaluate(model, data, device, 1, batch_size=ELBO_BATCH, seed=0, labels=model.conditional)
 
 
 def _split_means(model: VAE, data: Split, names: tuple[str, ...], device: torch.device, window_size: int,

@@ -63,7 +63,8 @@ def print_eval_table(results: dict[str, dict]) -> None:
                                                    for m, w in zip(shown, widths)))
     if any("xz_bits_per_dim" in r for r in rows):
         print("b/d: bits per pixel and channel, a lossless code length (PNG and WebP per image, xz over the whole "
-              "split); " + ("the model's: its negative ELBO (and IWAE bound) with bits-back coding" if any(
+              "split); " + ("the model's: its negative ELBO at a code drawn from the posterior (NLL+KL decodes its "
+                           "mean) and IWAE bound, with bits-back coding" if any(
                   "bits_per_dim" in r for r in rows) else "a model has one with a discrete likelihood "
                   "(--image_loss_type logistic): the Bernoulli BCE is not a code length of 8-bit pixels"))
 
