@@ -23,6 +23,7 @@ checkpoint, on the folder's held-out test images:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,7 +32,18 @@ import numpy as np
 import torch
 
 import train
-from benchmarks.scaffold import ROOT, cell, command_line, run_scored, run_splits, start, summarise, table, write_report
+from benchmarks.scaffold import (
+    ROOT,
+    add_rescore_arg,
+    cell,
+    command_line,
+    run_scored,
+    run_splits,
+    start,
+    summarise,
+    table,
+    write_report,
+)
 from config.flag_types import non_negative_int, positive_float, positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
@@ -41,6 +53,7 @@ from evaluation.codecs import CODECS, cached_codec_bits
 from evaluation.likelihood import iwae_evaluate
 from evaluation.metrics import evaluate
 from evaluation.sample_quality import class_probabilities, feature_stats, frechet_distance, load_or_train_classifier
+from fileio.atomic import write_json
 from losses import bits_per_dim
 from runtime.checkpoints import load_checkpoint, load_model
 from runtime.device import select_device
@@ -74,6 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--work_dir", default=None, help="runs and scores (default results/colour_<collection>)")
     p.add_argument("--out", default=None, help="report path without extension (default benchmarks/colour_<name>)")
+    add_rescore_arg(p)
     return p
 
 
@@ -89,6 +103,19 @@ def seconds_per_epoch(name: str, args: argparse.Namespace) -> float:
             "--tensorboard", "False", "--tensorboard_images", "False", "--print-freq", str(10**6),
             "--device", args.device]
     return train.main(train.get_args_parser().parse_args(argv))["seconds"]
+
+
+def epoch_seconds(names: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Each configuration's probe (:func:`seconds_per_epoch`), saved in the work folder; ``--rescore`` reads the
+    saved ones, so the runs' epochs, and so their flags, are those their checkpoints were trained with."""
+    path = os.path.join(args.work_dir, "probe_seconds.json")
+    saved = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+    probes = {n: saved[n] if args.rescore and n in saved else seconds_per_epoch(n, args) for n in names}
+    write_json(path, {**saved, **probes})
+    return probes
 
 
 def sample_scores(model: torch.nn.Module, classifier: torch.nn.Module, test: Split, train_x: torch.Tensor,
@@ -199,7 +226,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     seeds, runs = start(args, list(CONFIGS))
     settings = {k: getattr(args, k) for k in ("iw_samples", "iw_images", "fid_samples", "budget_s")}
     t0 = time.perf_counter()
-    probes = {name: seconds_per_epoch(name, args) for name in runs}
+    probes = epoch_seconds(runs, args)
     rows: list[dict] = []
     for seed in seeds:
         for name in runs:

@@ -10,8 +10,9 @@ trained once per ``--seeds`` by benchmarks/scaffold.py and scored on the officia
   bound of the whole set is estimated as the subset's plus that offset, and said so);
 - PNG / WebP lossless (per image) and xz -9e (the whole split at once) on the whole test set;
 - the KL per image, the active units (dimensions whose posterior mean varies by more than 0.01 over
-  the test set, Burda et al. 2016), KNN test accuracy of the posterior means (500 training images per
-  class, k = 10, mean of 5 draws);
+  the test set, Burda et al. 2016), the SSIM of the pictures drawn from the code alone (for a decoder
+  that reads pixels, ``--evaluate``'s figure on the first test images), KNN test accuracy of the
+  posterior means (500 training images per class, k = 10, mean of 5 draws);
 - the Frechet distance of ``--fid_samples`` prior samples to the test set in the project's
   Fashion-MNIST classifier's feature space (evaluation/sample_quality.py), and the seconds to draw
   100 samples (the autoregressive decoder draws pixel by pixel), a second call timed after a first;
@@ -66,6 +67,8 @@ CONFIGS: dict[str, tuple[list[str], str]] = {
              "pixel), 6 epochs"),
     "density": (["--preset", "density"], "pixelvae (resconv whose decoder sees its neighbours: one gated layer "
                 "after the 7x7 window, 32 channels), the same pixel mixture, 12 epochs"),
+    "deep": (["--preset", "deep"], "deep_hvae (a deep hierarchical VAE: a top code and 2 groups of 4-channel latent "
+             "maps at 7x7 and 14x14, no autoregressive decoder), the same pixel mixture, 9 epochs"),
 }
 SAMPLING_IMAGES = 100
 
@@ -98,6 +101,8 @@ def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
     iwae = iwae_evaluate(model, part, device, args.iw_samples, seed=seed, labels=model.conditional)
     means = posterior_means(model, test, device)
     out = {"test_bpd": whole["bits_per_dim"], "test_kl": whole["kl"],
+           # the pictures the user sees: drawn from the code alone (a decoder that reads pixels: its first images)
+           "test_ssim_code": whole.get("ssim_from_code", whole["ssim"]),
            "subset_bpd": sub["bits_per_dim"], "iwae_subset_bpd": bits_per_dim(iwae, dims),
            "active_units": active_units(torch.as_tensor(means)),
            "codecs": cached_codec_bits(test.x, os.path.join(args.work_dir, "codecs")),
@@ -124,8 +129,9 @@ def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
     return out
 
 
-ROW_KEYS = ("train_seconds", "test_bpd", "iwae_test_bpd_est", "iwae_subset_bpd", "subset_bpd", "subset_offset_bpd",
-            "test_kl", "active_units", "knn_acc", "fid", "sample_100_seconds", "first_sample_100_seconds")
+ROW_KEYS = ("train_seconds", "test_bpd", "test_ssim_code", "iwae_test_bpd_est", "iwae_subset_bpd", "subset_bpd",
+            "subset_offset_bpd", "test_kl", "active_units", "knn_acc", "fid", "sample_100_seconds",
+            "first_sample_100_seconds")
 
 
 def describe(name: str, results: list[dict]) -> dict:
@@ -147,16 +153,18 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float, cpu: str |
              f"-ELBO: the negative ELBO on all test images. IWAE: the bound with K = {args.iw_samples} on the first "
              f"{args.iw_images} test images, shown as measured (subset) and moved by the subset's offset "
              "(the -ELBO of all images minus that of the subset, measured) to estimate it on the whole set.",
-             "", "| config | seeds | params | epochs | train s | -ELBO b/d | IWAE b/d (est. all) | IWAE b/d (subset) | "
-                 "offset | KL nats | active units | KNN acc | FID | 100 samples s (first call) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| config | seeds | params | epochs | train s | -ELBO b/d | IWAE b/d (est. all) | "
+                 "IWAE b/d (subset) | offset | KL nats | active units | SSIM (from the code) | KNN acc | FID | "
+                 "100 samples s (first call) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         seeds = ", ".join(map(str, r["seeds"]))
         lines.append(f"| {r['config']} | {seeds} | {r['params'] / 1e6:.2f}M | {r['epochs']} | "
                      f"{cell(r['train_seconds'], '.0f')} | {cell(r['test_bpd'], '.4f')} | "
                      f"{cell(r['iwae_test_bpd_est'], '.4f')} | {cell(r['iwae_subset_bpd'], '.4f')} | "
                      f"{cell(r['subset_offset_bpd'], '.4f')} | {cell(r['test_kl'], '.2f')} | "
-                     f"{cell(r['active_units'], '.1f')} | {cell(r['knn_acc'], '.4f')} | {cell(r['fid'], '.1f')} | "
+                     f"{cell(r['active_units'], '.1f')} | {cell(r.get('test_ssim_code'), '.4f')} | "
+                     f"{cell(r['knn_acc'], '.4f')} | {cell(r['fid'], '.1f')} | "
                      f"{cell(r['sample_100_seconds'], '.2f')} ({cell(r['first_sample_100_seconds'], '.2f')}) |")
     lines += ["", "Configurations:"] + [f"- **{r['config']}** (`{r['flags']}`): {r['about']}" for r in rows]
     if len({r.get("command") for r in rows}) > 1:  # rows kept from an earlier run (--only) say what measured them

@@ -144,6 +144,11 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
         if done.get("settings") == settings:
             print(f"[{sweep}] {name} seed {seed}: reusing {cache}")
             return {**done, "reused": True}
+        kept = os.path.join(args.work_dir, f"{name}_s{seed}_{checkpoint}.pth.tar")
+        if getattr(args, "rescore", False) and done["settings"].get("argv") == argv and os.path.isfile(kept):
+            return _rescored(sweep, name, seed, done, settings, kept, cache,
+                             score or (lambda b, s: score_checkpoint(b, args.data_root, s, args.device,
+                                                                     args.knn_per_class, iw_samples, iw_images)))
     print(f"[{sweep}] {name} seed {seed}: train.py {' '.join(flags)}", flush=True)
     # --overwrite: a run trained again (other code or settings) replaces the one the cache was made from
     summary = train.main(train.get_args_parser().parse_args([*argv, "--overwrite"]))
@@ -153,6 +158,20 @@ def run_scored(sweep: str, name: str, seed: int, flags: list[str], args: argpars
                                iw_samples, iw_images))
     result = {"settings": settings, "seed": seed, "train_seconds": summary["seconds"],
               "epochs": len(summary["history"]), "score_seconds": time.perf_counter() - t0, **scores}
+    write_json(cache, result)
+    return {**result, "reused": False}
+
+
+def _rescored(sweep: str, name: str, seed: int, done: dict, settings: dict, checkpoint: str, cache: str,
+              score: Callable[[str, int], dict]) -> dict:
+    """``--rescore``: a run trained by the same flags under other code (or scored with other settings), its
+    checkpoint scored again by this code; its training figures are kept and ``trained_by_code`` says whose."""
+    print(f"[{sweep}] {name} seed {seed}: scoring {checkpoint} again (trained by code {done['settings']['code']})")
+    t0 = time.perf_counter()
+    scores = score(checkpoint, seed)
+    result = {**{k: done[k] for k in ("seed", "train_seconds", "epochs")}, "settings": settings,
+              "trained_by_code": done.get("trained_by_code", done["settings"]["code"]),
+              "score_seconds": time.perf_counter() - t0, **scores}
     write_json(cache, result)
     return {**result, "reused": False}
 
@@ -181,6 +200,14 @@ def add_sweep_args(p: argparse.ArgumentParser, name: str) -> None:
                    help="the runs' weights and per-run scores (reused when flags, settings and code match)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", name),
                    help="output path without extension (.md and .json are written)")
+    add_rescore_arg(p)
+
+
+def add_rescore_arg(p: argparse.ArgumentParser) -> None:
+    """``--rescore``: score again, without training, the runs whose checkpoints the same flags trained."""
+    p.add_argument("--rescore", action="store_true",
+                   help="a run trained by the same flags under other code is scored again from its checkpoint, "
+                        "not trained again (its training seconds kept)")
 
 
 def start(args: argparse.Namespace, configs: list[str]) -> tuple[list[int], dict[str, list[dict]]]:

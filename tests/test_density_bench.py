@@ -2,6 +2,8 @@
 figures beside the codecs, and the table rewritten from its JSON."""
 import json
 
+import pytest
+
 from helpers import run_module_cli
 
 
@@ -50,3 +52,27 @@ def test_the_density_preset_is_scored_beside_the_codecs(fmnist_small, workdir):
     assert "- **dmol**: `python3 -m benchmarks.density --only dmol` (another CPU)" in table
     args.iw_samples = 5
     assert density.kept_rows(args, {"density"}) == []
+
+
+def test_rescore_scores_a_kept_checkpoint_again_without_training(fmnist_small, workdir, monkeypatch):
+    import train
+
+    argv = ["--only", "density", "--epochs", "1", "--seeds", "42", "--knn_per_class", "20", "--iw_samples", "2",
+            "--iw_images", "20", "--fid_samples", "0", "--data_root", fmnist_small, "--device", "cpu",
+            "--work_dir", "runs", "--out", "out/d"]
+    assert density_cli(argv)[0] == 0
+    first = json.load(open("runs/density_s42.json"))
+    first["settings"]["code"] = "older"  # as if the scoring code changed since it trained
+    first["test_bpd"] = -1.0
+    with open("runs/density_s42.json", "w") as f:
+        json.dump(first, f)
+    monkeypatch.setattr(train, "main", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    code, out, err = density_cli([*argv, "--rescore"])
+    assert code == 0, err
+    assert "scoring" in out and "again" in out
+    again = json.load(open("runs/density_s42.json"))
+    assert again["trained_by_code"] == "older" and again["train_seconds"] == first["train_seconds"]
+    assert again["test_bpd"] > 1 and again["settings"]["code"] != "older"
+    # other training flags are not the kept checkpoint's: without it they would train (refused here)
+    with pytest.raises(AssertionError, match="trained again"):
+        density_cli([*argv[:3], "2", *argv[4:], "--rescore"])
