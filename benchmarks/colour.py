@@ -105,17 +105,32 @@ def seconds_per_epoch(name: str, args: argparse.Namespace) -> float:
     return train.main(train.get_args_parser().parse_args(argv))["seconds"]
 
 
+def kept_rows(args: argparse.Namespace, rerun: set[str], settings: dict) -> list[dict]:
+    """The saved report's rows of the configurations ``--only`` leaves out, when scored with these settings
+    (each keeps the command that measured it): a rerun of one family keeps the others' figures."""
+    path = args.out + ".json"
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    if any(saved.get(k) != v for k, v in settings.items()):
+        return []
+    return [{"command": saved.get("command", "python3 -m benchmarks.colour"), **r} for r in saved["rows"]
+            if r["config"] not in rerun and r["config"] in CONFIGS]
+
+
 def epoch_seconds(names: list[str], args: argparse.Namespace) -> dict[str, float]:
-    """Each configuration's probe (:func:`seconds_per_epoch`), saved in the work folder; ``--rescore`` reads the
-    saved ones, so the runs' epochs, and so their flags, are those their checkpoints were trained with."""
+    """Each configuration's probe (:func:`seconds_per_epoch`), saved in the work folder (with the others saved
+    there before); ``--rescore`` reads the saved ones, so the runs' epochs, and so their flags, are those their
+    checkpoints were trained with."""
     path = os.path.join(args.work_dir, "probe_seconds.json")
     saved = {}
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-    probes = {n: saved[n] if args.rescore and n in saved else seconds_per_epoch(n, args) for n in names}
-    write_json(path, {**saved, **probes})
-    return probes
+    probes = {**saved, **{n: saved[n] if args.rescore and n in saved else seconds_per_epoch(n, args) for n in names}}
+    write_json(path, probes)
+    return {n: probes[n] for n in CONFIGS if n in probes}  # the kept rows' probes too, for the report
 
 
 def sample_scores(model: torch.nn.Module, classifier: torch.nn.Module, test: Split, train_x: torch.Tensor,
@@ -217,6 +232,8 @@ def markdown(rows: list[dict], probes: dict[str, float], args: argparse.Namespac
         "Validation bits/dim after each epoch (first seed): "]
     lines += [f"- **{r['config']}**: " + ", ".join(f"{v:.3f}" for v in r["val_bpd_curve"]) for r in rows]
     lines += ["", "Configurations:"] + [f"- **{r['config']}** (`{r['flags']}`): {r['about']}" for r in rows]
+    if len({r.get("command") for r in rows}) > 1:  # rows kept from an earlier run (--only) say what measured them
+        lines += ["", "Measured by:"] + [f"- **{r['config']}**: `{r.get('command')}`" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +244,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     settings = {k: getattr(args, k) for k in ("iw_samples", "iw_images", "fid_samples", "budget_s")}
     t0 = time.perf_counter()
     probes = epoch_seconds(runs, args)
+    kept = kept_rows(args, set(runs), settings)
     rows: list[dict] = []
     for seed in seeds:
         for name in runs:
@@ -234,7 +252,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             flags = [*shared_flags(args), *CONFIGS[name][0], "--epochs", str(epochs)]
             runs[name].append(run_scored("colour", name, seed, flags, args, score=lambda b, s: score(b, s, args),
                                          score_settings=settings))
-            rows = summarise(runs, ROW_KEYS, describe)
+            measured = [{**r, "command": command_line("colour")} for r in summarise(runs, ROW_KEYS, describe)]
+            rows = sorted(kept + measured, key=lambda r: list(CONFIGS).index(r["config"]))
             wall = time.perf_counter() - t0
             write_report(args.out, markdown(rows, probes, args, wall),
                          {"seeds": seeds, **settings, "probe_seconds": probes, "wall_seconds": wall, "rows": rows},

@@ -52,8 +52,9 @@ def config_from_dict(stored: dict[str, Any]) -> ModelConfig:
     """The config of the family a checkpoint's stored 'model_config' names: written by this version (the
     family's fields only) or by one before issue 35 (every family's fields in one flat dict: the other
     families' are dropped); a ``dmol`` config stored without ``mixture_location`` (before issue 36) keeps the
-    "sigmoid" mapping its decoder was trained for. ValueError, in one line, for an unknown family or a key no
-    family declares (the values are checked as flags: config.flags.parse_settings)."""
+    "sigmoid" mapping its decoder was trained for, and a ``deep_hvae`` one without ``deep_upsample`` its transposed
+    convolutions. ValueError, in one line, for an unknown family or a key no family declares (the values are
+    checked as flags: config.flags.parse_settings)."""
     family = MODELS.get(stored.get("model_type", ModelConfig.model_type))
     if family is None:
         raise ValueError(f"unknown model type {stored.get('model_type')!r:.40}; choose from {sorted(MODELS)}")
@@ -64,6 +65,8 @@ def config_from_dict(stored: dict[str, Any]) -> ModelConfig:
     config = {k: v for k, v in stored.items() if k in own}
     if config.get("likelihood") == MIXTURE and "mixture_location" not in config:
         config["mixture_location"] = "sigmoid"  # stored before issue 36: its decoder was trained for that mapping
+    if family.name == "deep_hvae" and "deep_upsample" not in config:
+        config["deep_upsample"] = "transposed"  # stored before the checkerboard fix: its weights are of those layers
     return family.config(**config)
 
 

@@ -1,5 +1,6 @@
 """--model_type deep_hvae (--preset deep): the deep hierarchical VAE's shapes, its KL per resolution, its
 bounds, and a run that trains, resumes, evaluates and predicts."""
+import dataclasses
 import json
 import math
 
@@ -77,6 +78,16 @@ def test_a_run_trains_resumes_exactly_evaluates_and_predicts(tiny_mnist, workdir
     assert code == 0, err
     val = json.load(open("weights/s_eval.json"))["val"]
     assert val["family"].startswith("deep_hvae") and val["bits_per_dim"] > 0 and val["iwae_nll"] > 0
+    # benchmarks/elbo_paths.py puts the figure at the means beside the sampled one and the IWAE bound
+    from benchmarks import elbo_paths
+    from helpers import run_module_cli
+
+    code, out, err = run_module_cli(elbo_paths, ["--checkpoints", "weights/s_best.pth.tar", "--data_root", tiny_mnist,
+                                                 "--images", "30", "--iw_samples", "3", "--out", "paths"])
+    assert code == 0, err
+    [row] = json.load(open("paths.json"))["rows"]
+    assert row["family"] == "deep_hvae" and row["images"] == 30 and row["iwae"] > 0
+    assert row["mean_path"] != row["sampled"] != row["sampled_seed1"] and "| `" in open("paths.md").read()
     code, out, err = run_cli(["--resume", "weights/s_best.pth.tar", "--predict", "--data_root", tiny_mnist,
                               "--no_cuda", "True"])
     assert code == 0, err
@@ -98,3 +109,17 @@ def test_bits_per_dim_are_the_elbo_at_a_sampled_code_not_at_every_levels_mean():
     assert evaluate(model, data, cpu, batch_size=40)["bits_per_dim"] == r["bits_per_dim"]  # one figure per split
     assert bits_per_dim(iwae_evaluate(model, data, cpu, 50, seed=1), 256) < r["bits_per_dim"]
     assert r["nll_kl"] != pytest.approx(r["bits_per_dim"] * 256 * math.log(2), rel=1e-4)
+
+
+def test_the_decoder_doubles_by_resize_and_a_checkpoint_before_the_fix_keeps_its_transposed_convs():
+    from models import config_from_dict
+
+    new = deep(deep_upsample="resize")
+    assert all(isinstance(up[0], torch.nn.Upsample) for up in new.ups)
+    stored = dataclasses.asdict(ModelConfig(model_type="deep_hvae", image_size=16))
+    assert stored.pop("deep_upsample") == "resize"  # what a checkpoint written before the fix holds
+    old = build_model(config_from_dict(stored))
+    assert all(isinstance(up[0], torch.nn.ConvTranspose2d) for up in old.ups)
+    assert config_from_dict({**stored, "deep_upsample": "resize"}).deep_upsample == "resize"
+    x = torch.rand(2, 1, 16, 16)
+    assert new.eval()(x).logits.shape == old.eval()(x).logits.shape == x.shape
