@@ -37,8 +37,10 @@ from benchmarks.scaffold import (
     add_rescore_arg,
     cell,
     command_line,
+    kept_rows,
     run_scored,
     run_splits,
+    sampling_seconds,
     start,
     summarise,
     table,
@@ -105,20 +107,6 @@ def seconds_per_epoch(name: str, args: argparse.Namespace) -> float:
     return train.main(train.get_args_parser().parse_args(argv))["seconds"]
 
 
-def kept_rows(args: argparse.Namespace, rerun: set[str], settings: dict) -> list[dict]:
-    """The saved report's rows of the configurations ``--only`` leaves out, when scored with these settings
-    (each keeps the command that measured it): a rerun of one family keeps the others' figures."""
-    path = args.out + ".json"
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        saved = json.load(f)
-    if any(saved.get(k) != v for k, v in settings.items()):
-        return []
-    return [{"command": saved.get("command", "python3 -m benchmarks.colour"), **r} for r in saved["rows"]
-            if r["config"] not in rerun and r["config"] in CONFIGS]
-
-
 def epoch_seconds(names: list[str], args: argparse.Namespace) -> dict[str, float]:
     """Each configuration's probe (:func:`seconds_per_epoch`), saved in the work folder (with the others saved
     there before); ``--rescore`` reads the saved ones, so the runs' epochs, and so their flags, are those their
@@ -170,12 +158,7 @@ def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
            "codecs": cached_codec_bits(test.x, os.path.join(args.work_dir, "codecs")),
            "params": sum(p.numel() for p in model.parameters()), "test_images": len(test),
            "val_bpd_curve": [bits_per_dim(h["val_loss"], dims) for h in ckpt.history]}
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key in ("first_sample_100_seconds", "sample_100_seconds"):  # the first call sets up its kernels
-            t0 = time.perf_counter()
-            model.decode(model.sample_prior(SAMPLING_IMAGES, g).to(device))
-            out[key] = time.perf_counter() - t0
+    out.update(sampling_seconds(model, device, torch.Generator().manual_seed(seed), SAMPLING_IMAGES))
     if args.fid_samples:
         classifier, accuracy = load_or_train_classifier(run.dataset_type, args.data_root, args.work_dir, device,
                                                         data=data_options(run))
@@ -244,7 +227,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     settings = {k: getattr(args, k) for k in ("iw_samples", "iw_images", "fid_samples", "budget_s")}
     t0 = time.perf_counter()
     probes = epoch_seconds(runs, args)
-    kept = kept_rows(args, set(runs), settings)
+    kept = kept_rows(args.out + ".json", set(runs), settings, CONFIGS, "python3 -m benchmarks.colour")
     rows: list[dict] = []
     for seed in seeds:
         for name in runs:

@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from benchmarks import scaffold
 from benchmarks.scaffold import (
     KNN_DRAWS,
     KNN_K,
@@ -39,6 +40,7 @@ from benchmarks.scaffold import (
     command_line,
     run_scored,
     run_splits,
+    sampling_seconds,
     start,
     summarise,
     write_report,
@@ -47,6 +49,7 @@ from config.flag_types import non_negative_int, positive_int
 from config.parsers import OneLineParser, run_cli
 from config.run_config import data_options
 from core.environment import cpu_name
+from core.errors import VaeLabError
 from datasets import Split
 from evaluation.codecs import CODECS, cached_codec_bits
 from evaluation.embeddings import posterior_means
@@ -113,11 +116,7 @@ def score(best_ckpt: str, seed: int, args: argparse.Namespace) -> dict:
                                            means, test.y.numpy(), per_class=args.knn_per_class, ks=[KNN_K],
                                            draws=KNN_DRAWS, seed=seed)[KNN_K]["mean"]
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key in ("first_sample_100_seconds", "sample_100_seconds"):  # the first call sets up its kernels
-            t0 = time.perf_counter()
-            model.decode(model.sample_prior(SAMPLING_IMAGES, g).to(device))
-            out[key] = time.perf_counter() - t0
+    out.update(sampling_seconds(model, device, g, SAMPLING_IMAGES))
     if args.fid_samples:
         classifier, _ = load_or_train_classifier(run.dataset_type, args.data_root, args.work_dir, device,
                                                  data=data_options(run))
@@ -179,22 +178,15 @@ def score_settings(args: argparse.Namespace) -> dict:
 
 
 def kept_rows(args: argparse.Namespace, rerun: set[str]) -> list[dict]:
-    """The rows of the saved .json that this run does not measure again (``--only``), kept when they were
-    scored with the same settings, each with the command and CPU that measured it: a rerun of one
-    configuration does not drop the others' figures. Rows of other settings are dropped."""
-    path = args.out + ".json"
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        saved = json.load(f)
-    if any(saved.get(k) != v for k, v in score_settings(args).items()) or saved.get("epochs_override") != args.epochs:
-        return []
-    return [{"command": saved.get("command", "python3 -m benchmarks.density"), "cpu": saved.get("cpu"), **r}
-            for r in saved["rows"] if r["config"] not in rerun and r["config"] in CONFIGS]
+    """The saved rows this run keeps (scaffold.kept_rows): those scored with the same settings and epochs."""
+    return scaffold.kept_rows(args.out + ".json", rerun, {**score_settings(args), "epochs_override": args.epochs},
+                              CONFIGS, "python3 -m benchmarks.density")
 
 
 def main(args: argparse.Namespace) -> list[dict]:
     if args.from_json:
+        if not os.path.isfile(args.out + ".json"):
+            raise VaeLabError(f"--from_json: no {args.out}.json to rewrite the table from; run the sweep first")
         with open(args.out + ".json") as f:
             saved = json.load(f)
         for key in ("iw_samples", "iw_images", "fid_samples", "knn_per_class"):

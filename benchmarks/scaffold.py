@@ -176,6 +176,33 @@ def _rescored(sweep: str, name: str, seed: int, done: dict, settings: dict, chec
     return {**result, "reused": False}
 
 
+def kept_rows(path: str, rerun: set[str], settings: dict, configs: Iterable[str], command: str) -> list[dict]:
+    """The rows of a sweep's saved .json (``path``) that this run does not measure again (``--only``), kept when
+    the saved report has the same ``settings`` (its top-level keys), each with the command (``command`` for a
+    report that predates the key) and CPU that measured it: a rerun of one configuration does not drop the
+    others' figures. Rows of other settings, or of configurations no longer in ``configs``, are dropped."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    if any(saved.get(k) != v for k, v in settings.items()):
+        return []
+    return [{"command": saved.get("command", command), "cpu": saved.get("cpu"), **r} for r in saved["rows"]
+            if r["config"] not in rerun and r["config"] in configs]
+
+
+@torch.no_grad()
+def sampling_seconds(model, device: torch.device, generator: torch.Generator, n: int = 100) -> dict[str, float]:
+    """Seconds to decode ``n`` prior samples (an autoregressive decoder draws pixel by pixel): a first call,
+    which sets up its kernels, and a second."""
+    out = {}
+    for key in ("first_sample_100_seconds", "sample_100_seconds"):
+        t0 = time.perf_counter()
+        model.decode(model.sample_prior(n, generator).to(device))
+        out[key] = time.perf_counter() - t0
+    return out
+
+
 def mean_std(values: list[float]) -> dict:
     """Mean, sample standard deviation (0 for one value) and the values."""
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
