@@ -63,8 +63,8 @@ def evaluate(model: VAE, data: Split, device: torch.device, window_size: int = 5
         pairs = [m for p in pictured for m in (metric(p.pictures_of), p)]
         result.update(picture_images=len(first), labels={m.name: label(m, True) for m in pairs})
     if model.likelihood in DISCRETE:
-        # What bits-back coding achieves is the ELBO at a code drawn from q(z|x), not at its mean: for deep_hvae,
-        # every level decoded at its mean flattered Fashion-MNIST by 0.12 bits/dim against even the IWAE bound.
+        # What bits-back coding achieves is the ELBO at a code drawn from q(z|x), not at its mean: deep_hvae's
+        # every level decoded at its mean sat 0.14 bits/dim under even its IWAE bound (benchmarks/elbo_paths.md).
         # The one-sample estimate (K = 1, a fixed seed) is unbiased and deterministic.
         result["bits_per_dim"] = bits_per_dim(elbo_nats(model, data, device), data.x[0].numel())
     return result

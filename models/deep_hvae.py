@@ -62,8 +62,8 @@ class DeepHVAEConfig(ModelConfig):
 def resize_up_block(c_in: int, c_out: int) -> nn.Sequential:
     """Twice the size by nearest-neighbour resize, then a 3x3 convolution: every output pixel gets the same number
     of kernel taps, where a stride-2 transposed convolution's uneven overlap paints a 2-pixel checkerboard
-    (Odena et al. 2016, "Deconvolution and checkerboard artifacts"); measured on Twemoji, the pixels at odd rows
-    and columns had 40% more reconstruction error than the others."""
+    (Odena et al. 2016, "Deconvolution and checkerboard artifacts"); on Twemoji, the pixels at odd rows and
+    columns had 1.41x the reconstruction error of the others, 1.04x after (benchmarks/checkerboard.md)."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
                          nn.BatchNorm2d(c_out), nn.SiLU())
 
