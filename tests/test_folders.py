@@ -143,8 +143,11 @@ def test_train_resume_evaluate_predict_on_a_colour_folder(tmp_path, workdir):
     assert code == 0, err
     results = json.load(open("weights/f_eval.json"))
     assert results["test"]["n"] == 14 and results["val"]["iwae_nll"] > 0
-    # the code length is the ELBO at a sampled code; the IWAE bound (K = 3) is at most about it
-    assert 0 < results["test"]["bits_per_dim"] < 9 and results["test"]["iwae_nll"] > 0
+    # the code length is the ELBO at a sampled code (an under-trained model may need more than 8 bits), not the
+    # posterior mean's NLL+KL
+    test = results["test"]
+    assert 0 < test["bits_per_dim"] < 16 and test["iwae_nll"] > 0
+    assert test["bits_per_dim"] != pytest.approx(test["nll_kl"] / (3 * 16 * 16 * math.log(2)), rel=1e-6)
     assert Image.open("results/f/class_samples.png").mode == "RGB"
     # the shape flags of another size are refused against the checkpoint
     code, _, err = run_cli(folder_args(root, "--model_type", "resconv", "--conditional", "True", "--resume",

@@ -64,7 +64,7 @@ def test_a_logistic_run_learns_its_scale_and_reports_bits_per_dim(tiny_mnist, wo
     assert code == 0, err
     val = json.load(open("weights/r_eval.json"))["val"]
     assert val["likelihood"] == "logistic" and "bits/dim" in out
-    assert 0 < val["bits_per_dim"] < 8 + 1
+    assert 0 < val["bits_per_dim"] < 16  # the ELBO at a sampled code: an under-trained model may pass 8 bits
     assert 0 < val["iwae_bits_per_dim"] < 8 + 1  # a distribution over 256 levels: near or under 8 bits
     # resuming it with another likelihood is refused
     code, _, err = run_cli(tiny_args(tiny_mnist, "--resume", "weights/r_checkpoint.pth.tar", "--model_type", "fc",
